@@ -1,0 +1,45 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+function tempSibling(target: string): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** Writes a file so that readers see either the old content or the complete new one, never a part. */
+export async function writeFileAtomic(target: string, data: string | Uint8Array | Uint8Array[]): Promise<void> {
+  await fs.mkdir(path.dirname(target), { recursive: true });
+  const tmp = tempSibling(target);
+  const handle = await fs.open(tmp, 'w');
+  try {
+    if (Array.isArray(data)) for (const chunk of data) await handle.write(chunk);
+    else await handle.write(data);
+    await handle.sync();
+  } catch (e) {
+    await handle.close();
+    await fs.rm(tmp, { force: true });
+    throw e;
+  }
+  await handle.close();
+  await fs.rename(tmp, target);
+}
+
+/**
+ * Builds a directory under a temporary name and renames it into place only when `fill` succeeds.
+ * An existing target is replaced; on failure nothing is left behind.
+ */
+export async function writeDirAtomic(target: string, fill: (dir: string) => Promise<void>): Promise<void> {
+  await fs.mkdir(path.dirname(path.resolve(target)), { recursive: true });
+  const tmp = tempSibling(path.resolve(target));
+  await fs.mkdir(tmp);
+  try {
+    await fill(tmp);
+  } catch (e) {
+    await fs.rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const old = `${tmp}.old`;
+  const hadOld = await fs.rename(target, old).then(() => true, () => false);
+  await fs.rename(tmp, target);
+  if (hadOld) await fs.rm(old, { recursive: true, force: true });
+}

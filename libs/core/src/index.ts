@@ -1,0 +1,6 @@
+export * from './errors.ts';
+export * from './tensor.ts';
+export * from './batch.ts';
+export * from './atomic.ts';
+export * from './progress.ts';
+export * from './fingerprint.ts';
