@@ -1,0 +1,18 @@
+import { Command } from 'commander';
+import { isUserError } from '@fisher-merge/core';
+import { registerTokenize } from './commands/tokenize.ts';
+import { registerPredict } from './commands/predict.ts';
+
+const program = new Command('fisher-merge')
+  .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
+  .showHelpAfterError();
+
+registerTokenize(program);
+registerPredict(program);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  // Errors caused by input are one clear line; anything else is a bug and keeps its stack.
+  if (isUserError(e)) process.stderr.write(`fisher-merge: ${e.message}\n`);
+  else process.stderr.write(`fisher-merge: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+});
