@@ -1,0 +1,2 @@
+export * from './mask-fisher.ts';
+export * from './accumulate.ts';

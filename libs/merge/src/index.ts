@@ -1,0 +1,3 @@
+export * from './weighted-average.ts';
+export * from './rules.ts';
+export * from './merge-encoders.ts';
