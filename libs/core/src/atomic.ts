@@ -12,8 +12,8 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array 
   const tmp = tempSibling(target);
   const handle = await fs.open(tmp, 'w');
   try {
-    if (Array.isArray(data)) for (const chunk of data) await handle.write(chunk);
-    else await handle.write(data);
+    const chunks = typeof data === 'string' ? [Buffer.from(data)] : Array.isArray(data) ? data : [data];
+    for (const chunk of chunks) await handle.write(chunk);
     await handle.sync();
   } catch (e) {
     await handle.close();
