@@ -1,0 +1,247 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import path from 'node:path';
+import { UserError, numel, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
+import { DTYPE_SIZE, KNOWN_DTYPES, expectedArrayName, isDType, toFloat32, toFloat64, typedArrayFromBytes } from './dtype.ts';
+
+/** Refuse headers larger than this before allocating (the format's reference readers use the same bound). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+export interface TensorInfo {
+  dtype: DType;
+  shape: number[];
+}
+
+interface Entry extends TensorInfo {
+  begin: number;
+  end: number;
+}
+
+/** Where a reader gets bytes from: a file read by exact ranges, or an in-memory buffer. */
+interface ByteSource {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+/** A parsed safetensors file. Tensors are read on demand, only the bytes each one occupies. */
+export class SafetensorsFile {
+  private constructor(
+    /** The name used in messages (the file's base name). */
+    readonly label: string,
+    readonly metadata: Record<string, string>,
+    private readonly entries: Map<string, Entry>,
+    private readonly dataStart: number,
+    private readonly source: ByteSource,
+  ) {}
+
+  /** @internal */
+  static parse(label: string, source: ByteSource): SafetensorsFile {
+    const { metadata, entries, dataStart } = parseHeader(label, source);
+    return new SafetensorsFile(label, metadata, entries, dataStart, source);
+  }
+
+  /** Tensor names in header order. */
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const e = this.entry(name);
+    return { dtype: e.dtype, shape: [...e.shape] };
+  }
+
+  /** The tensor in its stored dtype (F16/BF16 as raw Uint16Array bits). */
+  tensor(name: string): Tensor {
+    const e = this.entry(name);
+    const bytes = this.source.read(this.dataStart + e.begin, e.end - e.begin);
+    return { dtype: e.dtype, shape: [...e.shape], data: typedArrayFromBytes(e.dtype, bytes) };
+  }
+
+  float32(name: string): Float32Array {
+    const t = this.tensor(name);
+    return toFloat32(t.dtype, t.data);
+  }
+
+  float64(name: string): Float64Array {
+    const t = this.tensor(name);
+    return toFloat64(t.dtype, t.data);
+  }
+
+  private entry(name: string): Entry {
+    const e = this.entries.get(name);
+    if (!e) throw new UserError(`${this.label}: no tensor named '${name}'`);
+    return e;
+  }
+}
+
+/** Opens a safetensors file and validates its header; tensor data is read lazily, by exact ranges. */
+export function readSafetensors(file: string): SafetensorsFile {
+  const label = path.basename(file);
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw new UserError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  let size: number;
+  try {
+    size = fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+  return SafetensorsFile.parse(label, fileSource(file, size));
+}
+
+/** Parses safetensors bytes already in memory; `label` names the data in messages. */
+export function parseSafetensors(bytes: Uint8Array, label = 'safetensors data'): SafetensorsFile {
+  return SafetensorsFile.parse(label, {
+    size: bytes.byteLength,
+    read: (offset, length) => bytes.subarray(offset, offset + length),
+  });
+}
+
+function fileSource(file: string, size: number): ByteSource {
+  return {
+    size,
+    read(offset, length) {
+      const out = new Uint8Array(length);
+      const fd = openSync(file, 'r');
+      try {
+        let done = 0;
+        while (done < length) {
+          const n = readSync(fd, out, done, length - done, offset + done);
+          if (n === 0) throw new UserError(`${path.basename(file)}: file ended early (changed while reading?)`);
+          done += n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      return out;
+    },
+  };
+}
+
+function parseHeader(label: string, source: ByteSource): { metadata: Record<string, string>; entries: Map<string, Entry>; dataStart: number } {
+  const fail = (msg: string): never => {
+    throw new UserError(`${label}: ${msg}`);
+  };
+  if (source.size < 8) fail(`file is ${source.size} bytes, too short for a safetensors header`);
+  const lenBytes = source.read(0, 8);
+  const headerLen = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true);
+  if (headerLen > BigInt(source.size - 8)) fail(`header length ${headerLen} extends beyond the file (${source.size} bytes)`);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  const n = Number(headerLen);
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(source.read(8, n));
+  } catch {
+    return fail('header is not valid UTF-8');
+  }
+  if (!text.startsWith('{')) fail('header is not a JSON object');
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    return fail(`header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('header is not a JSON object');
+
+  const dataStart = 8 + n;
+  const dataSize = source.size - dataStart;
+  const metadata: Record<string, string> = {};
+  const entries = new Map<string, Entry>();
+  for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('__metadata__ must be an object of strings');
+      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+        if (typeof v !== 'string') fail(`__metadata__ value '${k}' is not a string`);
+        metadata[k] = v as string;
+      }
+      continue;
+    }
+    entries.set(name, parseEntry(label, name, value, dataSize, source.size));
+  }
+
+  // The data region must be covered exactly: sorted by offset, each tensor starts where the previous ended.
+  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let cursor = 0;
+  let previous = '';
+  for (const [name, e] of sorted) {
+    if (e.begin < cursor) fail(`tensor '${name}' data_offsets [${e.begin},${e.end}] overlap tensor '${previous}'`);
+    if (e.begin > cursor) fail(`tensor '${name}' data_offsets [${e.begin},${e.end}] leave a gap after byte ${cursor} of the data region`);
+    cursor = e.end;
+    previous = name;
+  }
+  if (cursor !== dataSize) fail(`tensors cover ${cursor} bytes but the data region has ${dataSize} bytes`);
+  return { metadata, entries, dataStart };
+}
+
+function parseEntry(label: string, name: string, value: unknown, dataSize: number, fileSize: number): Entry {
+  const fail = (msg: string): never => {
+    throw new UserError(`${label}: tensor '${name}' ${msg}`);
+  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('is not described by an object');
+  const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
+  if (!isDType(dtype)) return fail(`has unsupported dtype ${JSON.stringify(dtype)} (supported: ${KNOWN_DTYPES.join(', ')})`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    return fail(`has invalid shape ${JSON.stringify(shape)} (expected an array of non-negative integers)`);
+  }
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+    return fail(`has invalid data_offsets ${JSON.stringify(offsets)} (expected [begin, end])`);
+  }
+  const [begin, end] = offsets as [number, number];
+  if (begin > end) fail(`data_offsets [${begin},${end}] end before they begin`);
+  if (end > dataSize) fail(`data_offsets [${begin},${end}] extend beyond the file (${fileSize} bytes)`);
+  let bytes = DTYPE_SIZE[dtype];
+  for (const d of shape as number[]) {
+    bytes *= d;
+    if (!Number.isSafeInteger(bytes)) fail(`shape ${JSON.stringify(shape)} is too large`);
+  }
+  if (bytes !== end - begin) fail(`shape ${JSON.stringify(shape)} of ${dtype} needs ${bytes} bytes but data_offsets [${begin},${end}] hold ${end - begin}`);
+  return { dtype, shape: shape as number[], begin, end };
+}
+
+// The reference writer orders data by dtype (larger elements first, so each tensor stays aligned), then name.
+const WRITE_ORDER: readonly DType[] = ['I64', 'F64', 'F32', 'I32', 'BF16', 'F16', 'I16', 'I8', 'U8', 'BOOL'];
+
+function compareUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** Serialises tensors in the safetensors layout (header padded with spaces to 8 bytes). */
+export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: 'pt' }): Uint8Array[] {
+  const names = Object.keys(tensors).sort(
+    (a, b) => WRITE_ORDER.indexOf(tensors[a]!.dtype) - WRITE_ORDER.indexOf(tensors[b]!.dtype) || compareUtf8(a, b),
+  );
+  const header: Record<string, unknown> = {};
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const name of names) {
+    const t = tensors[name]!;
+    if (name === '__metadata__') throw new UserError(`tensor name '__metadata__' is reserved by the safetensors format`);
+    if (!isDType(t.dtype)) throw new Error(`tensor '${name}': unsupported dtype ${String(t.dtype)}`);
+    if (t.data.constructor.name !== expectedArrayName(t.dtype)) {
+      throw new Error(`tensor '${name}': ${t.dtype} data must be a ${expectedArrayName(t.dtype)}, got ${t.data.constructor.name}`);
+    }
+    if (t.data.length !== numel(t.shape)) throw new Error(`tensor '${name}': shape [${t.shape}] needs ${numel(t.shape)} elements, data has ${t.data.length}`);
+    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
+  if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let json = Buffer.from(JSON.stringify(header), 'utf8');
+  const padded = Math.ceil(json.byteLength / 8) * 8;
+  if (padded !== json.byteLength) json = Buffer.concat([json, Buffer.alloc(padded - json.byteLength, 0x20)]);
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  return [len, json, ...chunks];
+}
+
+/** Writes a safetensors file atomically. Metadata defaults to {"format":"pt"} as the PyTorch writer's. */
+export async function writeSafetensors(file: string, tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
+  await writeFileAtomic(file, encodeSafetensors(tensors, metadata));
+}

@@ -1,0 +1,103 @@
+import { UserError } from '@fisher-merge/core';
+import type { HfConfig } from '@fisher-merge/checkpoint';
+import type { ConfigValue, FamilyDescription } from './family.ts';
+import { FAMILIES } from './families/index.ts';
+import type { Activation, EncoderConfig } from './types.ts';
+
+/** The family description whose model_type matches config.json. */
+export function familyForConfig(hfConfig: HfConfig, label = 'config.json'): FamilyDescription {
+  const modelType = hfConfig.model_type;
+  const known = FAMILIES.flatMap((f) => f.modelTypes);
+  const family = FAMILIES.find((f) => typeof modelType === 'string' && f.modelTypes.includes(modelType));
+  if (!family) {
+    const what = modelType === undefined ? 'has no model_type' : `has unknown model_type ${JSON.stringify(modelType)}`;
+    throw new UserError(`${label}: ${what} (known: ${known.join(', ')})`);
+  }
+  return family;
+}
+
+// Hugging Face ACT2FN names -> the activations engines implement.
+const ACTIVATIONS: Record<string, Activation> = {
+  gelu: 'gelu',
+  gelu_new: 'gelu_new',
+  gelu_pytorch_tanh: 'gelu_new',
+  relu: 'relu',
+  tanh: 'tanh',
+};
+
+function readValue<T>(hfConfig: HfConfig, spec: ConfigValue<T>, label: string): { value: unknown; key: string } {
+  if ('value' in spec) return { value: spec.value, key: '(fixed)' };
+  const raw = hfConfig[spec.key];
+  if (raw === undefined || raw === null) {
+    if (spec.default === undefined) throw new UserError(`${label}: missing "${spec.key}"`);
+    return { value: spec.default, key: spec.key };
+  }
+  return { value: raw, key: spec.key };
+}
+
+function readInteger(hfConfig: HfConfig, spec: ConfigValue<number>, label: string, min: number): number {
+  const { value, key } = readValue(hfConfig, spec, label);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new UserError(`${label}: "${key}" must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Number of labels as Hugging Face's PretrainedConfig derives it: id2label's size, else num_labels, else 2. */
+export function numLabelsFromConfig(hfConfig: HfConfig, label = 'config.json'): number {
+  const id2label = hfConfig.id2label;
+  if (typeof id2label === 'object' && id2label !== null) return Object.keys(id2label).length;
+  const n = hfConfig.num_labels;
+  if (n === undefined || n === null) return 2;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new UserError(`${label}: "num_labels" must be a positive integer, got ${JSON.stringify(n)}`);
+  return n;
+}
+
+/** Problem type as Hugging Face decides it: config's problem_type, else regression when num_labels == 1. */
+export function problemTypeFromConfig(hfConfig: HfConfig, numLabels: number, label = 'config.json'): EncoderConfig['problemType'] {
+  const p = hfConfig.problem_type;
+  if (p === undefined || p === null) return numLabels === 1 ? 'regression' : 'single_label_classification';
+  if (p === 'regression' || p === 'single_label_classification') return p;
+  throw new UserError(`${label}: problem_type ${JSON.stringify(p)} is not supported (supported: single_label_classification, regression)`);
+}
+
+/**
+ * Reads an EncoderConfig from config.json through the family's key mapping. `numLabels` is the
+ * size of the checkpoint's classifier (0 when it has none).
+ */
+export function encoderConfigFromHf(family: FamilyDescription, hfConfig: HfConfig, numLabels: number, label = 'config.json'): EncoderConfig {
+  const c = family.config;
+  const hiddenSize = readInteger(hfConfig, c.hiddenSize, label, 1);
+  const numHeads = readInteger(hfConfig, c.numHeads, label, 1);
+  if (hiddenSize % numHeads !== 0) throw new UserError(`${label}: hidden size ${hiddenSize} is not a multiple of the number of attention heads ${numHeads}`);
+  const eps = readValue(hfConfig, c.layerNormEps, label);
+  if (typeof eps.value !== 'number' || !(eps.value > 0) || !Number.isFinite(eps.value)) {
+    throw new UserError(`${label}: "${eps.key}" must be a positive number, got ${JSON.stringify(eps.value)}`);
+  }
+  const act = readValue(hfConfig, c.hiddenAct, label);
+  const hiddenAct = typeof act.value === 'string' ? ACTIVATIONS[act.value] : undefined;
+  if (hiddenAct === undefined) {
+    throw new UserError(`${label}: "${act.key}" ${JSON.stringify(act.value)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  }
+  const positionType = hfConfig.position_embedding_type;
+  if (positionType !== undefined && positionType !== null && positionType !== 'absolute') {
+    throw new UserError(`${label}: position_embedding_type ${JSON.stringify(positionType)} is not supported (only "absolute")`);
+  }
+  return {
+    family: family.name,
+    numLayers: readInteger(hfConfig, c.numLayers, label, 1),
+    hiddenSize,
+    numHeads,
+    intermediateSize: readInteger(hfConfig, c.intermediateSize, label, 1),
+    vocabSize: readInteger(hfConfig, c.vocabSize, label, 1),
+    maxPositions: readInteger(hfConfig, c.maxPositions, label, 1),
+    typeVocabSize: family.hasTokenTypes ? readInteger(hfConfig, c.typeVocabSize, label, 1) : 0,
+    embeddingSize: c.embeddingSize ? readInteger(hfConfig, c.embeddingSize, label, 1) : hiddenSize,
+    layerNormEps: eps.value,
+    hiddenAct,
+    padTokenId: readInteger(hfConfig, c.padTokenId, label, 0),
+    positionStyle: family.positionStyle,
+    numLabels,
+    problemType: problemTypeFromConfig(hfConfig, numLabels, label),
+  };
+}
