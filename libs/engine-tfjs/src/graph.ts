@@ -1,0 +1,107 @@
+import * as tf from '@tensorflow/tfjs';
+import type { Activation, EncoderConfig } from '@fisher-merge/model';
+import type { LinearOf, NormOf, WeightsOf } from './params.ts';
+
+export type Params = WeightsOf<tf.Tensor>;
+
+/** Added to the attention scores of padding keys: `(1 - mask) * lowest finite float32` (Hugging Face). */
+export const LOWEST_F32 = -3.4028234663852886e38;
+
+/** x [..., in] -> [..., out] with a PyTorch-layout weight [out, in]. */
+function linear(x: tf.Tensor, l: LinearOf<tf.Tensor>): tf.Tensor {
+  const lead = x.shape.slice(0, -1);
+  // Not tf.fused.matMul: its wasm kernel returns wrong values with transposeB and a bias (tfjs 4.22).
+  const y = tf.matMul(x.reshape([-1, l.inFeatures]), l.weight, false, true).add(l.bias);
+  return y.reshape([...lead, l.outFeatures]);
+}
+
+function layerNorm(x: tf.Tensor, n: NormOf<tf.Tensor>, eps: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return x.sub(mean).mul(tf.rsqrt(variance.add(eps))).mul(n.weight).add(n.bias);
+}
+
+const SQRT1_2 = Math.SQRT1_2;
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+export function activate(x: tf.Tensor, act: Activation): tf.Tensor {
+  switch (act) {
+    case 'gelu': // exact erf form; tfjs registers Erf's gradient
+      return x.mul(tf.erf(x.mul(SQRT1_2)).add(1)).mul(0.5);
+    case 'gelu_new':
+      return x.mul(tf.tanh(x.add(x.pow(3).mul(0.044715)).mul(SQRT_2_OVER_PI)).add(1)).mul(0.5);
+    case 'relu':
+      return tf.relu(x);
+    case 'tanh':
+      return tf.tanh(x);
+    case 'none':
+      return x;
+  }
+}
+
+/** Token-level inputs of one batch, as tensors. */
+export interface Inputs {
+  batchSize: number;
+  seqLen: number;
+  inputIds: tf.Tensor2D; // int32 [B, T]
+  positionIds: tf.Tensor2D; // int32 [B, T]
+  tokenTypeIds?: tf.Tensor2D; // int32 [B, T], absent when the model has no token types
+  additiveMask: tf.Tensor4D; // [B, 1, 1, T]
+}
+
+/** Embedding rows looked up for each token, [B, T, E] each. Kept separate so they can be differentiated. */
+export interface EmbeddingRows {
+  word: tf.Tensor;
+  position: tf.Tensor;
+  tokenType?: tf.Tensor;
+}
+
+export function lookupRows(p: Params, x: Inputs): EmbeddingRows {
+  const rows: EmbeddingRows = { word: tf.gather(p.embeddings.word, x.inputIds), position: tf.gather(p.embeddings.position, x.positionIds) };
+  if (p.embeddings.tokenType !== undefined && x.tokenTypeIds !== undefined) rows.tokenType = tf.gather(p.embeddings.tokenType, x.tokenTypeIds);
+  return rows;
+}
+
+/**
+ * Logits [B, numLabels]. Optional mask nodes: headMask [B, L, H] scales each head's attention probabilities
+ * after the softmax; neuronMask [B, L, I] scales the FFN activations before the output dense.
+ */
+export function logitsFromRows(p: Params, x: Inputs, rows: EmbeddingRows, headMask?: tf.Tensor, neuronMask?: tf.Tensor): tf.Tensor2D {
+  const c: EncoderConfig = p.config;
+  const { batchSize: B, seqLen: T } = x;
+  const H = c.numHeads;
+  const d = c.hiddenSize / H;
+  let emb = rows.word.add(rows.position);
+  if (rows.tokenType !== undefined) emb = emb.add(rows.tokenType);
+  let h = layerNorm(emb, p.embeddings.norm, c.layerNormEps);
+  if (p.embeddings.project !== undefined) h = linear(h, p.embeddings.project);
+
+  // Slices rather than gather (its gradient needs UnsortedSegmentSum, missing on wasm) or unstack.
+  const layerSlice = (m: tf.Tensor, i: number, shape: number[]) => m.slice([0, i, 0], [B, 1, m.shape[2]!]).reshape(shape);
+  const split = (t: tf.Tensor) => t.reshape([B, T, H, d]).transpose([0, 2, 1, 3]);
+  const scale = 1 / Math.sqrt(d);
+  p.layers.forEach((l, i) => {
+    const q = split(linear(h, l.query));
+    const k = split(linear(h, l.key));
+    const v = split(linear(h, l.value));
+    let probs = tf.softmax(tf.matMul(q, k, false, true).mul(scale).add(x.additiveMask));
+    if (headMask !== undefined) probs = probs.mul(layerSlice(headMask, i, [B, H, 1, 1]));
+    const ctx = tf.matMul(probs, v).transpose([0, 2, 1, 3]).reshape([B, T, c.hiddenSize]);
+    h = layerNorm(linear(ctx, l.attnOut).add(h), l.attnNorm, c.layerNormEps);
+    let a = activate(linear(h, l.ffnIn), c.hiddenAct);
+    if (neuronMask !== undefined) a = a.mul(layerSlice(neuronMask, i, [B, 1, c.intermediateSize]));
+    h = layerNorm(linear(a, l.ffnOut).add(h), l.ffnNorm, c.layerNormEps);
+  });
+
+  let out = h.slice([0, 0, 0], [B, 1, c.hiddenSize]).reshape([B, c.hiddenSize]);
+  for (const layer of p.head) out = activate(linear(out, layer), layer.activation);
+  return out as tf.Tensor2D;
+}
+
+/**
+ * Each example's own loss [B]: cross-entropy with the gold class, or the squared error for regression
+ * (Hugging Face's MSELoss on one example). `target` is a one-hot [B, C] or the regression targets [B].
+ */
+export function perExampleLoss(logits: tf.Tensor2D, target: tf.Tensor, regression: boolean): tf.Tensor1D {
+  if (regression) return logits.reshape([-1]).sub(target).square() as tf.Tensor1D;
+  return tf.logSoftmax(logits).mul(target).sum(-1).neg() as tf.Tensor1D;
+}
