@@ -1,0 +1,2 @@
+export { createOnnxEngine, classicParameterFisherLoop, mapWeights, type OnnxEngineOptions } from './engine.ts';
+export { buildGraph, type GraphKind } from './model.ts';

@@ -1,0 +1,256 @@
+import type { Activation, EncoderWeights, Linear, Norm } from '@fisher-merge/model';
+import { Graph } from './graph.ts';
+
+/**
+ * forward: logits. mask: logits, per-example losses and per-example gradients to head/neuron masks.
+ * fisher-*: per-parameter sums over the batch of squared per-example gradients, plus the gradient to the
+ * summed embeddings (scattered per token id on the host). 'expected' seeds class replicas with sqrt(p).
+ */
+export type GraphKind = 'forward' | 'mask' | 'fisher-empirical' | 'fisher-expected';
+
+/** Name of the fisher graph output holding d loss_b / d (summed embeddings) [B, T, E]. */
+export const EMBEDDING_GRAD = 'embedding_grad';
+
+/** Hugging Face's additive attention mask value: torch.finfo(float32).min. */
+const LOWEST = -3.4028234663852886e38;
+const MAX_INDEX = Number.MAX_SAFE_INTEGER;
+
+/** Transposed copy [in, out] of a row-major [out, in] weight, optionally scaled. */
+function transposed(l: Linear, scale = 1): Float32Array {
+  const { outFeatures: O, inFeatures: N, weight } = l;
+  const t = new Float32Array(O * N);
+  for (let o = 0; o < O; o++) for (let i = 0; i < N; i++) t[i * O + o] = weight[o * N + i] * scale;
+  return t;
+}
+
+/**
+ * The encoder written once: forward nodes first, then (for gradient kinds) the hand-derived backward of
+ * sum_b loss_b, reusing forward values. Output names of parameter Fishers are dotted EncoderWeights paths.
+ */
+export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
+  const c = w.config;
+  const g = new Graph();
+  const L = c.numLayers, H = c.numHeads, D = c.hiddenSize, dh = D / H, I = c.intermediateSize, E = c.embeddingSize;
+  const masks = kind === 'mask';
+  const fisher = kind === 'fisher-empirical' || kind === 'fisher-expected';
+  const backward = kind !== 'forward';
+
+  const add = (a: string, b: string) => g.op('Add', [a, b]);
+  const sub = (a: string, b: string) => g.op('Sub', [a, b]);
+  const mul = (a: string, b: string) => g.op('Mul', [a, b]);
+  const mm = (a: string, b: string) => g.op('MatMul', [a, b]);
+  const tr = (x: string, perm: number[]) => g.op('Transpose', [x], { perm });
+  const sq = (x: string) => g.op('Mul', [x, x]);
+  const sum = (x: string, axes: number[], keepdims = 0) => g.op('ReduceSum', [x, g.ints(axes)], { keepdims });
+  const mean = (x: string) => g.op('ReduceMean', [x], { axes: [-1], keepdims: 1 });
+  const reshape = (x: string, shape: number[]) => g.op('Reshape', [x, g.ints(shape)]);
+  const unsqueeze = (x: string, axes: number[]) => g.op('Unsqueeze', [x, g.ints(axes)]);
+  const slice = (x: string, start: number, end: number, axis: number) => g.op('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])]);
+  const out = (name: string, value: string) => g.output(name, value, 'float');
+
+  // Linear layers: forward multiplies by the pre-transposed weight; backward by its transpose (ORT folds or fuses it).
+  interface Lin { wt: string; b: string; path: string; w: string }
+  const linear = (l: Linear, path: string, scale = 1): Lin => {
+    const wt = g.weight(`${path}.weight.T`, transposed(l, scale), [l.inFeatures, l.outFeatures]);
+    const b = g.weight(`${path}.bias`, scale === 1 ? l.bias : l.bias.map((v) => v * scale), [l.outFeatures]);
+    return { wt, b, path, w: g.op('Transpose', [wt], { perm: [1, 0] }) };
+  };
+  const fwd = (x: string, p: Lin) => add(mm(x, p.wt), p.b);
+  const back = (dy: string, p: Lin) => mm(dy, p.w);
+  // Per-example dW_b = dy_b^T x_b summed over tokens, squared, summed over the batch.
+  const fisherLinear = (p: Lin, x: string, dy: string) => {
+    if (!fisher) return;
+    out(`${p.path}.weight`, sum(sq(mm(tr(dy, [0, 2, 1]), x)), [0]));
+    out(`${p.path}.bias`, sum(sq(sum(dy, [1])), [0]));
+  };
+
+  interface LN { x: string; y: string; mean: string; inv: string; gamma: string; path: string }
+  const layerNorm = (x: string, n: Norm, path: string): LN => {
+    const gamma = g.weight(`${path}.weight`, n.weight, [n.weight.length]);
+    const beta = g.weight(`${path}.bias`, n.bias, [n.bias.length]);
+    // Mean and InvStdDev are only requested when a backward will reuse them.
+    const [y, mu, inv] = g.opN('LayerNormalization', [x, gamma, beta], backward ? 3 : 1, { axis: -1, epsilon: c.layerNormEps });
+    return { x, y, mean: mu, inv, gamma, path };
+  };
+  // dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), xhat from LayerNormalization's own Mean/InvStdDev.
+  const layerNormBack = (s: LN, dy: string) => {
+    const xhat = mul(sub(s.x, s.mean), s.inv);
+    const dxhat = mul(dy, s.gamma);
+    if (fisher) {
+      out(`${s.path}.weight`, sum(sq(sum(mul(dy, xhat), [1])), [0]));
+      out(`${s.path}.bias`, sum(sq(sum(dy, [1])), [0]));
+    }
+    return mul(s.inv, sub(sub(dxhat, mean(dxhat)), mul(xhat, mean(mul(dxhat, xhat)))));
+  };
+
+  // Activation value and a lazy derivative (only built when the backward needs it).
+  const activation = (x: string, a: Activation): { y: string; dy: () => string } => {
+    switch (a) {
+      case 'gelu': {
+        const phi = mul(g.scalar(0.5), add(g.scalar(1), g.op('Erf', [mul(x, g.scalar(Math.SQRT1_2))])));
+        const pdf = () => mul(g.scalar(1 / Math.sqrt(2 * Math.PI)), g.op('Exp', [mul(g.scalar(-0.5), sq(x))]));
+        return { y: mul(x, phi), dy: () => add(phi, mul(x, pdf())) };
+      }
+      case 'gelu_new': {
+        const k = Math.sqrt(2 / Math.PI);
+        const t = g.op('Tanh', [mul(g.scalar(k), add(x, mul(g.scalar(0.044715), mul(x, sq(x)))))]);
+        const half1t = mul(g.scalar(0.5), add(g.scalar(1), t));
+        const dinner = () => mul(g.scalar(k), add(g.scalar(1), mul(g.scalar(3 * 0.044715), sq(x))));
+        return { y: mul(x, half1t), dy: () => add(half1t, mul(mul(mul(g.scalar(0.5), x), sub(g.scalar(1), sq(t))), dinner())) };
+      }
+      case 'relu':
+        return { y: g.op('Relu', [x]), dy: () => g.op('Cast', [g.op('Greater', [x, g.scalar(0)])], { to: 1 }) };
+      case 'tanh': {
+        const y = g.op('Tanh', [x]);
+        return { y, dy: () => sub(g.scalar(1), sq(y)) };
+      }
+      case 'none':
+        return { y: x, dy: () => g.scalar(1) };
+    }
+  };
+
+  // ---- inputs
+  const ids = g.input('input_ids', 'int32', ['B', 'T']);
+  const attn = g.input('attention_mask', 'int32', ['B', 'T']);
+  const tokenTypes = w.embeddings.tokenType ? g.input('token_type_ids', 'int32', ['B', 'T']) : undefined;
+  const positions = g.input('position_ids', 'int32', ['B', 'T']);
+  const labels = backward ? g.input('labels', 'float', ['B']) : undefined;
+  const headMask = masks ? g.input('head_mask', 'float', ['B', L, H]) : undefined;
+  const neuronMask = masks ? g.input('neuron_mask', 'float', ['B', L, I]) : undefined;
+
+  // ---- embeddings
+  const emb = w.embeddings;
+  let e = add(
+    g.op('Gather', [g.weight('embeddings.word', emb.word, [c.vocabSize, E]), ids]),
+    g.op('Gather', [g.weight('embeddings.position', emb.position, [c.maxPositions, E]), positions]),
+  );
+  if (emb.tokenType && tokenTypes) e = add(e, g.op('Gather', [g.weight('embeddings.tokenType', emb.tokenType, [c.typeVocabSize, E]), tokenTypes]));
+  const embNorm = layerNorm(e, emb.norm, 'embeddings.norm');
+  const project = emb.project ? linear(emb.project, 'embeddings.project') : undefined;
+  let x = project ? fwd(embNorm.y, project) : embNorm.y;
+
+  const maskF = g.op('Cast', [attn], { to: 1 });
+  const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [1, 2]); // [B,1,1,T]
+
+  // ---- encoder layers. Only token 0 reaches the head, so the last layer computes queries (and all that
+  // follows: attention output, FFN) for token 0 alone; keys and values still cover every token.
+  const layers = w.layers.map((lw, l) => {
+    const last = l === L - 1;
+    const xin = x;
+    const xq = last ? slice(x, 0, 1, 1) : x; // [B,Tq,D]
+    const Q = linear(lw.query, `layers.${l}.query`, 1 / Math.sqrt(dh)); // pre-scaled by 1/sqrt(d)
+    const K = linear(lw.key, `layers.${l}.key`);
+    const V = linear(lw.value, `layers.${l}.value`);
+    const heads = (y: string) => tr(reshape(y, [0, 0, H, dh]), [0, 2, 1, 3]); // [B,H,T,d]
+    const q = heads(fwd(xq, Q));
+    const k = heads(fwd(x, K));
+    const v = heads(fwd(x, V));
+    const P = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Tq,T]
+    const hm = headMask ? unsqueeze(g.op('Gather', [headMask, g.const([l], 'int64', [])], { axis: 1 }), [2, 3]) : undefined; // [B,H,1,1]
+    const Pm = hm ? mul(P, hm) : P;
+    const ctx = reshape(tr(mm(Pm, v), [0, 2, 1, 3]), [0, 0, D]);
+    const O = linear(lw.attnOut, `layers.${l}.attnOut`);
+    const n1 = layerNorm(add(fwd(ctx, O), xq), lw.attnNorm, `layers.${l}.attnNorm`);
+    const Fi = linear(lw.ffnIn, `layers.${l}.ffnIn`);
+    const act = activation(fwd(n1.y, Fi), c.hiddenAct);
+    const nm = neuronMask ? unsqueeze(g.op('Gather', [neuronMask, g.const([l], 'int64', [])], { axis: 1 }), [1]) : undefined; // [B,1,I]
+    const Gm = nm ? mul(act.y, nm) : act.y;
+    const Fo = linear(lw.ffnOut, `layers.${l}.ffnOut`);
+    const n2 = layerNorm(add(fwd(Gm, Fo), n1.y), lw.ffnNorm, `layers.${l}.ffnNorm`);
+    x = n2.y;
+    return { last, xin, xq, Q, K, V, q, k, v, P, hm, Pm, ctx, O, n1, Fi, act, nm, Gm, Fo, n2 };
+  });
+
+  // ---- head on token 0
+  let h = g.op('Squeeze', [x, g.ints([1])]); // last layer kept only token 0: [B,D]
+  const headSteps = w.head.map((hl, k) => {
+    const p = linear(hl, `head.${k}`);
+    const hin = h;
+    const a = activation(fwd(h, p), hl.activation);
+    h = a.y;
+    return { p, hin, a };
+  });
+  const logits = h;
+  g.output('logits', logits, 'float', ['B', c.numLabels]);
+  if (!backward || !labels) return g.toBytes();
+
+  // ---- loss and its gradient to the logits (the seed)
+  let seed: string;
+  let losses: string;
+  if (c.problemType === 'regression') {
+    const diff = sub(g.op('Squeeze', [logits, g.ints([1])]), labels);
+    losses = sq(diff);
+    seed = unsqueeze(mul(g.scalar(2), diff), [1]);
+  } else {
+    const classes = g.const(Array.from({ length: c.numLabels }, (_, k) => k));
+    const onehot = g.op('Cast', [g.op('Equal', [unsqueeze(labels, [1]), classes])], { to: 1 }); // [B,C]
+    const lse = g.op('ReduceLogSumExp', [logits], { axes: [1], keepdims: 0 });
+    losses = sub(lse, sum(mul(logits, onehot), [1]));
+    seed = sub(g.op('Softmax', [logits], { axis: -1 }), onehot);
+    // Expected Fisher: each row is one (example, class) replica; weight its squared gradient by p(class).
+    if (kind === 'fisher-expected') seed = mul(seed, g.op('Sqrt', [sum(mul(g.op('Softmax', [logits], { axis: -1 }), onehot), [1], 1)]));
+  }
+
+  // ---- backward through the head
+  let dh_ = seed;
+  for (let k = headSteps.length - 1; k >= 0; k--) {
+    const { p, hin, a } = headSteps[k];
+    const du = mul(dh_, a.dy());
+    if (fisher) {
+      // Per-example dW_b = du_b (x) h_b, so sum_b dW_b^2 = (du^2)^T h^2.
+      out(`${p.path}.weight`, mm(tr(sq(du), [1, 0]), sq(hin)));
+      out(`${p.path}.bias`, sum(sq(du), [0]));
+    }
+    dh_ = back(du, p);
+  }
+  let dy = unsqueeze(dh_, [1]); // gradient to the last layer's token-0 output [B,1,D]
+
+  // ---- backward through the layers, last to first
+  const headGrads: string[] = [];
+  const neuronGrads: string[] = [];
+  for (let l = L - 1; l >= 0; l--) {
+    const s = layers[l];
+    const df = layerNormBack(s.n2, dy);
+    fisherLinear(s.Fo, s.Gm, df);
+    const dGm = back(df, s.Fo);
+    if (masks) neuronGrads[l] = sum(mul(dGm, s.act.y), [1]); // [B,I]
+    const dpre = mul(s.nm ? mul(dGm, s.nm) : dGm, s.act.dy());
+    fisherLinear(s.Fi, s.n1.y, dpre);
+    const da = layerNormBack(s.n1, add(df, back(dpre, s.Fi)));
+    fisherLinear(s.O, s.ctx, da);
+    const dC = tr(reshape(back(da, s.O), [0, 0, H, dh]), [0, 2, 1, 3]); // [B,H,Tq,d]
+    const dPm = mm(dC, tr(s.v, [0, 1, 3, 2])); // [B,H,Tq,T]
+    if (masks) headGrads[l] = sum(mul(dPm, s.P), [2, 3]); // [B,H]
+    if (l === 0 && !fisher) break; // the mask graph is done once layer 0's mask gradients exist
+
+    const dP = s.hm ? mul(dPm, s.hm) : dPm;
+    const dS = mul(s.P, sub(dP, sum(mul(dP, s.P), [3], 1))); // softmax backward
+    const merge = (y: string) => reshape(tr(y, [0, 2, 1, 3]), [0, 0, D]); // [B,H,T,d] -> [B,T,D]
+    const dq = merge(mm(dS, s.k)); // gradient to the pre-scaled query
+    const dk = merge(mm(tr(dS, [0, 1, 3, 2]), s.q));
+    const dv = merge(mm(tr(s.Pm, [0, 1, 3, 2]), dC));
+    // The stored query weight is W/sqrt(d): the true weight's gradient is dq/sqrt(d) times the input.
+    fisherLinear(s.Q, s.xq, mul(dq, g.scalar(1 / Math.sqrt(dh))));
+    fisherLinear(s.K, s.xin, dk);
+    fisherLinear(s.V, s.xin, dv);
+    const dxq = add(da, back(dq, s.Q));
+    const dxkv = add(back(dk, s.K), back(dv, s.V));
+    // Last layer: its queries (and residual) covered token 0 only; scatter that gradient back into row 0.
+    dy = s.last ? g.op('Concat', [add(slice(dxkv, 0, 1, 1), dxq), slice(dxkv, 1, MAX_INDEX, 1)], { axis: 1 }) : add(dxkv, dxq);
+  }
+
+  if (masks) {
+    g.output('losses', losses, 'float', ['B']);
+    g.output('head_grads', g.op('Concat', headGrads.map((t) => unsqueeze(t, [1])), { axis: 1 }), 'float', ['B', L, H]);
+    g.output('neuron_grads', g.op('Concat', neuronGrads.map((t) => unsqueeze(t, [1])), { axis: 1 }), 'float', ['B', L, I]);
+  }
+  if (fisher) {
+    g.output('losses', losses, 'float', ['B']);
+    if (project) {
+      fisherLinear(project, embNorm.y, dy);
+      dy = back(dy, project);
+    }
+    g.output(EMBEDDING_GRAD, layerNormBack(embNorm, dy), 'float', ['B', 'T', E]);
+  }
+  return g.toBytes();
+}
