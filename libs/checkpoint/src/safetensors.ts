@@ -1,6 +1,6 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { UserError, numel, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
+import { bufferSource, fileSource, type ByteSource } from './bytes.ts';
 import { DTYPE_SIZE, KNOWN_DTYPES, expectedArrayName, isDType, toFloat32, toFloat64, typedArrayFromBytes } from './dtype.ts';
 
 /** Refuse headers larger than this before allocating (the format's reference readers use the same bound). */
@@ -14,12 +14,6 @@ export interface TensorInfo {
 interface Entry extends TensorInfo {
   begin: number;
   end: number;
-}
-
-/** Where a reader gets bytes from: a file read by exact ranges, or an in-memory buffer. */
-interface ByteSource {
-  readonly size: number;
-  read(offset: number, length: number): Uint8Array;
 }
 
 /** A parsed safetensors file. Tensors are read on demand, only the bytes each one occupies. */
@@ -79,49 +73,12 @@ export class SafetensorsFile {
 
 /** Opens a safetensors file and validates its header; tensor data is read lazily, by exact ranges. */
 export function readSafetensors(file: string): SafetensorsFile {
-  const label = path.basename(file);
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch (e) {
-    throw new UserError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
-  }
-  let size: number;
-  try {
-    size = fstatSync(fd).size;
-  } finally {
-    closeSync(fd);
-  }
-  return SafetensorsFile.parse(label, fileSource(file, size));
+  return SafetensorsFile.parse(path.basename(file), fileSource(file));
 }
 
 /** Parses safetensors bytes already in memory; `label` names the data in messages. */
 export function parseSafetensors(bytes: Uint8Array, label = 'safetensors data'): SafetensorsFile {
-  return SafetensorsFile.parse(label, {
-    size: bytes.byteLength,
-    read: (offset, length) => bytes.subarray(offset, offset + length),
-  });
-}
-
-function fileSource(file: string, size: number): ByteSource {
-  return {
-    size,
-    read(offset, length) {
-      const out = new Uint8Array(length);
-      const fd = openSync(file, 'r');
-      try {
-        let done = 0;
-        while (done < length) {
-          const n = readSync(fd, out, done, length - done, offset + done);
-          if (n === 0) throw new UserError(`${path.basename(file)}: file ended early (changed while reading?)`);
-          done += n;
-        }
-      } finally {
-        closeSync(fd);
-      }
-      return out;
-    },
-  };
+  return SafetensorsFile.parse(label, bufferSource(bytes));
 }
 
 function parseHeader(label: string, source: ByteSource): { metadata: Record<string, string>; entries: Map<string, Entry>; dataStart: number } {

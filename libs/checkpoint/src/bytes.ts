@@ -1,0 +1,50 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '@fisher-merge/core';
+
+/** Random access to bytes: a file read by exact ranges, or a buffer. */
+export interface ByteSource {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+export function bufferSource(bytes: Uint8Array): ByteSource {
+  return { size: bytes.byteLength, read: (offset, length) => bytes.subarray(offset, offset + length) };
+}
+
+/** Reads only the requested ranges of a file, opening it per read so no descriptor stays open. */
+export function fileSource(file: string): ByteSource {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw new UserError(`${file}: cannot open (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  let size: number;
+  try {
+    size = fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+  return {
+    size,
+    read(offset, length) {
+      if (offset < 0 || length < 0 || offset + length > size) {
+        throw new UserError(`${path.basename(file)}: read of ${length} bytes at ${offset} is beyond the file (${size} bytes)`);
+      }
+      const out = new Uint8Array(length);
+      const handle = openSync(file, 'r');
+      try {
+        let done = 0;
+        while (done < length) {
+          const n = readSync(handle, out, done, length - done, offset + done);
+          if (n === 0) throw new UserError(`${path.basename(file)}: file ended early (changed while reading?)`);
+          done += n;
+        }
+      } finally {
+        closeSync(handle);
+      }
+      return out;
+    },
+  };
+}
