@@ -1,0 +1,69 @@
+/**
+ * Credit-based backpressure for push-based RxJS pipelines.
+ *
+ * A source takes one credit (`acquire`) before reading each batch; the sink gives credits back
+ * (`release(n)`) once the work derived from those batches is finished — a model batch carries the
+ * source batches it completes (`ModelBatch.completedSources`), so the sink releases that many.
+ * Hence at most `window` source batches exist between "read" and "done", however slow the sink:
+ * memory is bounded by `window` source batches plus what the batching operator buffers.
+ *
+ * The window must be large enough for the batcher to fill one batch (or one bucketing window of
+ * batches) from `window` source batches, otherwise nothing ever completes; `padBatches` detects
+ * that and fails instead of hanging.
+ */
+export class FlowControl {
+  private held = 0;
+  private peak = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(readonly window: number) {
+    if (!Number.isInteger(window) || window < 1) throw new RangeError(`flow-control window must be an integer >= 1, got ${window}`);
+  }
+
+  /** Credits taken and not yet released. */
+  get inFlight(): number {
+    return this.held;
+  }
+
+  /** Highest `inFlight` seen so far. */
+  get maxInFlight(): number {
+    return this.peak;
+  }
+
+  /** Resolves once a credit is available; rejects if `signal` aborts first (the source was unsubscribed). */
+  acquire(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.held < this.window) {
+      this.take();
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const grant = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        const i = this.waiting.indexOf(grant);
+        if (i >= 0) this.waiting.splice(i, 1);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(grant);
+    });
+  }
+
+  release(n = 1): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.held) throw new RangeError(`cannot release ${n} credits: ${this.held} in flight`);
+    this.held -= n;
+    // Hand freed credits straight to waiters so a later acquire cannot overtake them.
+    while (this.held < this.window && this.waiting.length > 0) {
+      this.take();
+      this.waiting.shift()!();
+    }
+  }
+
+  private take(): void {
+    this.held++;
+    if (this.held > this.peak) this.peak = this.held;
+  }
+}
