@@ -1,0 +1,36 @@
+import { UserError } from '@fisher-merge/core';
+import type { Engine, EncoderWeights } from '@fisher-merge/model';
+
+export type EngineKind = 'auto' | 'onnx' | 'tfjs';
+export const ENGINE_KINDS: readonly EngineKind[] = ['auto', 'onnx', 'tfjs'];
+
+export interface OpenEngineOptions {
+  /** Where the choice is reported (default: stderr). */
+  log?: (line: string) => void;
+}
+
+// Dynamic imports: an engine whose native runtime is missing must not break the others.
+async function open(kind: 'onnx' | 'tfjs', weights: EncoderWeights): Promise<Engine> {
+  if (kind === 'onnx') return (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights);
+  return (await import('@fisher-merge/engine-tfjs')).createTfjsEngine(weights);
+}
+
+/** Opens the requested engine; 'auto' is onnx when onnxruntime loads, tfjs otherwise. Says which on stderr. */
+export async function openEngine(kind: EngineKind, weights: EncoderWeights, options: OpenEngineOptions = {}): Promise<Engine> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  if (!ENGINE_KINDS.includes(kind)) throw new UserError(`unknown engine '${kind}' (known: ${ENGINE_KINDS.join(', ')})`);
+  if (kind !== 'auto') {
+    const engine = await open(kind, weights);
+    log(`engine: ${engine.name}`);
+    return engine;
+  }
+  try {
+    const engine = await open('onnx', weights);
+    log('engine: onnx (auto)');
+    return engine;
+  } catch (e) {
+    const engine = await open('tfjs', weights);
+    log(`engine: tfjs (auto; onnx unavailable: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`);
+    return engine;
+  }
+}
