@@ -1,6 +1,6 @@
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Float32, Int64, Table, tableFromArrays, Utf8, vectorFromArray } from 'apache-arrow';
+import { Float32, Int64, Table, tableFromArrays, Utf8, vectorFromArray, type Vector } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '@fisher-merge/core';
@@ -24,11 +24,11 @@ beforeAll(async () => {
   tokenizer = await loadTokenizer(modelDir('rte'));
 });
 
-function pairTable(columns: { sentence1?: (string | null)[]; sentence2?: (string | null)[]; label?: unknown }): Table {
-  const vectors: Record<string, ReturnType<typeof vectorFromArray>> = {};
+function pairTable(columns: { sentence1?: (string | null)[]; sentence2?: (string | null)[]; label?: Vector }): Table {
+  const vectors: Record<string, Vector> = {};
   if (columns.sentence1) vectors.sentence1 = vectorFromArray(columns.sentence1, new Utf8());
   if (columns.sentence2) vectors.sentence2 = vectorFromArray(columns.sentence2, new Utf8());
-  if (columns.label) vectors.label = columns.label as ReturnType<typeof vectorFromArray>;
+  if (columns.label) vectors.label = columns.label;
   return new Table(vectors);
 }
 
