@@ -15,6 +15,7 @@ import {
   taskColumns,
   tokenize,
   type ModelBatch,
+  writeRowsParquet,
   type SourceBatch,
 } from '@fisher-merge/data';
 import { glueFile, modelDir, tempDir, writeParquet } from './helpers.ts';
@@ -129,5 +130,20 @@ describe('batching', () => {
     // Each window of 64 rows holds exactly the same rows as the first 64 of the plain order.
     expect(rows(bucketed).slice(0, 4).flat().sort((a, b) => a - b)).toEqual([...Array(64).keys()]);
     expect(bucketed.flatMap((b) => b.completedSources.map((s) => s.rowId))).toEqual([0, 50, 100, 150, 200, 250]);
+  });
+});
+
+describe('writeRowsParquet (parquetjs-lite)', () => {
+  it('writes a small result table that our Parquet source reads back', async () => {
+    const file = path.join(dir, 'results.parquet');
+    const rows = [
+      { task: 'sst2', examples: 872, accuracy: 0.789, note: null },
+      { task: 'rte', examples: 277, accuracy: 0.563, note: 'weak' },
+    ];
+    await writeRowsParquet(file, rows, { task: { type: 'UTF8' }, examples: { type: 'INT64' }, accuracy: { type: 'DOUBLE' }, note: { type: 'UTF8', optional: true } });
+    const [item] = await collect(parquetSource(file));
+    expect(item!.batch.schema.fields.map((f) => `${f.name}:${f.type}`)).toEqual(['task:Utf8', 'examples:Int64', 'accuracy:Float64', 'note:Utf8']);
+    expect(item!.batch.toArray().map((r) => ({ ...r.toJSON(), examples: Number(r.examples) }))).toEqual(rows);
+    await expect(writeRowsParquet(file, [{ task: 'x' }], { task: { type: 'UTF8' }, examples: { type: 'INT64' } })).rejects.toThrow(`${file}: row 0 has no value for required column 'examples'`);
   });
 });

@@ -8,3 +8,5 @@ export * from './tasks.ts';
 export * from './tokenizer.ts';
 export * from './tokenize.ts';
 export * from './batching.ts';
+export * from './task-batches.ts';
+export * from './parquet-rows.ts';
