@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UserError } from '@fisher-merge/core';
@@ -51,6 +51,16 @@ describe('sharded checkpoints', () => {
     await expectUserError(() => openTensorSource(dir), "model.safetensors.index.json: tensor 'a' maps to an invalid shard file name \"../s1.safetensors\"");
     index({ a: 's1.safetensors', z: 's1.safetensors' });
     await expectUserError(() => openTensorSource(dir).tensor('z'), "s1.safetensors: tensor 'z' is listed in model.safetensors.index.json but missing from the shard");
+  });
+
+  it('reads sharded pytorch_model.bin checkpoints through their index', () => {
+    const dir = tempDir();
+    copyFileSync('test/fixtures/checkpoint/mixed/pytorch_model.bin', path.join(dir, 'pytorch_model-00001-of-00001.bin'));
+    writeFileSync(path.join(dir, 'pytorch_model.bin.index.json'), JSON.stringify({ weight_map: { f64: 'pytorch_model-00001-of-00001.bin' } }));
+    const source = openTensorSource(dir);
+    expect(source.names()).toEqual(['f64']);
+    expect(source.info('f64')).toEqual({ dtype: 'F64', shape: [3] });
+    expect(source.float32('f64')).toEqual(new Float32Array(source.tensor('f64').data as Float64Array));
   });
 
   it('names the folder when it has no weights', async () => {

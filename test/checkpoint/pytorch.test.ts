@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { UserError } from '@fisher-merge/core';
+import { UserError, type Tensor } from '@fisher-merge/core';
 import { bf16BitsToNumber, f16BitsToNumber, openTensorSource, parsePytorchBin, readPytorchBin, unpickle, type PickleHooks } from '@fisher-merge/checkpoint';
 import { tempDir } from './helpers.ts';
 
@@ -23,30 +23,35 @@ function caught(fn: () => unknown): Error {
   throw new Error('expected a UserError');
 }
 
+function tensorValues(t: Tensor): (string | number)[] {
+  if (t.dtype === 'F16') return [...(t.data as Uint16Array)].map((b) => String(f16BitsToNumber(b)));
+  if (t.dtype === 'BF16') return [...(t.data as Uint16Array)].map((b) => String(bf16BitsToNumber(b)));
+  if (t.dtype === 'I64') return [...(t.data as BigInt64Array)].map(String);
+  if (t.dtype === 'BOOL') return [...(t.data as Uint8Array)];
+  return [...(t.data as Float32Array)].map(String);
+}
+
+// Python's repr and JS's String both print the shortest round-tripping decimal; normalise exponents.
+const normalise = (v: string | number) => (typeof v === 'string' && /[.e]/.test(v) ? String(Number(v)) : v);
+
 describe('pytorch_model.bin (torch.save zip)', () => {
-  const expected = JSON.parse(readFileSync(`${FIXTURES}/mixed/expected.json`, 'utf8')) as Record<string, Expected>;
-  const file = readPytorchBin(`${FIXTURES}/mixed/pytorch_model.bin`);
+  for (const fixture of ['mixed', 'module']) {
+    const expected = JSON.parse(readFileSync(`${FIXTURES}/${fixture}/expected.json`, 'utf8')) as Record<string, Expected>;
+    const file = readPytorchBin(`${FIXTURES}/${fixture}/pytorch_model.bin`);
 
-  it('lists the state dict in order', () => {
-    expect(file.names()).toEqual(Object.keys(expected));
-  });
-
-  for (const [name, want] of Object.entries(expected)) {
-    it(`reads '${name}' (${want.dtype} [${want.shape}]) as torch wrote it`, () => {
-      const t = file.tensor(name);
-      expect(t.dtype).toBe(want.dtype);
-      expect(t.shape).toEqual(want.shape);
-      expect(file.info(name)).toEqual({ dtype: want.dtype, shape: want.shape });
-      let got: (string | number)[];
-      if (t.dtype === 'F16') got = [...(t.data as Uint16Array)].map((b) => String(f16BitsToNumber(b)));
-      else if (t.dtype === 'BF16') got = [...(t.data as Uint16Array)].map((b) => String(bf16BitsToNumber(b)));
-      else if (t.dtype === 'I64') got = [...(t.data as BigInt64Array)].map(String);
-      else if (t.dtype === 'BOOL') got = [...(t.data as Uint8Array)];
-      else if (t.dtype === 'F32' || t.dtype === 'F64') got = [...(t.data as Float32Array)].map(String);
-      else got = [...(t.data as Int32Array)].map(String);
-      // Python's repr and JS's String both print the shortest round-tripping decimal.
-      expect(got).toEqual(want.values.map((v) => (typeof v === 'string' && /[.e]/.test(v) ? String(Number(v)) : v)));
+    it(`lists the ${fixture} state dict in order`, () => {
+      expect(file.names()).toEqual(Object.keys(expected));
     });
+
+    for (const [name, want] of Object.entries(expected)) {
+      it(`reads ${fixture} '${name}' (${want.dtype} [${want.shape}]) as torch wrote it`, () => {
+        const t = file.tensor(name);
+        expect(t.dtype).toBe(want.dtype);
+        expect(t.shape).toEqual(want.shape);
+        expect(file.info(name)).toEqual({ dtype: want.dtype, shape: want.shape });
+        expect(tensorValues(t)).toEqual(want.values.map(normalise));
+      });
+    }
   }
 
   it('refuses a pickle that references any other global, without running it', () => {

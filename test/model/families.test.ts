@@ -52,6 +52,20 @@ describe('RoBERTa', () => {
     });
     await expectRoundtrip(model, tiny);
   });
+
+  it('loads a bare RobertaModel (no prefix) with its pooler as the only head layer', async () => {
+    const tiny = tinyRoberta(18);
+    const bare: TinyModel = { config: { ...tiny.config, id2label: undefined }, tensors: {} };
+    for (const [name, t] of Object.entries(tiny.tensors)) if (name.startsWith('roberta.')) bare.tensors[name.slice('roberta.'.length)] = t;
+    bare.tensors['pooler.dense.weight'] = tiny.tensors['classifier.dense.weight']!;
+    bare.tensors['pooler.dense.bias'] = tiny.tensors['classifier.dense.bias']!;
+    const model = await loadEncoder(await writeModel(bare));
+    expect(model.encoderPrefix).toBe('');
+    expect(model.config.numLabels).toBe(0);
+    expect(model.weights.head.map((h) => h.activation)).toEqual(['tanh']);
+    expect(roleOf(model, 'pooler.dense.bias')).toMatchObject({ role: 'pooler', shape: [H] });
+    await expectRoundtrip(model, bare);
+  });
 });
 
 describe('DistilBERT', () => {

@@ -230,7 +230,7 @@ export function encoderTensorRoles(model: LoadedModel): TensorRole[] {
 export function headTensorNames(model: LoadedModel): string[] {
   return parameterSlots(model.family, model.config, model.encoderPrefix, model.layout)
     .filter((s) => s.role === 'classifier')
-    .map((s) => s.name);
+    .map((s) => checkpointName(model.layout, s.name));
 }
 
 /**
