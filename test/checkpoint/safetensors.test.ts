@@ -65,6 +65,12 @@ describe('safetensors header', () => {
     const header = Buffer.concat(encodeSafetensors(t, {})).subarray(8).toString();
     expect(header).not.toContain('__metadata__');
   });
+
+  it('checks tensor data against its dtype when writing', () => {
+    expect(() => encodeSafetensors({ x: { dtype: 'F32', shape: [1], data: new Float64Array(1) } })).toThrow("tensor 'x': F32 data must be a Float32Array, got Float64Array");
+    const u8 = parseSafetensors(Buffer.concat(encodeSafetensors({ b: { dtype: 'U8', shape: [2], data: Buffer.from([7, 9]) } })));
+    expect([...(u8.tensor('b').data as Uint8Array)]).toEqual([7, 9]);
+  });
 });
 
 describe('float conversions', () => {

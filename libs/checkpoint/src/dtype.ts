@@ -29,19 +29,11 @@ export function typedArrayFromBytes(dtype: DType, bytes: Uint8Array): TensorData
   }
 }
 
-/** The typed array class a Tensor of this dtype must hold. */
-export function expectedArrayName(dtype: DType): string {
-  switch (dtype) {
-    case 'F64': return 'Float64Array';
-    case 'F32': return 'Float32Array';
-    case 'F16': case 'BF16': return 'Uint16Array';
-    case 'I64': return 'BigInt64Array';
-    case 'I32': return 'Int32Array';
-    case 'I16': return 'Int16Array';
-    case 'I8': return 'Int8Array';
-    case 'U8': case 'BOOL': return 'Uint8Array';
-  }
-}
+/** The typed array class a Tensor of this dtype must hold (F16/BF16 as raw bits). */
+export const DTYPE_ARRAY: Readonly<Record<DType, abstract new (...args: never[]) => TensorData>> = {
+  F64: Float64Array, F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I64: BigInt64Array,
+  I32: Int32Array, I16: Int16Array, I8: Int8Array, U8: Uint8Array, BOOL: Uint8Array,
+};
 
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
@@ -62,7 +54,7 @@ export function bf16BitsToNumber(b: number): number {
   return f32Scratch[0]!;
 }
 
-/** Converts any tensor data to float32 (F16/BF16 decoded from their bits). */
+/** Converts any tensor data to float32 (F16/BF16 decoded from their bits); F32 data is returned as is. */
 export function toFloat32(dtype: DType, data: TensorData): Float32Array {
   if (dtype === 'F32') return data as Float32Array;
   const out = new Float32Array(data.length);

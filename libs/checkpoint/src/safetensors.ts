@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { UserError, numel, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
 import { bufferSource, fileSource, type ByteSource } from './bytes.ts';
-import { DTYPE_SIZE, KNOWN_DTYPES, expectedArrayName, isDType, toFloat32, toFloat64, typedArrayFromBytes } from './dtype.ts';
+import { DTYPE_ARRAY, DTYPE_SIZE, KNOWN_DTYPES, isDType, toFloat32, toFloat64, typedArrayFromBytes } from './dtype.ts';
 
 /** Refuse headers larger than this before allocating (the format's reference readers use the same bound). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -180,8 +180,8 @@ export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Rec
     const t = tensors[name]!;
     if (name === '__metadata__') throw new UserError(`tensor name '__metadata__' is reserved by the safetensors format`);
     if (!isDType(t.dtype)) throw new Error(`tensor '${name}': unsupported dtype ${String(t.dtype)}`);
-    if (t.data.constructor.name !== expectedArrayName(t.dtype)) {
-      throw new Error(`tensor '${name}': ${t.dtype} data must be a ${expectedArrayName(t.dtype)}, got ${t.data.constructor.name}`);
+    if (!(t.data instanceof DTYPE_ARRAY[t.dtype])) {
+      throw new Error(`tensor '${name}': ${t.dtype} data must be a ${DTYPE_ARRAY[t.dtype].name}, got ${t.data.constructor.name}`);
     }
     if (t.data.length !== numel(t.shape)) throw new Error(`tensor '${name}': shape [${t.shape}] needs ${numel(t.shape)} elements, data has ${t.data.length}`);
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
