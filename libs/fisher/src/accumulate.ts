@@ -9,8 +9,12 @@ export interface AccumulateFisherOptions {
   modelFingerprint: string;
   /** Statistics to continue from (a restarted or continual job). */
   initial?: MaskFisher;
-  /** Called after each batch's gradients are accumulated (progress, flow-control credits). */
-  onBatch?: (batch: TokenBatch, stats: MaskFisher) => void;
+}
+
+/** The running statistics after one more batch, and that batch (its source positions let a job checkpoint). */
+export interface FisherUpdate<T> {
+  stats: MaskFisher;
+  batch: T;
 }
 
 /**
@@ -18,19 +22,19 @@ export interface AccumulateFisherOptions {
  * after every batch. In batch mode each incoming batch is one Fisher batch, so the batching upstream
  * decides the paper's batch size.
  */
-export function accumulateFisher(engine: Engine, opts: AccumulateFisherOptions): OperatorFunction<TokenBatch, MaskFisher> {
+export function accumulateFisher<T extends { tokens: TokenBatch }>(engine: Engine, opts: AccumulateFisherOptions): OperatorFunction<T, FisherUpdate<T>> {
   return (source) => {
     let stats: MaskFisher | undefined = opts.initial;
     return source.pipe(
       concatMap(async (batch) => {
-        if (!batch.labels) throw new Error('accumulateFisher needs labelled batches');
+        const { tokens } = batch;
+        if (!tokens.labels) throw new Error('accumulateFisher needs labelled batches');
         stats ??= emptyMaskFisher(
           { numLayers: engine.config.numLayers, numHeads: engine.config.numHeads, intermediateSize: engine.config.intermediateSize },
-          { mode: opts.mode, batchSize: batch.batchSize, task: opts.task, modelFingerprint: opts.modelFingerprint },
+          { mode: opts.mode, batchSize: tokens.batchSize, task: opts.task, modelFingerprint: opts.modelFingerprint },
         );
-        stats = addMaskGradients(stats, batch, await engine.maskGradients(batch));
-        opts.onBatch?.(batch, stats);
-        return stats;
+        stats = addMaskGradients(stats, tokens, await engine.maskGradients(tokens));
+        return { stats, batch };
       }),
     );
   };

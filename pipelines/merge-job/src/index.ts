@@ -1,0 +1,4 @@
+export * from './task-model.ts';
+export * from './fisher-job.ts';
+export * from './merge-job.ts';
+export * from './eval-job.ts';

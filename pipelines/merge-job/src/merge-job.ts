@@ -1,0 +1,160 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { UserError, writeDirAtomic, type Tensor } from '@fisher-merge/core';
+import { saveCheckpoint } from '@fisher-merge/checkpoint';
+import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { mergeEncoders, resolveRule, type MergeInputs, type ParameterStats, type Params, type TensorSlot } from '@fisher-merge/merge';
+import { encoderTensorRoles, loadEncoder, toHfTensors, type LoadedModel } from '@fisher-merge/model';
+
+export interface MergeJobOptions {
+  models: readonly string[];
+  /** One Fisher file per model (mask-fisher, full-fisher). */
+  fishers?: readonly string[];
+  method: string;
+  params?: Params;
+  base?: string;
+  lambdas?: readonly number[];
+  out: string;
+}
+
+export interface MergeJobResult {
+  /** out/encoder and one folder per input model, named after it. */
+  outputs: { encoder: string; models: Record<string, string> };
+  seconds: number;
+}
+
+/** A loaded model and its tensors by name, with its slots in the shared canonical order. */
+interface MergeMember {
+  dir: string;
+  model: LoadedModel;
+  tensors: Record<string, Tensor>;
+  slots: TensorSlot[];
+}
+
+function member(dir: string, model: LoadedModel): MergeMember {
+  return { dir, model, tensors: toHfTensors(model, model.weights), slots: encoderTensorRoles(model) };
+}
+
+/** Models of one family with encoders of one shape, or a UserError saying which differs and how. */
+function checkSameArchitecture(reference: MergeMember, other: MergeMember): void {
+  const a = reference.model, b = other.model;
+  if (a.family.name !== b.family.name) throw new UserError(`cannot merge models of different architectures: ${reference.dir} is ${a.family.name}, ${other.dir} is ${b.family.name}`);
+  if (reference.slots.length !== other.slots.length) {
+    throw new UserError(`cannot merge encoders of different structure: ${reference.dir} has ${reference.slots.length} encoder tensors, ${other.dir} has ${other.slots.length}`);
+  }
+  reference.slots.forEach((slot, i) => {
+    const o = other.slots[i]!;
+    if (slot.shape.join(',') !== o.shape.join(',')) {
+      throw new UserError(`cannot merge encoders of different shapes: ${reference.dir} '${slot.name}' is [${slot.shape.join(',')}], ${other.dir} '${o.name}' is [${o.shape.join(',')}]`);
+    }
+  });
+}
+
+function checkFisherMatches(file: string, fisher: MaskFisher | { modelFingerprint: string }, m: MergeMember): void {
+  if (fisher.modelFingerprint !== m.model.fingerprint) {
+    throw new UserError(`${file}: Fisher statistics were computed on another model (fingerprint ${fisher.modelFingerprint.slice(0, 12)}…), not ${m.dir} (${m.model.fingerprint.slice(0, 12)}…)`);
+  }
+  if ('head' in fisher) {
+    const c = m.model.config;
+    if (fisher.numLayers !== c.numLayers || fisher.numHeads !== c.numHeads || fisher.intermediateSize !== c.intermediateSize) {
+      throw new UserError(`${file}: Fisher shape L${fisher.numLayers} H${fisher.numHeads} I${fisher.intermediateSize} does not match ${m.dir} (L${c.numLayers} H${c.numHeads} I${c.intermediateSize})`);
+    }
+  }
+}
+
+/** Folder names of the outputs: each model's own folder name, which must be distinct and not 'encoder'. */
+function outputNames(dirs: readonly string[]): string[] {
+  const names = dirs.map((d) => path.basename(path.resolve(d)));
+  names.forEach((name, i) => {
+    if (name === 'encoder') throw new UserError(`model folder ${dirs[i]} is named 'encoder', which the merged encoder's folder uses; rename it`);
+    const j = names.indexOf(name);
+    if (j !== i) throw new UserError(`models ${dirs[j]} and ${dirs[i]} share the folder name '${name}', which names their outputs; rename one`);
+  });
+  return names;
+}
+
+/** The bare encoder's config: the first model's, without its task head. */
+function encoderConfig(model: LoadedModel): Record<string, unknown> {
+  const { id2label: _a, label2id: _b, problem_type: _c, finetuning_task: _d, ...rest } = model.hfConfig as Record<string, unknown>;
+  const arch = (model.hfConfig.architectures as string[] | undefined)?.[0];
+  return { ...rest, ...(arch ? { architectures: [arch.replace(/For\w+$/, 'Model')] } : {}) };
+}
+
+/**
+ * Merges the encoders of fine-tuned models by a rule of the registry and writes out/encoder plus,
+ * per input model, the merged encoder with that model's own classifier. Everything is checked
+ * before anything is written, and out/ appears complete or not at all.
+ */
+export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult> {
+  const started = performance.now();
+  if (opts.models.length < 1) throw new UserError('merge needs at least one --model');
+  const rule = resolveRule(opts.method);
+  const names = outputNames(opts.models);
+  if ((rule.needs.maskFisher || rule.needs.fullFisher) && (opts.fishers?.length ?? 0) !== opts.models.length) {
+    throw new UserError(`--method ${rule.name} needs one --fisher file per --model: got ${opts.fishers?.length ?? 0} for ${opts.models.length} models`);
+  }
+  if (opts.lambdas && opts.lambdas.length !== opts.models.length) {
+    throw new UserError(`--lambda has ${opts.lambdas.length} values but ${opts.models.length} models were given`);
+  }
+  const members = await Promise.all(opts.models.map(async (dir) => member(dir, await loadEncoder(dir))));
+  for (const m of members.slice(1)) checkSameArchitecture(members[0]!, m);
+  const base = opts.base ? member(opts.base, await loadEncoder(opts.base)) : undefined;
+  if (base) checkSameArchitecture(members[0]!, base);
+
+  const inputs: MergeInputs = {};
+  if (rule.needs.maskFisher) {
+    inputs.maskFishers = await Promise.all(opts.fishers!.map(async (file, j) => {
+      const fisher = await readMaskFisher(file);
+      checkFisherMatches(file, fisher, members[j]!);
+      return fisher;
+    }));
+  }
+  if (rule.needs.fullFisher) {
+    inputs.fullFishers = opts.fishers!.map((file, j): ParameterStats => {
+      const fisher = readFullFisher(file);
+      checkFisherMatches(file, fisher.meta, members[j]!);
+      const own = members[j]!.slots;
+      const index = new Map(members[0]!.slots.map((s, i) => [s.name, own[i]!.name]));
+      return (name) => fisher.tensor(index.get(name)!);
+    });
+  }
+  const slotIndex = new Map(members[0]!.slots.map((s, i) => [s.name, i]));
+  const tensorOf = (m: MergeMember, slot: TensorSlot) => m.tensors[m.slots[slotIndex.get(slot.name)!]!.name]!.data as Float32Array;
+  const merged = mergeEncoders({
+    slots: members[0]!.slots,
+    models: members.length,
+    rule,
+    ...(opts.params ? { params: opts.params } : {}),
+    ...(opts.lambdas ? { lambdas: opts.lambdas } : {}),
+    inputs,
+    ...(base ? { base: (slot: TensorSlot) => tensorOf(base, slot) } : {}),
+    tensor: (j, slot) => tensorOf(members[j]!, slot),
+  });
+
+  const outputs = { encoder: path.join(opts.out, 'encoder'), models: {} as Record<string, string> };
+  await writeDirAtomic(opts.out, async (tmp) => {
+    const first = members[0]!;
+    const prefix = first.model.encoderPrefix;
+    const encoderTensors: Record<string, Tensor> = {};
+    for (const slot of first.slots) encoderTensors[slot.name.slice(prefix.length)] = { dtype: 'F32', shape: slot.shape, data: merged.get(slot.name)! };
+    await saveCheckpoint(path.join(tmp, 'encoder'), { hfConfig: encoderConfig(first.model), tensors: encoderTensors, copyFilesFrom: first.dir });
+    for (const [j, m] of members.entries()) {
+      const tensors = { ...m.tensors };
+      m.slots.forEach((slot, i) => {
+        tensors[slot.name] = { dtype: 'F32', shape: slot.shape, data: merged.get(first.slots[i]!.name)! };
+      });
+      await saveCheckpoint(path.join(tmp, names[j]!), { hfConfig: m.model.hfConfig, tensors, copyFilesFrom: m.dir });
+      outputs.models[names[j]!] = path.join(opts.out, names[j]!);
+    }
+    const provenance = {
+      method: rule.name,
+      params: opts.params ?? {},
+      lambdas: opts.lambdas ?? members.map(() => 1),
+      base: opts.base ?? null,
+      models: members.map((m, j) => ({ dir: m.dir, fingerprint: m.model.fingerprint, fisher: opts.fishers?.[j] ?? null })),
+      fisher_examples: inputs.maskFishers?.map((f) => f.examples) ?? null,
+    };
+    await fs.writeFile(path.join(tmp, 'merge.json'), `${JSON.stringify(provenance, null, 2)}\n`);
+  });
+  return { outputs, seconds: (performance.now() - started) / 1000 };
+}
