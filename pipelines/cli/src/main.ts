@@ -2,6 +2,9 @@ import { Command } from 'commander';
 import { isUserError } from '@fisher-merge/core';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerPredict } from './commands/predict.ts';
+import { registerFisher } from './commands/fisher.ts';
+import { registerMerge } from './commands/merge.ts';
+import { registerEval } from './commands/eval.ts';
 
 const program = new Command('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
@@ -9,6 +12,9 @@ const program = new Command('fisher-merge')
 
 registerTokenize(program);
 registerPredict(program);
+registerFisher(program);
+registerMerge(program);
+registerEval(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Errors caused by input are one clear line; anything else is a bug and keeps its stack.

@@ -1,0 +1,38 @@
+import { Option, type Command } from 'commander';
+import type { EngineKind } from '@fisher-merge/engines';
+import { evaluateModel } from '@fisher-merge/merge-job';
+import { addTaskOptions, engineOption, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
+
+interface EvalFlags extends TaskFlags {
+  model: string;
+  data: string;
+  limit?: number;
+  engine: EngineKind;
+  batchSize: number;
+  json?: boolean;
+}
+
+export function registerEval(program: Command): void {
+  const command = program
+    .command('eval')
+    .description("Score a fine-tuned model on a labelled split with the task's GLUE metrics.")
+    .requiredOption('--model <dir>', 'fine-tuned Hugging Face checkpoint directory')
+    .requiredOption('--data <path>', 'labelled Parquet file, directory or glob; Arrow IPC file or - for stdin');
+  addTaskOptions(command, { labels: true })
+    .option('--limit <n>', 'only the first n examples', positiveInt('--limit'))
+    .addOption(engineOption())
+    .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(64).argParser(positiveInt('--batch-size')))
+    .option('--json', 'print exactly one JSON object {"task","examples","metrics"}')
+    .action(async (flags: EvalFlags) => {
+      const result = await evaluateModel({
+        modelDir: flags.model,
+        data: flags.data,
+        task: resolveTask(flags),
+        engine: flags.engine,
+        batchSize: flags.batchSize,
+        ...(flags.limit ? { limit: flags.limit } : {}),
+      });
+      if (flags.json) await writeStdout(`${JSON.stringify(result)}\n`);
+      else await writeStdout(`${result.task} (${result.examples} examples): ${Object.entries(result.metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}\n`);
+    });
+}

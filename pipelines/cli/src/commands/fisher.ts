@@ -1,0 +1,62 @@
+import { Option, type Command } from 'commander';
+import { logEvent } from '@fisher-merge/core';
+import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data';
+import type { EngineKind } from '@fisher-merge/engines';
+import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
+import { computeFullFisher, computeMaskFisher } from '@fisher-merge/merge-job';
+import { addTaskOptions, engineOption, nonNegativeInt, positiveInt, resolveTask, type TaskFlags } from '../options.ts';
+
+interface FisherFlags extends TaskFlags {
+  model: string;
+  data: string;
+  samples?: number;
+  seed?: number;
+  batchSize: number;
+  mode: 'batch' | 'example';
+  kind: 'mask' | 'full';
+  fullMode: 'empirical' | 'expected';
+  engine: EngineKind;
+  maxLength: number;
+  out: string;
+}
+
+export function registerFisher(program: Command): void {
+  const command = program
+    .command('fisher')
+    .description("Accumulate a model's Fisher information on its task data: mask nodes (the paper) or every parameter (--kind full).")
+    .requiredOption('--model <dir>', 'fine-tuned Hugging Face checkpoint directory')
+    .requiredOption('--data <path>', 'labelled Parquet file, directory or glob; Arrow IPC file or - for stdin');
+  addTaskOptions(command, { labels: true })
+    .option('--samples <n>', 'use n examples: the first n in file order (default: all)', positiveInt('--samples'))
+    .option('--seed <s>', 'sample the n examples at random with this seed instead of the first n', nonNegativeInt('--seed'))
+    .addOption(new Option('--batch-size <b>', 'examples per batch (batch mode: the batch whose mean-loss gradient is squared)').default(32).argParser(positiveInt('--batch-size')))
+    .addOption(new Option('--mode <mode>', "mask Fisher: square each batch's gradient (the paper) or each example's (exact empirical Fisher)").choices(['batch', 'example']).default('batch'))
+    .addOption(new Option('--kind <kind>', 'mask-node Fisher, or the full diagonal Fisher of every parameter (Matena & Raffel)').choices(['mask', 'full']).default('mask'))
+    .addOption(new Option('--full-mode <mode>', 'full Fisher: gold label (empirical) or expectation under the model (expected)').choices(['empirical', 'expected']).default('empirical'))
+    .addOption(engineOption())
+    .addOption(new Option('--max-length <n>', 'maximum tokens per example').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
+    .requiredOption('--out <file>', 'output .safetensors file')
+    .action(async (flags: FisherFlags) => {
+      const task = resolveTask(flags);
+      const common = {
+        modelDir: flags.model,
+        data: flags.data,
+        task,
+        batchSize: flags.batchSize,
+        maxLength: flags.maxLength,
+        engine: flags.engine,
+        progressLabel: `fisher ${task.name}`,
+        ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
+        ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
+      };
+      if (flags.kind === 'mask') {
+        const result = await computeMaskFisher({ ...common, mode: flags.mode });
+        await writeMaskFisher(flags.out, result.stats);
+        logEvent('fisher.written', { out: flags.out, kind: 'mask', mode: flags.mode, examples: result.stats.examples, batches: result.stats.batches, seconds: Number(result.seconds.toFixed(3)), engine: result.engine });
+      } else {
+        const result = await computeFullFisher({ ...common, mode: flags.fullMode });
+        await writeFullFisher(flags.out, result.fisher);
+        logEvent('fisher.written', { out: flags.out, kind: 'full', mode: flags.fullMode, examples: result.fisher.examples, seconds: Number(result.seconds.toFixed(3)), engine: result.engine });
+      }
+    });
+}

@@ -1,0 +1,59 @@
+import { Option, type Command } from 'commander';
+import { logEvent, UserError } from '@fisher-merge/core';
+import { MERGE_RULES, type Params } from '@fisher-merge/merge';
+import { mergeModels } from '@fisher-merge/merge-job';
+import { collect } from '../options.ts';
+
+interface MergeFlags {
+  model: string[];
+  fisher: string[];
+  method: string;
+  base?: string;
+  lambda?: string;
+  param: string[];
+  out: string;
+}
+
+/** `--param key=value`: numbers and booleans are typed, the rest stays a string (the rule checks types). */
+function parseParams(pairs: readonly string[]): Params {
+  const params: Params = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UserError(`--param must be key=value, got '${pair}'`);
+    const [key, raw] = [pair.slice(0, eq), pair.slice(eq + 1)];
+    params[key] = raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  }
+  return params;
+}
+
+function parseLambdas(text: string): number[] {
+  const values = text.split(',').map((s) => Number(s.trim()));
+  if (values.some((v) => !Number.isFinite(v))) throw new UserError(`--lambda must be comma-separated numbers, got '${text}'`);
+  return values;
+}
+
+export function registerMerge(program: Command): void {
+  const methods = Object.values(MERGE_RULES);
+  program
+    .command('merge')
+    .description('Merge the encoders of fine-tuned models; writes OUT/encoder and OUT/<model folder> per model (merged encoder + its own classifier).')
+    .requiredOption('--model <dir>', 'fine-tuned checkpoint (repeat per model)', collect, [])
+    .option('--fisher <file>', "the model's Fisher file from `fisher-merge fisher` (repeat, in --model order)", collect, [])
+    .addOption(new Option('--method <name>', methods.map((r) => `${r.name}: ${r.summary}`).join('; ')).choices(methods.map((r) => r.name)).default('mask-fisher'))
+    .option('--base <dir>', 'pre-trained base model: task-arithmetic, or merge task vectors with any method')
+    .option('--lambda <x,y,...>', 'per-model coefficients (default: all 1)')
+    .option('--param <key=value>', `method parameter (repeatable): ${methods.flatMap((r) => r.params.map((p) => `${r.name} ${p.name} (default ${p.default})`)).join(', ')}`, collect, [])
+    .requiredOption('--out <dir>', 'output directory (replaced atomically)')
+    .action(async (flags: MergeFlags) => {
+      const result = await mergeModels({
+        models: flags.model,
+        fishers: flags.fisher,
+        method: flags.method,
+        params: parseParams(flags.param),
+        out: flags.out,
+        ...(flags.base ? { base: flags.base } : {}),
+        ...(flags.lambda ? { lambdas: parseLambdas(flags.lambda) } : {}),
+      });
+      logEvent('merge.written', { method: flags.method, encoder: result.outputs.encoder, models: Object.values(result.outputs.models), seconds: Number(result.seconds.toFixed(3)) });
+    });
+}
