@@ -16,7 +16,10 @@ async function tryNative(): Promise<boolean> {
   for (const spec of NATIVE_PACKAGES) {
     try {
       await import(spec);
-    } catch {
+    } catch (e) {
+      // Installed but unloadable (e.g. no CUDA libraries) is worth a word; simply absent is the usual case.
+      const code = (e as { code?: string }).code;
+      if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') process.emitWarning(`${spec} failed to load, not using it: ${(e as Error).message}`);
       continue;
     }
     if (await tf.setBackend('tensorflow')) return true;

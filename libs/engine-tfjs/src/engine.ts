@@ -96,12 +96,14 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
   const regression = config.problemType === 'regression';
   const { numLayers: L, numHeads: H, intermediateSize: I } = config;
   let disposed = false;
-  const live = () => {
+  // tfjs has one global backend: put this engine's back if another engine switched it.
+  const live = async () => {
     if (disposed) throw new Error('the tfjs engine has been disposed');
+    if (tf.getBackend() !== backend) await tf.setBackend(backend);
   };
 
   async function forward(batch: TokenBatch): Promise<Float32Array> {
-    live();
+    await live();
     const x = makeInputs(config, hasTokenTypes, batch);
     try {
       const logits = tf.tidy(() => logitsFromRows(params, x, lookupRows(params, x)));
@@ -114,7 +116,7 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
   }
 
   async function maskGradients(batch: TokenBatch): Promise<MaskGradients> {
-    live();
+    await live();
     const labels = requireLabels(batch);
     const B = batch.batchSize;
     const x = makeInputs(config, hasTokenTypes, batch);
@@ -141,7 +143,7 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
   }
 
   async function parameterFisher(batch: TokenBatch, mode: 'empirical' | 'expected'): Promise<EncoderWeights> {
-    live();
+    await live();
     requireLabels(batch);
     const names: string[] = [];
     const dense: tf.Tensor[] = [];
