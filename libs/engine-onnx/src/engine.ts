@@ -167,7 +167,8 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
 /** The classic full-Fisher baseline: one example at a time, unpadded (batch size 1), summed. */
 export async function classicParameterFisherLoop(engine: Engine, batch: TokenBatch, mode: 'empirical' | 'expected'): Promise<EncoderWeights> {
   const { seqLen: T } = batch;
-  let total: EncoderWeights | undefined;
+  let sums: Map<string, Float64Array> | undefined;
+  let last: EncoderWeights | undefined;
   for (let b = 0; b < batch.batchSize; b++) {
     let len = T;
     while (len > 1 && batch.attentionMask[b * T + len - 1] === 0) len--;
@@ -179,15 +180,15 @@ export async function classicParameterFisherLoop(engine: Engine, batch: TokenBat
       tokenTypeIds: batch.tokenTypeIds.slice(b * T, b * T + len),
       labels: batch.labels?.slice(b, b + 1),
     };
-    const f = await engine.parameterFisher(one, mode);
-    total = total ? mapWeights(total, (path, a) => a.map((v, i) => v + pathArray(f, path)[i])) : f;
+    last = await engine.parameterFisher(one, mode);
+    const acc = (sums ??= new Map());
+    mapWeights(last, (path, a) => {
+      let s = acc.get(path);
+      if (!s) acc.set(path, (s = new Float64Array(a.length)));
+      for (let i = 0; i < a.length; i++) s[i] += a[i];
+      return a;
+    });
   }
-  if (!total) throw new Error('engine-onnx: empty batch');
-  return total;
-}
-
-function pathArray(w: EncoderWeights, path: string): Float32Array {
-  let v: unknown = w;
-  for (const k of path.split('.')) v = (v as Record<string, unknown>)[k];
-  return v as Float32Array;
+  if (!sums || !last) throw new Error('engine-onnx: empty batch');
+  return mapWeights(last, (path) => Float32Array.from(sums!.get(path)!));
 }
