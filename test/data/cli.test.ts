@@ -1,5 +1,7 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { promisify } from 'node:util';
+import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { glueTask, loadTokenizer, parquetSource, taskColumns, tokenize, TOKENIZED } from '@fisher-merge/data';
@@ -22,6 +24,20 @@ describe('fisher-merge tokenize', () => {
       expect(line.token_type_ids).toEqual(Array.from(batch!.batch.getChild(TOKENIZED.tokenTypeIds)!.get(i)!));
       expect(line.input_ids.length).toBeLessThanOrEqual(64);
     });
+  });
+
+  it('reads an Arrow IPC stream from stdin with --data -', async () => {
+    const table = tableFromArrays({ sentence: ['Hello world!', 'A second, longer sentence.'], label: Int32Array.of(1, 0) });
+    const child = spawn(process.execPath, ['bin/fisher-merge.mjs', 'tokenize', '--model', modelDir('sst2'), '--data', '-', '--task', 'sst2'], { cwd: REPO });
+    child.stdin.end(tableToIPC(table, 'stream'));
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const [code] = await once(child, 'close');
+    expect(code).toBe(0);
+    const tokenizer = await loadTokenizer(modelDir('sst2'));
+    expect(stdout).toBe(
+      ['Hello world!', 'A second, longer sentence.'].map((text) => `${JSON.stringify({ input_ids: tokenizer.encode(text, undefined).ids, token_type_ids: tokenizer.encode(text, undefined).typeIds })}\n`).join(''),
+    );
   });
 
   it('reports a missing column as one line and exits 1', async () => {

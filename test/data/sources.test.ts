@@ -2,10 +2,11 @@ import { createReadStream, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { RecordBatch, Table, tableFromArrays, tableToIPC } from 'apache-arrow';
-import { lastValueFrom, toArray } from 'rxjs';
+import { lastValueFrom, take, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import {
   arrowIpcSource,
+  FlowControl,
   glueTask,
   loadTokenizer,
   padBatches,
@@ -66,6 +67,16 @@ describe('sources', () => {
     expect(new Set(sampleA).size).toBe(7);
     expect([...sampleA].sort((a, b) => a - b)).toEqual(sampleA);
     expect(sampleC).not.toEqual(sampleA);
+  });
+
+  it('unsubscribing stops reading and hands back unused credits', async () => {
+    threeFiles();
+    const flow = new FlowControl(2);
+    const taken = await collect(parquetSource(path.join(dir, 'part-*.parquet'), { batchSize: 3, flow }).pipe(take(2)));
+    expect(ids(taken)).toEqual([0, 1, 2, 3]);
+    flow.release(2);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(flow.inFlight).toBe(0);
   });
 
   it('Arrow IPC stream from a readable (stdin-like) and IPC file from a path', async () => {

@@ -56,7 +56,7 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
   if (bucket && (!Number.isInteger(bucket.windowBatches) || bucket.windowBatches < 1)) {
     throw new UserError(`bucketing window must be an integer >= 1 batches, got ${bucket.windowBatches}`);
   }
-  const rowsPerRelease = batchSize * (bucket?.windowBatches ?? 1);
+  const rowsPerWindow = batchSize * (bucket?.windowBatches ?? 1);
 
   return (input) =>
     new Observable<ModelBatch>((subscriber) => {
@@ -92,14 +92,14 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
           pending.push(columns.pending);
           seenRows += numRows;
           for (let row = 0; row < numRows; row++) buffered.push({ columns, row });
-          if (buffered.length >= rowsPerRelease) {
-            const ready = buffered.slice(0, buffered.length - (buffered.length % rowsPerRelease));
+          if (buffered.length >= rowsPerWindow) {
+            const ready = buffered.slice(0, buffered.length - (buffered.length % rowsPerWindow));
             buffered = buffered.slice(ready.length);
             release(ready);
           }
           // Every credit is held by a source batch waiting here for more rows: nothing can arrive.
           if (flow && pending.length >= flow.window) {
-            subscriber.error(new UserError(`flow-control window of ${flow.window} source batches cannot fill ${rowsPerRelease} rows (have ${buffered.length}); raise the window or the source batch size`));
+            subscriber.error(new UserError(`flow-control window of ${flow.window} source batches cannot fill ${rowsPerWindow} rows (have ${buffered.length}); raise the window or the source batch size`));
           }
         },
         error: (e: unknown) => subscriber.error(e),

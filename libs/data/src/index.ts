@@ -10,3 +10,4 @@ export * from './tokenize.ts';
 export * from './batching.ts';
 export * from './task-batches.ts';
 export * from './parquet-rows.ts';
+export * from './watch-source.ts';

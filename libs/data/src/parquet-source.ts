@@ -50,8 +50,9 @@ export function parquetSource(inputs: string | readonly string[], options: Parqu
         let rowOffset = 0;
         for (const [rowGroup, groupRows] of rowGroupRows.entries()) {
           if (selection.exhaustedAt(rowId)) return;
-          const skipGroup = selection.pick(rowId, groupRows);
-          if (skipGroup !== 'all' && skipGroup.length === 0) {
+          const groupSelection = selection.pick(rowId, groupRows);
+          if (groupSelection !== 'all' && groupSelection.length === 0) {
+            // Count the batches this row group would have given, so batch indices do not depend on sampling.
             batchIndex += Math.ceil(groupRows / batchSize);
             rowOffset += groupRows;
             rowId += groupRows;

@@ -1,0 +1,225 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { concatMap, defer, EMPTY, mergeMap, Observable, of, repeat, type OperatorFunction } from 'rxjs';
+import type { FlowControl } from './flow-control.ts';
+import { parquetSource } from './parquet-source.ts';
+import type { SourceBatch } from './source-batch.ts';
+
+/**
+ * When a file in a watched directory may be read:
+ * - `stable`: its size and modification time have not changed for `ms` milliseconds;
+ * - `marker`: a sibling file named `<file><suffix>` exists (the writer creates it when done).
+ * With either rule, hidden files (`.name`) and names not ending in the extension are never read, so
+ * a writer may also write `part.parquet.tmp` (or `.part.parquet`) and rename it when complete.
+ */
+export type ReadyRule = { kind: 'stable'; ms: number } | { kind: 'marker'; suffix: string };
+
+export interface DirectoryWatcherOptions {
+  /** Only files whose names end with this are data (default `.parquet`). */
+  extension?: string;
+  ready: ReadyRule;
+  /** How often the directory is listed. */
+  pollMs: number;
+  /** Files to leave alone, e.g. those an earlier run consumed (not counted in the backlog). */
+  ignore?: (file: string) => boolean;
+  /**
+   * `next()` gives up (resolves undefined) once the directory has held no unread file, ready or
+   * not, for this long: the input is finished. Default: wait forever.
+   */
+  idleMs?: number;
+}
+
+interface Observed {
+  size: number;
+  mtimeMs: number;
+  since: number;
+}
+
+/**
+ * Hands out each ready file of one directory (not recursive) once, lowest name first among the
+ * ready ones: name files so that name order is arrival order (a timestamp or sequence number) when
+ * their order matters. Pull-based: the directory is only listed while a consumer waits in `next()`.
+ */
+export class DirectoryWatcher {
+  private readonly extension: string;
+  private readonly handedOut = new Set<string>();
+  private readonly observed = new Map<string, Observed>();
+  private waiting = 0;
+
+  constructor(readonly dir: string, private readonly options: DirectoryWatcherOptions) {
+    this.extension = options.extension ?? '.parquet';
+  }
+
+  /** Data files present, not yet handed out and not ignored, as of the last listing. */
+  get backlog(): number {
+    return this.waiting;
+  }
+
+  /** The next ready file (full path); undefined when `signal` aborts or the directory stayed idle for `idleMs`. */
+  async next(signal?: AbortSignal): Promise<string | undefined> {
+    let idleSince = Date.now();
+    while (!signal?.aborted) {
+      const { ready, pending } = await this.scan();
+      if (ready) {
+        this.handedOut.add(ready);
+        this.observed.delete(ready);
+        this.waiting = pending - 1;
+        return ready;
+      }
+      if (pending > 0) idleSince = Date.now();
+      else if (this.options.idleMs !== undefined && Date.now() - idleSince >= this.options.idleMs) return undefined;
+      await sleep(this.options.pollMs, undefined, signal ? { signal } : {}).catch(() => undefined);
+    }
+    return undefined;
+  }
+
+  private async scan(): Promise<{ ready: string | undefined; pending: number }> {
+    const names = new Set(await fs.readdir(this.dir).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return [];
+      throw e;
+    }));
+    const candidates = [...names]
+      .filter((n) => !n.startsWith('.') && n.endsWith(this.extension))
+      .map((n) => path.join(this.dir, n))
+      .filter((f) => !this.handedOut.has(f) && !this.options.ignore?.(f))
+      .sort();
+    this.waiting = candidates.length;
+    for (const file of candidates) {
+      if (await this.isReady(file, names)) return { ready: file, pending: candidates.length };
+    }
+    return { ready: undefined, pending: candidates.length };
+  }
+
+  private async isReady(file: string, names: Set<string>): Promise<boolean> {
+    const rule = this.options.ready;
+    if (rule.kind === 'marker') return names.has(path.basename(file) + rule.suffix);
+    const stat = await fs.stat(file).catch(() => undefined);
+    if (!stat?.isFile()) return false;
+    const now = Date.now();
+    const seen = this.observed.get(file);
+    if (!seen || seen.size !== stat.size || seen.mtimeMs !== stat.mtimeMs) {
+      this.observed.set(file, { size: stat.size, mtimeMs: stat.mtimeMs, since: now });
+      return rule.ms === 0;
+    }
+    return now - seen.since >= rule.ms;
+  }
+}
+
+/**
+ * Drops the rows of a file before `startRow` (consumed by an earlier run), giving back the flow
+ * credit of every batch that ends up empty.
+ */
+export function skipRowsBefore(startRow: number, flow: FlowControl | undefined): OperatorFunction<SourceBatch, SourceBatch> {
+  if (startRow === 0) return (source) => source;
+  return mergeMap((item) => {
+    const { rowOffset, numRows } = item.source;
+    if (rowOffset + numRows <= startRow) {
+      flow?.release();
+      return EMPTY;
+    }
+    if (rowOffset >= startRow) return of(item);
+    const first = startRow - rowOffset;
+    const selection = item.selection ? item.selection.filter((r) => r >= first) : Int32Array.from({ length: numRows - first }, (_, i) => first + i);
+    if (selection.length === 0) {
+      flow?.release();
+      return EMPTY;
+    }
+    return of({ ...item, selection });
+  });
+}
+
+export interface WatchedParquetSourceOptions {
+  columns?: readonly string[];
+  batchSize?: number;
+  flow?: FlowControl;
+  /** Ends the stream at the next file boundary. */
+  signal?: AbortSignal;
+  /**
+   * Called with each ready file before it is read: resolves to the row to start at (0, or where an
+   * earlier run stopped), or undefined to skip the file (e.g. after quarantining it).
+   */
+  prepare: (file: string) => Promise<number | undefined>;
+  /** Called after the last batch of a file was emitted (not processed). */
+  onFileRead?: (file: string) => void;
+}
+
+/**
+ * The files of a watched directory, one after another as they become ready, as one stream of
+ * source batches. The next file is only asked for once the previous one has been read, so a backlog
+ * costs nothing but directory listings; completes when the watcher gives up (idle or aborted).
+ */
+export function watchedParquetSource(watcher: DirectoryWatcher, options: WatchedParquetSourceOptions): Observable<SourceBatch> {
+  let finished = false;
+  const oneFile = defer(async () => {
+    for (;;) {
+      const file = await watcher.next(options.signal);
+      if (file === undefined) return undefined;
+      const startRow = await options.prepare(file);
+      if (startRow !== undefined) return { file, startRow };
+    }
+  }).pipe(
+    concatMap((next) => {
+      if (next === undefined) {
+        finished = true;
+        return EMPTY;
+      }
+      const batches = parquetSource(next.file, {
+        ...(options.columns ? { columns: options.columns } : {}),
+        ...(options.batchSize ? { batchSize: options.batchSize } : {}),
+        ...(options.flow ? { flow: options.flow } : {}),
+      }).pipe(skipRowsBefore(next.startRow, options.flow));
+      return new Observable<SourceBatch>((subscriber) =>
+        batches.subscribe({
+          next: (b) => subscriber.next(b),
+          error: (e: unknown) => subscriber.error(e),
+          complete: () => {
+            options.onFileRead?.(next.file);
+            subscriber.complete();
+          },
+        }),
+      );
+    }),
+  );
+  return oneFile.pipe(repeat({ delay: () => (finished ? EMPTY : of(0)) }));
+}
+
+export interface TailFileOptions {
+  pollMs: number;
+  /** Ends the stream when aborted. */
+  signal?: AbortSignal;
+  /** Ends the stream after this long without new bytes (the writer is done). Default: never. */
+  idleMs?: number;
+  chunkBytes?: number;
+}
+
+/**
+ * A file being appended to, as a readable stream that waits for more bytes at its end (`tail -f`):
+ * feed it to `arrowIpcSource` to follow an Arrow IPC stream file while a writer appends batches.
+ */
+export function tailFile(file: string, options: TailFileOptions): Readable {
+  const chunkBytes = options.chunkBytes ?? 1 << 20;
+  async function* chunks(): AsyncGenerator<Buffer> {
+    const handle = await fs.open(file, 'r');
+    try {
+      let position = 0;
+      let lastData = Date.now();
+      while (!options.signal?.aborted) {
+        const buffer = Buffer.allocUnsafe(chunkBytes);
+        const { bytesRead } = await handle.read(buffer, 0, chunkBytes, position);
+        if (bytesRead > 0) {
+          position += bytesRead;
+          lastData = Date.now();
+          yield buffer.subarray(0, bytesRead);
+          continue;
+        }
+        if (options.idleMs !== undefined && Date.now() - lastData >= options.idleMs) return;
+        await sleep(options.pollMs, undefined, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false });
+}
