@@ -5,6 +5,7 @@ import { registerPredict } from './commands/predict.ts';
 import { registerFisher } from './commands/fisher.ts';
 import { registerMerge } from './commands/merge.ts';
 import { registerEval } from './commands/eval.ts';
+import { registerRun } from './commands/run.ts';
 
 const program = new Command('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
@@ -15,6 +16,7 @@ registerPredict(program);
 registerFisher(program);
 registerMerge(program);
 registerEval(program);
+registerRun(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Errors caused by input are one clear line; anything else is a bug and keeps its stack.

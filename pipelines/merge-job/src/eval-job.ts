@@ -1,17 +1,24 @@
-import { concatMap, lastValueFrom, toArray } from 'rxjs';
+import { concatMap, from, lastValueFrom, map, toArray, type Observable } from 'rxjs';
+import type { TokenBatch } from '@fisher-merge/core';
 import { GLUE_METRICS, computeMetrics, type MetricName } from '@fisher-merge/eval';
-import { FlowControl, taskBatches, type TaskSpec } from '@fisher-merge/data';
+import { FlowControl, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
+import type { Engine } from '@fisher-merge/model';
 import { loadTaskModel } from './task-model.ts';
 
-export interface EvalJobOptions {
-  modelDir: string;
+export interface EvalDataOptions {
   data: string;
   task: TaskSpec;
-  engine: EngineKind;
   limit?: number;
   batchSize?: number;
   maxLength?: number;
+}
+
+export interface EvalJobOptions extends EvalDataOptions {
+  modelDir: string;
+  engine: EngineKind;
+  /** Already tokenized batches of `data` (a job scoring many models on one split tokenizes it once). */
+  batches?: readonly TokenBatch[];
 }
 
 export interface EvalResult {
@@ -25,41 +32,52 @@ export function metricsFor(task: TaskSpec): MetricName[] {
   return GLUE_METRICS[task.name] ?? (task.labelKind === 'regression' ? ['pearson', 'spearmanr'] : ['accuracy']);
 }
 
+/** A labelled split as padded batches, streamed with bounded read-ahead (each batch handed on once consumed). */
+function evalBatches(opts: EvalDataOptions, tokenizer: TextTokenizer, padTokenId: number): Observable<TokenBatch> {
+  const flow = new FlowControl(4);
+  return taskBatches(opts.data, {
+    task: opts.task,
+    tokenizer,
+    batchSize: opts.batchSize ?? 64,
+    padTokenId,
+    flow,
+    ...(opts.limit ? { sample: { kind: 'first' as const, n: opts.limit } } : {}),
+    ...(opts.maxLength ? { maxLength: opts.maxLength } : {}),
+  }).pipe(
+    map(({ tokens, completedSources }) => {
+      flow.release(completedSources.length);
+      return tokens;
+    }),
+  );
+}
+
+/** Tokenizes a split once, for scoring several models on it. */
+export async function tokenizeEvalSplit(opts: EvalDataOptions, tokenizer: TextTokenizer, padTokenId: number): Promise<TokenBatch[]> {
+  return lastValueFrom(evalBatches(opts, tokenizer, padTokenId).pipe(toArray()));
+}
+
+async function score(engine: Engine, batches: Observable<TokenBatch>, task: TaskSpec): Promise<EvalResult> {
+  const parts = await lastValueFrom(batches.pipe(concatMap(async (tokens) => ({ logits: await engine.forward(tokens), labels: tokens.labels! })), toArray()));
+  const C = engine.config.numLabels;
+  const examples = parts.reduce((n, p) => n + p.labels.length, 0);
+  const logits = new Float32Array(examples * C);
+  const labels = new Float64Array(examples);
+  let at = 0;
+  for (const p of parts) {
+    logits.set(p.logits, at * C);
+    labels.set(p.labels, at);
+    at += p.labels.length;
+  }
+  return { task: task.name, examples, metrics: computeMetrics(metricsFor(task), logits, C, labels) };
+}
+
 /** Runs a fine-tuned model over a labelled split and scores its predictions. */
 export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
   const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task);
   const engine = await openEngine(opts.engine, model.weights, { log: () => {} });
   try {
-    const flow = new FlowControl(4);
-    const parts = await lastValueFrom(
-      taskBatches(opts.data, {
-        task: opts.task,
-        tokenizer,
-        batchSize: opts.batchSize ?? 64,
-        padTokenId: model.config.padTokenId,
-        flow,
-        ...(opts.limit ? { sample: { kind: 'first' as const, n: opts.limit } } : {}),
-        ...(opts.maxLength ? { maxLength: opts.maxLength } : {}),
-      }).pipe(
-        concatMap(async ({ tokens, completedSources }) => {
-          const logits = await engine.forward(tokens);
-          flow.release(completedSources.length);
-          return { logits, labels: tokens.labels! };
-        }),
-        toArray(),
-      ),
-    );
-    const C = model.config.numLabels;
-    const examples = parts.reduce((n, p) => n + p.labels.length, 0);
-    const logits = new Float32Array(examples * C);
-    const labels = new Float64Array(examples);
-    let at = 0;
-    for (const p of parts) {
-      logits.set(p.logits, at * C);
-      labels.set(p.labels, at);
-      at += p.labels.length;
-    }
-    return { task: opts.task.name, examples, metrics: computeMetrics(metricsFor(opts.task), logits, C, labels) };
+    const batches = opts.batches ? from(opts.batches) : evalBatches(opts, tokenizer, model.config.padTokenId);
+    return await score(engine, batches, opts.task);
   } finally {
     await engine.dispose();
   }

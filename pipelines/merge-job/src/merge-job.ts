@@ -10,6 +10,8 @@ export interface MergeJobOptions {
   models: readonly string[];
   /** One Fisher file per model (mask-fisher, full-fisher). */
   fishers?: readonly string[];
+  /** In-memory mask Fisher statistics, one per model, instead of `fishers` files (a streaming job's running sums). */
+  maskFishers?: readonly MaskFisher[];
   method: string;
   params?: Params;
   base?: string;
@@ -90,7 +92,10 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   if (opts.models.length < 1) throw new UserError('merge needs at least one --model');
   const rule = resolveRule(opts.method);
   const names = outputNames(opts.models);
-  if ((rule.needs.maskFisher || rule.needs.fullFisher) && (opts.fishers?.length ?? 0) !== opts.models.length) {
+  if (opts.maskFishers && (!rule.needs.maskFisher || opts.maskFishers.length !== opts.models.length)) {
+    throw new Error(`in-memory mask Fisher statistics need --method mask-fisher and one per model: got ${opts.maskFishers.length} for ${opts.models.length} models, method ${rule.name}`);
+  }
+  if ((rule.needs.maskFisher || rule.needs.fullFisher) && !opts.maskFishers && (opts.fishers?.length ?? 0) !== opts.models.length) {
     throw new UserError(`--method ${rule.name} needs one --fisher file per --model: got ${opts.fishers?.length ?? 0} for ${opts.models.length} models`);
   }
   if (opts.lambdas && opts.lambdas.length !== opts.models.length) {
@@ -102,7 +107,12 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   if (base) checkSameArchitecture(members[0]!, base);
 
   const inputs: MergeInputs = {};
-  if (rule.needs.maskFisher) {
+  if (opts.maskFishers) {
+    inputs.maskFishers = opts.maskFishers.map((fisher, j) => {
+      checkFisherMatches(`statistics of task ${fisher.task}`, fisher, members[j]!);
+      return fisher;
+    });
+  } else if (rule.needs.maskFisher) {
     inputs.maskFishers = await Promise.all(opts.fishers!.map(async (file, j) => {
       const fisher = await readMaskFisher(file);
       checkFisherMatches(file, fisher, members[j]!);

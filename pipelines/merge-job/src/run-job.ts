@@ -1,0 +1,153 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { logEvent, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
+import { loadTokenizer } from '@fisher-merge/data';
+import { PRIMARY_METRIC } from '@fisher-merge/eval';
+import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
+import { resolveRule } from '@fisher-merge/merge';
+import { loadEncoder } from '@fisher-merge/model';
+import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
+import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
+import { mergeModels } from './merge-job.ts';
+import type { RunConfig, RunTask } from './run-config.ts';
+
+export interface FisherTiming {
+  examples: number;
+  seconds: number;
+  file: string;
+}
+
+export interface RunResults {
+  config: string;
+  engine: string;
+  fisher: Record<string, { mask?: FisherTiming; full?: FisherTiming }>;
+  individual: Record<string, EvalResult['metrics']>;
+  /** merge name -> method -> task -> metrics */
+  merges: Record<string, Record<string, Record<string, EvalResult['metrics']>>>;
+  mergeSeconds: Record<string, Record<string, number>>;
+}
+
+export const mergeName = (group: readonly string[]): string => group.join('_');
+
+/**
+ * The whole job of a run config: Fisher of every task model (mask nodes and/or full, as the methods
+ * need), every merge group by every method, evaluation of each task's own model and of every merged
+ * model, and a results table (results.md, results.json) under the output folder.
+ */
+export async function runJob(config: RunConfig): Promise<RunResults> {
+  const out = config.output;
+  const needs = config.methods.map((m) => resolveRule(m.name).needs);
+  const results: RunResults = { config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {} };
+  const byName = new Map(config.tasks.map((t) => [t.name, t]));
+  const fisherFile = (task: string, kind: 'mask' | 'full') => path.join(out, 'fisher', `${task}.${kind}.safetensors`);
+
+  for (const task of config.tasks) {
+    const common = { modelDir: task.model, data: task.train, task: task.spec, maxLength: config.maxLength, engine: config.engine };
+    results.fisher[task.name] = {};
+    if (needs.some((n) => n.maskFisher)) {
+      const f = config.fisher;
+      const r = await computeMaskFisher({ ...common, ...optional(f), batchSize: f.batchSize, mode: f.mode, progressLabel: `mask Fisher ${task.name}` });
+      await writeMaskFisher(fisherFile(task.name, 'mask'), r.stats);
+      results.fisher[task.name]!.mask = { examples: r.stats.examples, seconds: r.seconds, file: fisherFile(task.name, 'mask') };
+      results.engine = r.engine;
+    }
+    if (needs.some((n) => n.fullFisher)) {
+      const f = config.fullFisher;
+      const r = await computeFullFisher({ ...common, ...optional(f), batchSize: f.batchSize, mode: f.mode, progressLabel: `full Fisher ${task.name}` });
+      await writeFullFisher(fisherFile(task.name, 'full'), r.fisher);
+      results.fisher[task.name]!.full = { examples: r.fisher.examples, seconds: r.seconds, file: fisherFile(task.name, 'full') };
+    }
+  }
+
+  const splits = new Map<string, TokenBatch[]>();
+  const evaluate = async (modelDir: string, task: RunTask) => {
+    if (!config.evaluation) return undefined;
+    if (!splits.has(task.name)) {
+      const [tokenizer, model] = await Promise.all([loadTokenizer(task.model), loadEncoder(task.model)]);
+      const opts = { data: task.validation!, task: task.spec, batchSize: config.evaluation.batchSize, maxLength: config.maxLength, ...optional(config.evaluation) };
+      splits.set(task.name, await tokenizeEvalSplit(opts, tokenizer, model.config.padTokenId));
+    }
+    const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches: splits.get(task.name)! });
+    logEvent('eval', { model: modelDir, task: task.name, examples: r.examples, ...r.metrics });
+    return r.metrics;
+  };
+
+  for (const task of config.tasks) {
+    const metrics = await evaluate(task.model, task);
+    if (metrics) results.individual[task.name] = metrics;
+  }
+  for (const group of config.merges) {
+    const name = mergeName(group);
+    results.merges[name] = {};
+    results.mergeSeconds[name] = {};
+    for (const method of config.methods) {
+      const rule = resolveRule(method.name);
+      const tasks = group.map((t) => byName.get(t)!);
+      const kind = rule.needs.fullFisher ? 'full' : 'mask';
+      const dir = path.join(out, 'merges', name, method.name);
+      const merged = await mergeModels({
+        models: tasks.map((t) => t.model),
+        ...(rule.needs.maskFisher || rule.needs.fullFisher ? { fishers: tasks.map((t) => fisherFile(t.name, kind)) } : {}),
+        method: method.name,
+        params: method.params,
+        ...(config.base ? { base: config.base } : {}),
+        out: dir,
+      });
+      results.mergeSeconds[name]![method.name] = merged.seconds;
+      logEvent('merge', { merge: name, method: method.name, out: dir, seconds: Number(merged.seconds.toFixed(3)) });
+      const scores: Record<string, EvalResult['metrics']> = {};
+      for (const task of tasks) {
+        const metrics = await evaluate(merged.outputs.models[path.basename(path.resolve(task.model))]!, task);
+        if (metrics) scores[task.name] = metrics;
+      }
+      results.merges[name]![method.name] = scores;
+    }
+  }
+
+  await fs.mkdir(out, { recursive: true });
+  await writeFileAtomic(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  await writeFileAtomic(path.join(out, 'results.md'), resultsMarkdown(config, results));
+  return results;
+}
+
+function optional<T extends { samples?: number; seed?: number; limit?: number }>(o: T): Partial<Pick<T, 'samples' | 'seed' | 'limit'>> {
+  return Object.fromEntries(Object.entries({ samples: o.samples, seed: o.seed, limit: o.limit }).filter(([, v]) => v !== undefined));
+}
+
+const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
+
+/** The results table: each merge x task x method, each task's own model, and the time each Fisher took. */
+export function resultsMarkdown(config: RunConfig, results: RunResults): string {
+  const methods = config.methods.map((m) => m.name);
+  const metricOf = (task: RunTask) => PRIMARY_METRIC[task.name] ?? metricsFor(task.spec).at(-1)!;
+  const lines = [`# fisher-merge results (${path.basename(config.file)})`, ''];
+  if (config.evaluation) {
+    lines.push(`| merge | task | metric | own model | ${methods.join(' | ')} |`, `|---|---|---|---|${methods.map(() => '---|').join('')}`);
+    for (const group of config.merges) {
+      const name = mergeName(group);
+      for (const taskName of group) {
+        const task = config.tasks.find((t) => t.name === taskName)!;
+        const metric = metricOf(task);
+        const cells = methods.map((m) => fmt(results.merges[name]?.[m]?.[taskName]?.[metric]));
+        lines.push(`| ${name} | ${taskName} | ${metric} | ${fmt(results.individual[taskName]?.[metric])} | ${cells.join(' | ')} |`);
+      }
+    }
+    lines.push('');
+  }
+  const timed = Object.entries(results.fisher).filter(([, f]) => f.mask || f.full);
+  if (timed.length > 0) {
+    lines.push(
+      `Fisher computation (engine ${results.engine}):`, '',
+      '| task | mask Fisher: examples | seconds | examples/s | full Fisher: examples | seconds | examples/s | full / mask time per example |',
+      '|---|---|---|---|---|---|---|---|',
+    );
+    for (const [task, f] of timed) {
+      const rate = (t?: FisherTiming) => (t && t.seconds > 0 ? t.examples / t.seconds : undefined);
+      const ratio = rate(f.mask) && rate(f.full) ? `${(rate(f.mask)! / rate(f.full)!).toFixed(1)}x` : '-';
+      const cell = (t?: FisherTiming) => (t ? `${t.examples} | ${t.seconds.toFixed(2)} | ${rate(t)!.toFixed(1)}` : '- | - | -');
+      lines.push(`| ${task} | ${cell(f.mask)} | ${cell(f.full)} | ${ratio} |`);
+    }
+    lines.push('');
+  }
+  return `${lines.join('\n')}\n`;
+}
