@@ -6,6 +6,8 @@ import { registerFisher } from './commands/fisher.ts';
 import { registerMerge } from './commands/merge.ts';
 import { registerEval } from './commands/eval.ts';
 import { registerRun } from './commands/run.ts';
+import { registerStream } from './commands/stream.ts';
+import { registerStatus } from './commands/status.ts';
 
 const program = new Command('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
@@ -17,6 +19,8 @@ registerFisher(program);
 registerMerge(program);
 registerEval(program);
 registerRun(program);
+registerStream(program);
+registerStatus(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Errors caused by input are one clear line; anything else is a bug and keeps its stack.

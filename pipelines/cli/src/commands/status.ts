@@ -1,0 +1,15 @@
+import type { Command } from 'commander';
+import { formatStreamStatus, readStreamStatus } from '@fisher-merge/stream-job';
+import { writeStdout } from '../options.ts';
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('Show a stream job: running or not, per-task examples, examples/s, backlog, latest version (from OUT/status.json, OUT/state, OUT/latest).')
+    .argument('<out>', "the stream job's out directory")
+    .option('--json', 'print the report as JSON')
+    .action(async (out: string, flags: { json?: boolean }) => {
+      const report = await readStreamStatus(out);
+      await writeStdout(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStreamStatus(report));
+    });
+}

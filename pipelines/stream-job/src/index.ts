@@ -1,0 +1,6 @@
+export * from './config.ts';
+export * from './state.ts';
+export * from './ledger.ts';
+export * from './publish.ts';
+export * from './status.ts';
+export * from './stream-job.ts';

@@ -1,0 +1,130 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '@fisher-merge/core';
+import { readLatest, type VersionManifest } from './publish.ts';
+import { outLayout, readStreamState } from './state.ts';
+
+/** What a running job writes to OUT/status.json (atomically, every status interval). */
+export interface JobStatus {
+  pid: number;
+  running: boolean;
+  started: string;
+  updated: string;
+  last_version: number | null;
+  tasks: Record<string, {
+    examples: number;
+    batches: number;
+    examples_per_s: number;
+    /** Unread files in the watched directory (null for a stream source). */
+    backlog_files: number | null;
+    /** Rows read and waiting to fill a batch. */
+    buffered_rows: number;
+    files_consumed: number;
+    quarantined: number;
+    current: { file: string; row: number } | null;
+    examples_since_version: number;
+  }>;
+}
+
+/** Examples per second over the last few samples (a sliding window of about `windowSamples` ticks). */
+export class RateMeter {
+  private total = 0;
+  private readonly samples: { t: number; total: number }[] = [{ t: performance.now(), total: 0 }];
+
+  constructor(private readonly windowSamples = 20) {}
+
+  add(n: number): void {
+    this.total += n;
+  }
+
+  sample(): void {
+    this.samples.push({ t: performance.now(), total: this.total });
+    if (this.samples.length > this.windowSamples) this.samples.shift();
+  }
+
+  perSecond(): number {
+    const first = this.samples[0]!;
+    const seconds = (performance.now() - first.t) / 1000;
+    return seconds > 0 ? (this.total - first.total) / seconds : 0;
+  }
+}
+
+export interface StreamStatusReport {
+  out: string;
+  /** null when no job ever wrote a status file there. */
+  job: (JobStatus & { alive: boolean }) | null;
+  checkpoint: Record<string, { examples: number; batches: number; files_consumed: number; current: { file: string; row: number } | null; quarantined: number }> | null;
+  latest: VersionManifest | null;
+}
+
+/** Everything `fisher-merge status OUT` shows, from the files a stream job keeps in OUT. */
+export async function readStreamStatus(out: string): Promise<StreamStatusReport> {
+  const layout = outLayout(out);
+  if (!(await fs.stat(out).catch(() => undefined))?.isDirectory()) throw new UserError(`not a directory: ${out}`);
+  const status = await readJson<JobStatus>(layout.status);
+  const state = await readStreamState(layout.checkpoint);
+  if (!status && !state) throw new UserError(`${out}: no stream job output here (neither status.json nor state/checkpoint.json)`);
+  const version = await readLatest(out);
+  const latest = version === undefined ? null : await readJson<VersionManifest>(path.join(layout.versions, String(version), 'manifest.json'));
+  return {
+    out,
+    job: status ? { ...status, alive: status.running && isAlive(status.pid) } : null,
+    checkpoint: state
+      ? Object.fromEntries(Object.entries(state.tasks).map(([name, t]) => [name, {
+          examples: t.stats.examples,
+          batches: t.stats.batches,
+          files_consumed: t.cursor.consumed.size,
+          current: t.cursor.current ?? null,
+          quarantined: t.quarantined,
+        }]))
+      : null,
+    latest: latest ?? null,
+  };
+}
+
+/** A short human-readable table of a status report. */
+export function formatStreamStatus(report: StreamStatusReport): string {
+  const lines: string[] = [];
+  const job = report.job;
+  lines.push(`out: ${report.out}`);
+  lines.push(job ? `job: ${job.alive ? `running (pid ${job.pid})` : 'not running'}, status updated ${job.updated}` : 'job: no status file');
+  lines.push(report.latest ? `latest version: ${report.latest.version} (${report.latest.time}, ${report.latest.reason})` : 'latest version: none');
+  const header = ['task', 'examples', 'ex/s', 'backlog', 'buffered', 'files', 'quarantined', 'in version', 'position'];
+  const rows = Object.entries(report.checkpoint ?? job?.tasks ?? {}).map(([name, t]) => {
+    const live = job?.tasks[name];
+    const position = t.current ? `${t.current.file}@${t.current.row}` : '-';
+    return [
+      name,
+      String(live?.examples ?? t.examples),
+      live && job?.alive ? live.examples_per_s.toFixed(1) : '-',
+      live?.backlog_files === null || live === undefined ? '-' : String(live.backlog_files),
+      live ? String(live.buffered_rows) : '-',
+      String(t.files_consumed),
+      String(t.quarantined),
+      report.latest?.tasks[name] ? String(report.latest.tasks[name]!.examples) : '-',
+      position,
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [header, ...rows]) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  return `${lines.join('\n')}\n`;
+}
+
+async function readJson<T>(file: string): Promise<T | undefined> {
+  const text = await fs.readFile(file, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new UserError(`${file}: invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
