@@ -109,7 +109,7 @@ export async function parquetRowCount(inputs: string | readonly string[]): Promi
 function toArrow(path: string, wasmBatch: parquet.RecordBatch): RecordBatch {
   // IPC is the documented bridge between parquet-wasm's Arrow and apache-arrow (one copy).
   const table = tableFromIPC(wasmBatch.intoIPCStream());
-  if (table.batches.length !== 1) throw new UserError(`${path}: expected one Arrow batch per Parquet batch, got ${table.batches.length}`);
+  if (table.batches.length !== 1) throw new Error(`${path}: expected one Arrow batch per Parquet batch, got ${table.batches.length}`);
   return table.batches[0]!;
 }
 
