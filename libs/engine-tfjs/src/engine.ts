@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '@fisher-merge/core';
 import { positionIds, type EncoderConfig, type EncoderWeights, type Engine, type MaskGradients } from '@fisher-merge/model';
 import { initTfjsBackend, type TfjsBackendName } from './backend.ts';
-import { LOWEST_F32, logitsFromRows, lookupRows, perExampleLoss, type EmbeddingRows, type Inputs, type Params } from './graph.ts';
+import { isMatrix, LOWEST_F32, logitsFromRows, lookupRows, perExampleLoss, type EmbeddingRows, type Inputs, type Params } from './graph.ts';
 import { flattenWeights, mapWeights } from './params.ts';
 
 export interface TfjsEngineOptions {
@@ -91,7 +91,9 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
   const config = weights.config;
   checkConfig(config);
   if (weights.layers.length !== config.numLayers) throw new Error(`config says ${config.numLayers} layers, weights have ${weights.layers.length}`);
-  const params: Params = mapWeights(weights, (a, shape) => tf.tensor(a, shape, 'float32'));
+  const params: Params = mapWeights(weights, (a, shape, name) =>
+    isMatrix(name, shape) ? tf.tidy(() => tf.tensor2d(a, shape as [number, number]).transpose()) : tf.tensor(a, shape, 'float32'),
+  );
   const hasTokenTypes = params.embeddings.tokenType !== undefined;
   const regression = config.problemType === 'regression';
   const { numLayers: L, numHeads: H, intermediateSize: I } = config;
@@ -147,10 +149,12 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
     requireLabels(batch);
     const names: string[] = [];
     const dense: tf.Tensor[] = [];
-    mapWeights(params, (t, _shape, name) => {
+    const transposed: boolean[] = [];
+    mapWeights(params, (t, shape, name) => {
       if (!isTable(name)) {
         names.push(name);
         dense.push(t);
+        transposed.push(isMatrix(name, shape));
       }
     });
     let acc: tf.Tensor[] = dense.map((t) => tf.zerosLike(t));
@@ -224,8 +228,10 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
       }
     }
 
-    const denseData = await Promise.all(acc.map((a) => a.data() as Promise<Float32Array>));
-    tf.dispose(acc);
+    // Back to the PyTorch layout [out, in] for the Linear weights.
+    const final = acc.map((a, k) => (transposed[k] ? tf.tidy(() => a.transpose()) : a));
+    const denseData = await Promise.all(final.map((a) => a.data() as Promise<Float32Array>));
+    tf.dispose([...acc, ...final]);
     const byName = new Map(names.map((name, k) => [name, denseData[k]!]));
     return mapWeights(params, (_t, _shape, name) => (isTable(name) ? tableFisher[name]! : byName.get(name)!));
   }

@@ -2,17 +2,37 @@ import * as tf from '@tensorflow/tfjs';
 import type { Activation, EncoderConfig } from '@fisher-merge/model';
 import type { LinearOf, NormOf, WeightsOf } from './params.ts';
 
+/** The model as tensors. Every Linear's `weight` holds W^T, [in, out] (see `isMatrix`). */
 export type Params = WeightsOf<tf.Tensor>;
+
+/** Parameters stored transposed in Params: the Linear weights (2-D, not embedding tables). */
+export const isMatrix = (name: string, shape: number[]) => shape.length === 2 && name.endsWith('.weight');
 
 /** Added to the attention scores of padding keys: `(1 - mask) * lowest finite float32` (Hugging Face). */
 export const LOWEST_F32 = -3.4028234663852886e38;
 
-/** x [..., in] -> [..., out] with a PyTorch-layout weight [out, in]. */
+/**
+ * x [N, in] @ W^T [in, out] + b. On the wasm backend only an untransposed 2-D matMul takes the fast path
+ * (10-20x faster than with transposeA/B, which tf.matMul's own gradient uses), so the weights are kept
+ * transposed and the gradient is written with explicit transposes.
+ */
+const affine = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, wt, b, save] = inputs as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  save([x, wt]);
+  return {
+    value: tf.matMul(x, wt).add(b),
+    gradFunc: (dy: tf.Tensor, [xs, wts]: tf.Tensor[]) => [
+      tf.matMul(dy as tf.Tensor2D, wts!.transpose()),
+      tf.matMul(xs!.transpose(), dy as tf.Tensor2D),
+      dy.sum(0),
+    ],
+  };
+}) as (x: tf.Tensor, wt: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+
+/** x [..., in] -> [..., out]. */
 function linear(x: tf.Tensor, l: LinearOf<tf.Tensor>): tf.Tensor {
   const lead = x.shape.slice(0, -1);
-  // Not tf.fused.matMul: its wasm kernel returns wrong values with transposeB and a bias (tfjs 4.22).
-  const y = tf.matMul(x.reshape([-1, l.inFeatures]), l.weight, false, true).add(l.bias);
-  return y.reshape([...lead, l.outFeatures]);
+  return affine(x.reshape([-1, l.inFeatures]), l.weight, l.bias).reshape([...lead, l.outFeatures]);
 }
 
 function layerNorm(x: tf.Tensor, n: NormOf<tf.Tensor>, eps: number): tf.Tensor {
