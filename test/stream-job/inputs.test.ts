@@ -1,0 +1,95 @@
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RecordBatchStreamWriter, tableFromArrays } from 'apache-arrow';
+import { describe, expect, it, vi } from 'vitest';
+import { glueTask } from '@fisher-merge/data';
+import { computeMaskFisher } from '@fisher-merge/merge-job';
+import { loadStreamConfig, parseStreamConfig, readStreamStatus, runStreamJob } from '@fisher-merge/stream-job';
+import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
+
+describe('stream job inputs', () => {
+  it('quarantines malformed files arriving mid-stream with a logged reason and goes on', async () => {
+    const dir = tempDir();
+    const watch = path.join(dir, 'incoming');
+    mkdirSync(watch);
+    const [first, second] = split(await taskRows('sst2', 40), [24, 16]);
+    const config = await loadStreamConfig(writeStreamConfig(path.join(dir, 'config.yaml'), path.join(dir, 'out'), [{ task: 'sst2', watch }]));
+    const logged: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array, ...rest: never[]) => {
+      logged.push(String(chunk));
+      return write(chunk, ...rest);
+    });
+    const arrive = (async () => {
+      publishParquet(path.join(watch, 'a-good.parquet'), first!);
+      await sleep(200);
+      writeFileSync(path.join(watch, 'b-garbage.parquet'), 'PAR1 this is not a parquet file');
+      publishParquet(path.join(watch, 'c-no-label.parquet'), tableFromArrays({ sentence: ['fine', 'text'] }));
+      publishParquet(path.join(watch, 'd-bad-label.parquet'), tableFromArrays({ sentence: ['x', 'y'], label: Int32Array.from([1, 7]) }));
+      await sleep(200);
+      publishParquet(path.join(watch, 'e-good.parquet'), second!);
+    })();
+    const result = await runStreamJob(config, { exitWhenIdleMs: 1000 }).finally(() => spy.mockRestore());
+    await arrive;
+
+    expect(result.stats.sst2!.examples).toBe(40);
+    const quarantine = path.join(config.out, 'quarantine', 'sst2');
+    const moved = readdirSync(quarantine).sort();
+    expect(moved.filter((f) => f.endsWith('.parquet')).map((f) => f.replace(/^.*?-(?=[a-e]-)/, ''))).toEqual(['b-garbage.parquet', 'c-no-label.parquet', 'd-bad-label.parquet']);
+    const reasons = moved.filter((f) => f.endsWith('.reason.txt')).map((f) => readFileSync(path.join(quarantine, f), 'utf8'));
+    expect(reasons.join('')).toMatch(/cannot read Parquet file/);
+    expect(reasons.join('')).toMatch(/column 'label' not found/);
+    expect(reasons.join('')).toMatch(/is 7, expected a class index/);
+    expect(readdirSync(watch).sort()).toEqual(['a-good.parquet', 'e-good.parquet']);
+    const events = logged.filter((l) => l.includes('"stream.quarantined"')).map((l) => JSON.parse(l));
+    expect(events.map((e) => e.file).sort()).toEqual(['b-garbage.parquet', 'c-no-label.parquet', 'd-bad-label.parquet']);
+    expect(events.every((e) => typeof e.reason === 'string' && e.reason.length > 0)).toBe(true);
+
+    const report = await readStreamStatus(config.out);
+    expect(report.checkpoint!.sst2).toMatchObject({ examples: 40, files_consumed: 2, quarantined: 3 });
+    expect(report.latest!.tasks.sst2!.examples).toBe(40);
+  });
+
+  it('follows an Arrow IPC stream file while a writer appends to it', async () => {
+    const dir = tempDir();
+    const rows = await taskRows('sst2', 50);
+    const stream = path.join(dir, 'sst2.arrows');
+    const bytes = RecordBatchStreamWriter.writeAll(split(rows, [20, 30]).flatMap((t) => t.batches)).toUint8Array(true);
+    writeFileSync(stream, bytes.subarray(0, 1000));
+    const configFile = path.join(dir, 'config.yaml');
+    writeFileSync(configFile, `out: out\nengine: onnx\nfisher: { mode: example, batch_size: 8 }\ntasks:\n  - { task: sst2, model: ${modelDir('sst2')}, ipc: sst2.arrows, poll_ms: 50 }\n`);
+    const config = await loadStreamConfig(configFile);
+    const appending = (async () => {
+      // Cut mid-message: the reader must wait for the rest instead of failing.
+      await sleep(300);
+      appendFileSync(stream, bytes.subarray(1000, 3000));
+      await sleep(300);
+      appendFileSync(stream, bytes.subarray(3000));
+    })();
+    const result = await runStreamJob(config, { exitWhenIdleMs: 1000 });
+    await appending;
+    const file = path.join(dir, 'all.parquet');
+    publishParquet(file, rows);
+    const reference = (await computeMaskFisher({ modelDir: modelDir('sst2'), data: file, task: glueTask('sst2'), batchSize: 8, mode: 'example', engine: 'onnx' })).stats;
+    expect(result.stats.sst2!.examples).toBe(50);
+    expect(result.stats.sst2!.dataFingerprint).toBe(reference.dataFingerprint);
+    result.stats.sst2!.head.forEach((v, k) => expect(v).toBeCloseTo(reference.head[k]!, 8));
+  });
+
+  it('rejects bad configs with one line naming the key', () => {
+    const base = { out: 'o', tasks: [{ task: 'sst2', model: 'm', watch: 'w' }] };
+    const bad = (raw: unknown) => () => parseStreamConfig(raw, '/x', 'c.yaml');
+    expect(bad({ ...base, fisher: { mode: 'exact' } })).toThrow("c.yaml: 'fisher.mode' must be one of batch, example, got \"exact\"");
+    expect(bad({ ...base, fisher: { batch_size: 0 } })).toThrow("'fisher.batch_size' must be an integer >= 1");
+    expect(bad({ ...base, publsh: {} })).toThrow("unknown key 'publsh'");
+    expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm' }] })).toThrow("tasks[0] needs exactly one source");
+    expect(bad({ ...base, tasks: [{ task: 'nope', model: 'm', watch: 'w' }] })).toThrow("tasks[0].task: unknown task 'nope'");
+    expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm', watch: 'w', ready: 'soon' }] })).toThrow("'tasks[0].ready' must be one of stable, marker");
+    expect(bad({ out: 'o' })).toThrow("'tasks' must be a non-empty list");
+    const ok = parseStreamConfig({ ...base, publish: { every_examples: 100 } }, '/x', 'c.yaml');
+    expect(ok.out).toBe('/x/o');
+    expect(ok.tasks[0]!.input).toMatchObject({ kind: 'watch', dir: '/x/w', ready: { kind: 'stable', ms: 2000 } });
+    expect(ok.flowWindow).toBe(33);
+  });
+});
