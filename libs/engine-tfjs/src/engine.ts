@@ -129,7 +129,7 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
         let logits: tf.Tensor2D | undefined;
         // Per-example masks of ones: the gradient of the summed loss w.r.t. mask[b] is example b's own gradient.
         const [headGrads, neuronGrads] = tf.grads((hm: tf.Tensor, nm: tf.Tensor) => {
-          logits = tf.keep(logitsFromRows(params, x, rows, hm, nm));
+          logits = tf.keep(logitsFromRows(params, x, rows, { headMask: hm, neuronMask: nm }));
           return perExampleLoss(logits, target, regression).sum();
         })([tf.ones([B, L, H]), tf.ones([B, L, I])]);
         // Kept past the gradient scope; returning it hands it to the caller's disposal below.
@@ -176,7 +176,7 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
           const p = mapWeights(params, (t, _s, name) => (isTable(name) ? t : args[i++]!));
           const r: EmbeddingRows = { word: args[n]!, position: args[n + 1]! };
           if (rows.tokenType) r.tokenType = args[n + 2]!;
-          return perExampleLoss(logitsFromRows(p, x, r), target, regression).sum();
+          return perExampleLoss(logitsFromRows(p, x, r, { trainWeights: true }), target, regression).sum();
         })([...dense, ...rowList]);
         const next = acc.map((a, k) => a.add(grads[k]!.square().mul(weight)));
         return { next, rowGrads: grads.slice(n) };

@@ -29,10 +29,20 @@ const affine = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
   };
 }) as (x: tf.Tensor, wt: tf.Tensor, b: tf.Tensor) => tf.Tensor;
 
+/** The same with the weights as constants: only x gets a gradient (mask gradients need no weight gradients). */
+function frozenAffine(wt: tf.Tensor, b: tf.Tensor): (x: tf.Tensor) => tf.Tensor {
+  return tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = inputs[0] as tf.Tensor2D;
+    return { value: tf.matMul(x, wt as tf.Tensor2D).add(b), gradFunc: (dy: tf.Tensor) => [tf.matMul(dy as tf.Tensor2D, wt.transpose())] };
+  }) as (x: tf.Tensor) => tf.Tensor;
+}
+
 /** x [..., in] -> [..., out]. */
-function linear(x: tf.Tensor, l: LinearOf<tf.Tensor>): tf.Tensor {
+function linear(x: tf.Tensor, l: LinearOf<tf.Tensor>, trainWeights: boolean): tf.Tensor {
   const lead = x.shape.slice(0, -1);
-  return affine(x.reshape([-1, l.inFeatures]), l.weight, l.bias).reshape([...lead, l.outFeatures]);
+  const x2 = x.reshape([-1, l.inFeatures]);
+  const y = trainWeights ? affine(x2, l.weight, l.bias) : frozenAffine(l.weight, l.bias)(x2);
+  return y.reshape([...lead, l.outFeatures]);
 }
 
 function layerNorm(x: tf.Tensor, n: NormOf<tf.Tensor>, eps: number): tf.Tensor {
@@ -81,11 +91,19 @@ export function lookupRows(p: Params, x: Inputs): EmbeddingRows {
   return rows;
 }
 
-/**
- * Logits [B, numLabels]. Optional mask nodes: headMask [B, L, H] scales each head's attention probabilities
- * after the softmax; neuronMask [B, L, I] scales the FFN activations before the output dense.
- */
-export function logitsFromRows(p: Params, x: Inputs, rows: EmbeddingRows, headMask?: tf.Tensor, neuronMask?: tf.Tensor): tf.Tensor2D {
+export interface GraphOptions {
+  /** [B, L, H]: scales each head's attention probabilities after the softmax. */
+  headMask?: tf.Tensor;
+  /** [B, L, I]: scales the FFN activations before the output dense. */
+  neuronMask?: tf.Tensor;
+  /** Build the weights' gradients (parameter Fisher); otherwise the weights are constants. */
+  trainWeights?: boolean;
+}
+
+/** Logits [B, numLabels], with the optional mask nodes. */
+export function logitsFromRows(p: Params, x: Inputs, rows: EmbeddingRows, opts: GraphOptions = {}): tf.Tensor2D {
+  const { headMask, neuronMask, trainWeights = false } = opts;
+  const lin = (t: tf.Tensor, l: LinearOf<tf.Tensor>) => linear(t, l, trainWeights);
   const c: EncoderConfig = p.config;
   const { batchSize: B, seqLen: T } = x;
   const H = c.numHeads;
@@ -93,27 +111,27 @@ export function logitsFromRows(p: Params, x: Inputs, rows: EmbeddingRows, headMa
   let emb = rows.word.add(rows.position);
   if (rows.tokenType !== undefined) emb = emb.add(rows.tokenType);
   let h = layerNorm(emb, p.embeddings.norm, c.layerNormEps);
-  if (p.embeddings.project !== undefined) h = linear(h, p.embeddings.project);
+  if (p.embeddings.project !== undefined) h = lin(h, p.embeddings.project);
 
   // Slices rather than gather (its gradient needs UnsortedSegmentSum, missing on wasm) or unstack.
   const layerSlice = (m: tf.Tensor, i: number, shape: number[]) => m.slice([0, i, 0], [B, 1, m.shape[2]!]).reshape(shape);
   const split = (t: tf.Tensor) => t.reshape([B, T, H, d]).transpose([0, 2, 1, 3]);
   const scale = 1 / Math.sqrt(d);
   p.layers.forEach((l, i) => {
-    const q = split(linear(h, l.query));
-    const k = split(linear(h, l.key));
-    const v = split(linear(h, l.value));
+    const q = split(lin(h, l.query));
+    const k = split(lin(h, l.key));
+    const v = split(lin(h, l.value));
     let probs = tf.softmax(tf.matMul(q, k, false, true).mul(scale).add(x.additiveMask));
     if (headMask !== undefined) probs = probs.mul(layerSlice(headMask, i, [B, H, 1, 1]));
     const ctx = tf.matMul(probs, v).transpose([0, 2, 1, 3]).reshape([B, T, c.hiddenSize]);
-    h = layerNorm(linear(ctx, l.attnOut).add(h), l.attnNorm, c.layerNormEps);
-    let a = activate(linear(h, l.ffnIn), c.hiddenAct);
+    h = layerNorm(lin(ctx, l.attnOut).add(h), l.attnNorm, c.layerNormEps);
+    let a = activate(lin(h, l.ffnIn), c.hiddenAct);
     if (neuronMask !== undefined) a = a.mul(layerSlice(neuronMask, i, [B, 1, c.intermediateSize]));
-    h = layerNorm(linear(a, l.ffnOut).add(h), l.ffnNorm, c.layerNormEps);
+    h = layerNorm(lin(a, l.ffnOut).add(h), l.ffnNorm, c.layerNormEps);
   });
 
   let out = h.slice([0, 0, 0], [B, 1, c.hiddenSize]).reshape([B, c.hiddenSize]);
-  for (const layer of p.head) out = activate(linear(out, layer), layer.activation);
+  for (const layer of p.head) out = activate(lin(out, layer), layer.activation);
   return out as tf.Tensor2D;
 }
 
