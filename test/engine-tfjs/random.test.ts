@@ -153,4 +153,16 @@ describe('memory', () => {
     expect(tf.memory().numTensors).toBeLessThan(before);
     await expect(engine.forward(batch)).rejects.toThrow(/disposed/);
   });
+
+  it('rejects ids outside the embedding tables instead of reading garbage', async () => {
+    const config = randomConfig(rng(4), { maxPositions: 6 });
+    const engine = await createTfjsEngine(randomWeights(config, 4));
+    const before = tf.memory().numTensors;
+    const batch = randomBatch(config, 2, 5, 6);
+    batch.inputIds[3] = config.vocabSize;
+    await expect(engine.forward(batch)).rejects.toThrow(/token id 40/);
+    await expect(engine.maskGradients(randomBatch(config, 2, 7, 6))).rejects.toThrow(/position id/);
+    expect(tf.memory().numTensors).toBe(before);
+    await engine.dispose();
+  });
 });

@@ -25,15 +25,24 @@ function checkConfig(c: EncoderConfig): void {
   if (c.numLabels < 1) throw new Error(`numLabels must be >= 1, got ${c.numLabels}`);
 }
 
+/** Gather does not check indices on every backend: an out-of-range id would read garbage, not fail. */
+function checkIds(ids: Int32Array, size: number, what: string): void {
+  for (const id of ids) if (!(id >= 0 && id < size)) throw new Error(`${what} ${id} is outside the model's table of ${size}`);
+}
+
 function makeInputs(c: EncoderConfig, hasTokenTypes: boolean, batch: TokenBatch): Inputs {
   const { batchSize: B, seqLen: T } = batch;
+  const positions = positionIds(c, batch);
+  checkIds(batch.inputIds, c.vocabSize, 'token id');
+  checkIds(positions, c.maxPositions, 'position id');
+  if (hasTokenTypes) checkIds(batch.tokenTypeIds, c.typeVocabSize, 'token type id');
   const additive = new Float32Array(B * T);
   for (let i = 0; i < B * T; i++) additive[i] = batch.attentionMask[i] ? 0 : LOWEST_F32;
   const x: Inputs = {
     batchSize: B,
     seqLen: T,
     inputIds: tf.tensor2d(batch.inputIds, [B, T], 'int32'),
-    positionIds: tf.tensor2d(positionIds(c, batch), [B, T], 'int32'),
+    positionIds: tf.tensor2d(positions, [B, T], 'int32'),
     additiveMask: tf.tensor4d(additive, [B, 1, 1, T]),
   };
   if (hasTokenTypes) x.tokenTypeIds = tf.tensor2d(batch.tokenTypeIds, [B, T], 'int32');
@@ -201,8 +210,19 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
       });
     }
 
-    for (let b = 0; b < batch.batchSize; b++) {
-      const one = singleExample(batch, b);
+    try {
+      for (let b = 0; b < batch.batchSize; b++) await addExample(singleExample(batch, b));
+      // Back to the PyTorch layout [out, in] for the Linear weights.
+      const final = acc.map((a, k) => (transposed[k] ? tf.tidy(() => a.transpose()) : a));
+      const denseData = await Promise.all(final.map((a) => a.data() as Promise<Float32Array>));
+      tf.dispose(final);
+      const byName = new Map(names.map((name, k) => [name, denseData[k]!]));
+      return mapWeights(params, (_t, _shape, name) => (isTable(name) ? tableFisher[name]! : byName.get(name)!));
+    } finally {
+      tf.dispose(acc);
+    }
+
+    async function addExample(one: TokenBatch): Promise<void> {
       const x = makeInputs(config, hasTokenTypes, one);
       const ids: Record<TableName, Int32Array | undefined> = {
         'embeddings.word': one.inputIds,
@@ -227,13 +247,6 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
         disposeInputs(x);
       }
     }
-
-    // Back to the PyTorch layout [out, in] for the Linear weights.
-    const final = acc.map((a, k) => (transposed[k] ? tf.tidy(() => a.transpose()) : a));
-    const denseData = await Promise.all(final.map((a) => a.data() as Promise<Float32Array>));
-    tf.dispose([...acc, ...final]);
-    const byName = new Map(names.map((name, k) => [name, denseData[k]!]));
-    return mapWeights(params, (_t, _shape, name) => (isTable(name) ? tableFisher[name]! : byName.get(name)!));
   }
 
   return {
