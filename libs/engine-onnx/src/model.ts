@@ -15,17 +15,11 @@ export const EMBEDDING_GRAD = 'embedding_grad';
 const LOWEST = -3.4028234663852886e38;
 const MAX_INDEX = Number.MAX_SAFE_INTEGER;
 
-/** Transposed copy [in, out] of a row-major [out, in] weight, optionally scaled. */
-function transposed(l: Linear, scale = 1): Float32Array {
-  const { outFeatures: O, inFeatures: N, weight } = l;
-  const t = new Float32Array(O * N);
-  for (let o = 0; o < O; o++) for (let i = 0; i < N; i++) t[i * O + o] = weight[o * N + i] * scale;
-  return t;
-}
-
 /**
  * The encoder written once: forward nodes first, then (for gradient kinds) the hand-derived backward of
  * sum_b loss_b, reusing forward values. Output names of parameter Fishers are dotted EncoderWeights paths.
+ * Token-wise values are 2-D [rows, features] (rows = B*T, or B where only token 0 is kept) so every linear
+ * layer is one Gemm with its bias fused and the PyTorch [out, in] weight used as stored (transB).
  */
 export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const c = w.config;
@@ -48,37 +42,52 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const slice = (x: string, start: number, end: number, axis: number) => g.op('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])]);
   const out = (name: string, value: string) => g.output(name, value, 'float');
 
-  // Linear layers: forward multiplies by the pre-transposed weight; backward by its transpose (ORT folds or fuses it).
-  interface Lin { wt: string; b: string; path: string; w: string }
-  const linear = (l: Linear, path: string, scale = 1): Lin => {
-    const wt = g.weight(`${path}.weight.T`, transposed(l, scale), [l.inFeatures, l.outFeatures]);
-    const b = g.weight(`${path}.bias`, scale === 1 ? l.bias : l.bias.map((v) => v * scale), [l.outFeatures]);
-    return { wt, b, path, w: g.op('Transpose', [wt], { perm: [1, 0] }) };
-  };
-  const fwd = (x: string, p: Lin) => add(mm(x, p.wt), p.b);
+  // Linear layers: y = x W^T + b as Gemm(transB) on the stored [out, in] weight; dx = dy W.
+  interface Lin { w: string; b: string; path: string; inF: number; outF: number }
+  const linear = (l: Linear, path: string, scale = 1): Lin => ({
+    inF: l.inFeatures,
+    outF: l.outFeatures,
+    w: g.weight(`${path}.weight`, scale === 1 ? l.weight : l.weight.map((v) => v * scale), [l.outFeatures, l.inFeatures]),
+    b: g.weight(`${path}.bias`, scale === 1 ? l.bias : l.bias.map((v) => v * scale), [l.outFeatures]),
+    path,
+  });
+  const fwd = (x: string, p: Lin) => g.op('Gemm', [x, p.w, p.b], { transB: 1 });
   const back = (dy: string, p: Lin) => mm(dy, p.w);
+
+  // Row layouts: [B*T, F] <-> [B, T, F] (token 0 only: [B, F] <-> [B, 1, F]); Reshape aliases, it copies nothing.
+  const shapes = new Map<string, string>();
+  const bt = () => g.op('Shape', [ids]);
+  const perExample = (x: string, width: number | number[], tokenZero: boolean) => {
+    const tail = typeof width === 'number' ? [width] : width;
+    const key = `${tokenZero}:${tail.join(',')}`;
+    let shape = shapes.get(key);
+    if (!shape) shapes.set(key, (shape = tokenZero ? g.ints([-1, 1, ...tail]) : g.op('Concat', [bt(), g.ints(tail)], { axis: 0 })));
+    return g.op('Reshape', [x, shape]);
+  };
+  const flat = (x: string, width: number) => reshape(x, [-1, width]);
   // Per-example dW_b = dy_b^T x_b summed over tokens, squared, summed over the batch.
-  const fisherLinear = (p: Lin, x: string, dy: string) => {
+  const fisherLinear = (p: Lin, x: string, dy: string, tokenZero = false) => {
     if (!fisher) return;
-    out(`${p.path}.weight`, sum(sq(mm(tr(dy, [0, 2, 1]), x)), [0]));
-    out(`${p.path}.bias`, sum(sq(sum(dy, [1])), [0]));
+    const dy3 = perExample(dy, p.outF, tokenZero);
+    out(`${p.path}.weight`, sum(sq(mm(tr(dy3, [0, 2, 1]), perExample(x, p.inF, tokenZero))), [0]));
+    out(`${p.path}.bias`, sum(sq(sum(dy3, [1])), [0]));
   };
 
-  interface LN { x: string; y: string; mean: string; inv: string; gamma: string; path: string }
-  const layerNorm = (x: string, n: Norm, path: string): LN => {
+  interface LN { x: string; y: string; mean: string; inv: string; gamma: string; path: string; width: number; tokenZero: boolean }
+  const layerNorm = (x: string, n: Norm, path: string, tokenZero = false): LN => {
     const gamma = g.weight(`${path}.weight`, n.weight, [n.weight.length]);
     const beta = g.weight(`${path}.bias`, n.bias, [n.bias.length]);
     // Mean and InvStdDev are only requested when a backward will reuse them.
     const [y, mu, inv] = g.opN('LayerNormalization', [x, gamma, beta], backward ? 3 : 1, { axis: -1, epsilon: c.layerNormEps });
-    return { x, y, mean: mu, inv, gamma, path };
+    return { x, y, mean: mu, inv, gamma, path, width: n.weight.length, tokenZero };
   };
   // dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), xhat from LayerNormalization's own Mean/InvStdDev.
   const layerNormBack = (s: LN, dy: string) => {
     const xhat = mul(sub(s.x, s.mean), s.inv);
     const dxhat = mul(dy, s.gamma);
     if (fisher) {
-      out(`${s.path}.weight`, sum(sq(sum(mul(dy, xhat), [1])), [0]));
-      out(`${s.path}.bias`, sum(sq(sum(dy, [1])), [0]));
+      out(`${s.path}.weight`, sum(sq(sum(perExample(mul(dy, xhat), s.width, s.tokenZero), [1])), [0]));
+      out(`${s.path}.bias`, sum(sq(sum(perExample(dy, s.width, s.tokenZero), [1])), [0]));
     }
     return mul(s.inv, sub(sub(dxhat, mean(dxhat)), mul(xhat, mean(mul(dxhat, xhat)))));
   };
@@ -125,9 +134,9 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     g.op('Gather', [g.weight('embeddings.position', emb.position, [c.maxPositions, E]), positions]),
   );
   if (emb.tokenType && tokenTypes) e = add(e, g.op('Gather', [g.weight('embeddings.tokenType', emb.tokenType, [c.typeVocabSize, E]), tokenTypes]));
-  const embNorm = layerNorm(e, emb.norm, 'embeddings.norm');
+  const embNorm = layerNorm(flat(e, E), emb.norm, 'embeddings.norm');
   const project = emb.project ? linear(emb.project, 'embeddings.project') : undefined;
-  let x = project ? fwd(embNorm.y, project) : embNorm.y;
+  let x = project ? fwd(embNorm.y, project) : embNorm.y; // [B*T, D]
 
   const maskF = g.op('Cast', [attn], { to: 1 });
   const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [1, 2]); // [B,1,1,T]
@@ -137,32 +146,33 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const layers = w.layers.map((lw, l) => {
     const last = l === L - 1;
     const xin = x;
-    const xq = last ? slice(x, 0, 1, 1) : x; // [B,Tq,D]
+    const xq = last ? g.op('Gather', [perExample(x, D, false), g.const([0], 'int64', [])], { axis: 1 }) : x; // [Rq, D]
     const Q = linear(lw.query, `layers.${l}.query`, 1 / Math.sqrt(dh)); // pre-scaled by 1/sqrt(d)
     const K = linear(lw.key, `layers.${l}.key`);
     const V = linear(lw.value, `layers.${l}.value`);
-    const heads = (y: string) => tr(reshape(y, [0, 0, H, dh]), [0, 2, 1, 3]); // [B,H,T,d]
-    const q = heads(fwd(xq, Q));
-    const k = heads(fwd(x, K));
-    const v = heads(fwd(x, V));
+    const heads = (y: string, tokenZero: boolean) => tr(perExample(y, [H, dh], tokenZero), [0, 2, 1, 3]); // [B,H,T,d]
+    const q = heads(fwd(xq, Q), last);
+    const k = heads(fwd(x, K), false);
+    const v = heads(fwd(x, V), false);
     const P = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Tq,T]
     const hm = headMask ? unsqueeze(g.op('Gather', [headMask, g.const([l], 'int64', [])], { axis: 1 }), [2, 3]) : undefined; // [B,H,1,1]
     const Pm = hm ? mul(P, hm) : P;
-    const ctx = reshape(tr(mm(Pm, v), [0, 2, 1, 3]), [0, 0, D]);
+    const ctx = flat(tr(mm(Pm, v), [0, 2, 1, 3]), D);
     const O = linear(lw.attnOut, `layers.${l}.attnOut`);
-    const n1 = layerNorm(add(fwd(ctx, O), xq), lw.attnNorm, `layers.${l}.attnNorm`);
+    const n1 = layerNorm(add(fwd(ctx, O), xq), lw.attnNorm, `layers.${l}.attnNorm`, last);
     const Fi = linear(lw.ffnIn, `layers.${l}.ffnIn`);
     const act = activation(fwd(n1.y, Fi), c.hiddenAct);
     const nm = neuronMask ? unsqueeze(g.op('Gather', [neuronMask, g.const([l], 'int64', [])], { axis: 1 }), [1]) : undefined; // [B,1,I]
-    const Gm = nm ? mul(act.y, nm) : act.y;
+    const G3 = perExample(act.y, I, last); // [B,Tq,I]
+    const Gm = nm ? flat(mul(G3, nm), I) : act.y;
     const Fo = linear(lw.ffnOut, `layers.${l}.ffnOut`);
-    const n2 = layerNorm(add(fwd(Gm, Fo), n1.y), lw.ffnNorm, `layers.${l}.ffnNorm`);
+    const n2 = layerNorm(add(fwd(Gm, Fo), n1.y), lw.ffnNorm, `layers.${l}.ffnNorm`, last);
     x = n2.y;
-    return { last, xin, xq, Q, K, V, q, k, v, P, hm, Pm, ctx, O, n1, Fi, act, nm, Gm, Fo, n2 };
+    return { last, xin, xq, Q, K, V, q, k, v, P, hm, Pm, ctx, O, n1, Fi, act, nm, G3, Gm, Fo, n2 };
   });
 
-  // ---- head on token 0
-  let h = g.op('Squeeze', [x, g.ints([1])]); // last layer kept only token 0: [B,D]
+  // ---- head on token 0 (the last layer's rows are already one per example)
+  let h = x;
   const headSteps = w.head.map((hl, k) => {
     const p = linear(hl, `head.${k}`);
     const hin = h;
@@ -186,24 +196,25 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     const onehot = g.op('Cast', [g.op('Equal', [unsqueeze(labels, [1]), classes])], { to: 1 }); // [B,C]
     const lse = g.op('ReduceLogSumExp', [logits], { axes: [1], keepdims: 0 });
     losses = sub(lse, sum(mul(logits, onehot), [1]));
-    seed = sub(g.op('Softmax', [logits], { axis: -1 }), onehot);
+    const p = g.op('Softmax', [logits], { axis: -1 });
+    seed = sub(p, onehot);
     // Expected Fisher: each row is one (example, class) replica; weight its squared gradient by p(class).
-    if (kind === 'fisher-expected') seed = mul(seed, g.op('Sqrt', [sum(mul(g.op('Softmax', [logits], { axis: -1 }), onehot), [1], 1)]));
+    if (kind === 'fisher-expected') seed = mul(seed, g.op('Sqrt', [sum(mul(p, onehot), [1], 1)]));
   }
 
   // ---- backward through the head
-  let dh_ = seed;
+  let dy = seed;
   for (let k = headSteps.length - 1; k >= 0; k--) {
     const { p, hin, a } = headSteps[k];
-    const du = mul(dh_, a.dy());
+    const du = mul(dy, a.dy());
     if (fisher) {
       // Per-example dW_b = du_b (x) h_b, so sum_b dW_b^2 = (du^2)^T h^2.
       out(`${p.path}.weight`, mm(tr(sq(du), [1, 0]), sq(hin)));
       out(`${p.path}.bias`, sum(sq(du), [0]));
     }
-    dh_ = back(du, p);
+    dy = back(du, p);
   }
-  let dy = unsqueeze(dh_, [1]); // gradient to the last layer's token-0 output [B,1,D]
+  // dy: gradient to the last layer's token-0 output [B, D]
 
   // ---- backward through the layers, last to first
   const headGrads: string[] = [];
@@ -211,32 +222,36 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   for (let l = L - 1; l >= 0; l--) {
     const s = layers[l];
     const df = layerNormBack(s.n2, dy);
-    fisherLinear(s.Fo, s.Gm, df);
+    fisherLinear(s.Fo, s.Gm, df, s.last);
     const dGm = back(df, s.Fo);
-    if (masks) neuronGrads[l] = sum(mul(dGm, s.act.y), [1]); // [B,I]
-    const dpre = mul(s.nm ? mul(dGm, s.nm) : dGm, s.act.dy());
-    fisherLinear(s.Fi, s.n1.y, dpre);
+    const dGm3 = perExample(dGm, I, s.last);
+    if (masks) neuronGrads[l] = sum(mul(dGm3, s.G3), [1]); // [B,I]
+    const dpre = mul(s.nm ? flat(mul(dGm3, s.nm), I) : dGm, s.act.dy());
+    fisherLinear(s.Fi, s.n1.y, dpre, s.last);
     const da = layerNormBack(s.n1, add(df, back(dpre, s.Fi)));
-    fisherLinear(s.O, s.ctx, da);
-    const dC = tr(reshape(back(da, s.O), [0, 0, H, dh]), [0, 2, 1, 3]); // [B,H,Tq,d]
+    fisherLinear(s.O, s.ctx, da, s.last);
+    const dC = tr(perExample(back(da, s.O), [H, dh], s.last), [0, 2, 1, 3]); // [B,H,Tq,d]
     const dPm = mm(dC, tr(s.v, [0, 1, 3, 2])); // [B,H,Tq,T]
     if (masks) headGrads[l] = sum(mul(dPm, s.P), [2, 3]); // [B,H]
     if (l === 0 && !fisher) break; // the mask graph is done once layer 0's mask gradients exist
 
     const dP = s.hm ? mul(dPm, s.hm) : dPm;
     const dS = mul(s.P, sub(dP, sum(mul(dP, s.P), [3], 1))); // softmax backward
-    const merge = (y: string) => reshape(tr(y, [0, 2, 1, 3]), [0, 0, D]); // [B,H,T,d] -> [B,T,D]
+    const merge = (y: string) => flat(tr(y, [0, 2, 1, 3]), D); // [B,H,T,d] -> [B*T, D]
     const dq = merge(mm(dS, s.k)); // gradient to the pre-scaled query
     const dk = merge(mm(tr(dS, [0, 1, 3, 2]), s.q));
     const dv = merge(mm(tr(s.Pm, [0, 1, 3, 2]), dC));
     // The stored query weight is W/sqrt(d): the true weight's gradient is dq/sqrt(d) times the input.
-    fisherLinear(s.Q, s.xq, mul(dq, g.scalar(1 / Math.sqrt(dh))));
+    fisherLinear(s.Q, s.xq, mul(dq, g.scalar(1 / Math.sqrt(dh))), s.last);
     fisherLinear(s.K, s.xin, dk);
     fisherLinear(s.V, s.xin, dv);
     const dxq = add(da, back(dq, s.Q));
     const dxkv = add(back(dk, s.K), back(dv, s.V));
-    // Last layer: its queries (and residual) covered token 0 only; scatter that gradient back into row 0.
-    dy = s.last ? g.op('Concat', [add(slice(dxkv, 0, 1, 1), dxq), slice(dxkv, 1, MAX_INDEX, 1)], { axis: 1 }) : add(dxkv, dxq);
+    if (s.last) {
+      // The last layer's queries (and residual) covered token 0 only: add that gradient into row 0.
+      const dkv3 = perExample(dxkv, D, false);
+      dy = flat(g.op('Concat', [add(slice(dkv3, 0, 1, 1), unsqueeze(dxq, [1])), slice(dkv3, 1, MAX_INDEX, 1)], { axis: 1 }), D);
+    } else dy = add(dxkv, dxq);
   }
 
   if (masks) {
@@ -250,7 +265,7 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
       fisherLinear(project, embNorm.y, dy);
       dy = back(dy, project);
     }
-    g.output(EMBEDDING_GRAD, layerNormBack(embNorm, dy), 'float', ['B', 'T', E]);
+    g.output(EMBEDDING_GRAD, perExample(layerNormBack(embNorm, dy), E, false), 'float', ['B', 'T', E]);
   }
   return g.toBytes();
 }
