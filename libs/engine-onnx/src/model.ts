@@ -96,9 +96,11 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const activation = (x: string, a: Activation): { y: string; dy: () => string } => {
     switch (a) {
       case 'gelu': {
-        const phi = mul(g.scalar(0.5), add(g.scalar(1), g.op('Erf', [mul(x, g.scalar(Math.SQRT1_2))])));
+        // Written in the shape ORT's GeluFusion recognises (x * (erf(x / sqrt2) + 1) * 0.5): one fused op in
+        // the forward graph; the backward's reuse of `onePlusErf` keeps it unfused there.
+        const onePlusErf = add(g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])]), g.scalar(1));
         const pdf = () => mul(g.scalar(1 / Math.sqrt(2 * Math.PI)), g.op('Exp', [mul(g.scalar(-0.5), sq(x))]));
-        return { y: mul(x, phi), dy: () => add(phi, mul(x, pdf())) };
+        return { y: mul(mul(x, onePlusErf), g.scalar(0.5)), dy: () => add(mul(onePlusErf, g.scalar(0.5)), mul(x, pdf())) };
       }
       case 'gelu_new': {
         const k = Math.sqrt(2 / Math.PI);
