@@ -1,0 +1,132 @@
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { lastValueFrom, toArray } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readSafetensors } from '@fisher-merge/checkpoint';
+import { addStats, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { glueTask, parquetSource, writeRowsParquet } from '@fisher-merge/data';
+import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
+import { tinyBert, writeModel } from '../model/tiny.ts';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const model = (t: string) => path.join(root, 'data/models', t);
+const train = (t: string) => path.join(root, 'data/glue', t, 'train-00000-of-00001.parquet');
+const sst2 = glueTask('sst2');
+let dir: string;
+const fisherFile = (t: string) => path.join(dir, `${t}.mask.safetensors`);
+
+function cli(...args: string[]) {
+  const run = spawnSync(process.execPath, [path.join(root, 'bin/fisher-merge.mjs'), ...args], { encoding: 'utf8', cwd: root });
+  return { status: run.status, stderr: run.stderr.trim(), stdout: run.stdout };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'fisher-merge-jobs-'));
+  for (const t of ['sst2', 'cola']) {
+    const { stats } = await computeMaskFisher({ modelDir: model(t), data: train(t), task: glueTask(t), samples: 32, batchSize: 16, mode: 'batch', engine: 'onnx' });
+    await writeMaskFisher(fisherFile(t), stats);
+  }
+  // The first 128 sst2 training rows split into two Parquet files of 64.
+  const rows = (await lastValueFrom(parquetSource(train('sst2'), { sample: { kind: 'first', n: 128 } }).pipe(toArray())))
+    .flatMap(({ batch }) => batch.toArray().map((r) => ({ sentence: String(r.sentence), label: Number(r.label) })));
+  mkdirSync(path.join(dir, 'halves'));
+  const schema = { sentence: { type: 'UTF8' as const }, label: { type: 'INT64' as const } };
+  await writeRowsParquet(path.join(dir, 'halves', 'a.parquet'), rows.slice(0, 64), schema);
+  await writeRowsParquet(path.join(dir, 'halves', 'b.parquet'), rows.slice(64), schema);
+}, 120_000);
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Same bytes (a deep equality over millions of elements is far too slow). */
+function expectBitEqual(a: Float32Array, b: Float32Array, label: string): void {
+  expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), label).toBe(true);
+}
+
+function expectSameStats(a: MaskFisher, b: MaskFisher): void {
+  for (const key of ['head', 'neuron'] as const) {
+    const worst = a[key].reduce((w, v, i) => Math.max(w, Math.abs(v - b[key][i]!) / Math.abs(b[key][i]!)), 0);
+    expect(worst, key).toBeLessThanOrEqual(1e-12);
+  }
+  expect(a.examples).toBe(b.examples);
+  expect(a.batches).toBe(b.batches);
+  expect(a.dataFingerprint).toBe(b.dataFingerprint);
+}
+
+describe('Fisher jobs', () => {
+  it('accumulating over two halves and adding equals accumulating over all of it, in both modes', async () => {
+    for (const mode of ['example', 'batch'] as const) {
+      const run = (data: string) => computeMaskFisher({ modelDir: model('sst2'), data, task: sst2, batchSize: 32, mode, engine: 'onnx' }).then((r) => r.stats);
+      const [a, b, whole] = await Promise.all([run(path.join(dir, 'halves', 'a.parquet')), run(path.join(dir, 'halves', 'b.parquet')), run(path.join(dir, 'halves'))]);
+      expect(a.examples).toBe(64);
+      expectSameStats(addStats(a, b), whole);
+    }
+  });
+});
+
+describe('merge', () => {
+  it('merging a model with itself returns its encoder unchanged', async () => {
+    const out = path.join(dir, 'self');
+    // The same folder twice would name two outputs alike: refused; a copy under another name is merged.
+    await expect(mergeModels({ models: [model('sst2'), model('sst2')], fishers: [fisherFile('sst2'), fisherFile('sst2')], method: 'mask-fisher', out })).rejects.toThrow(/share the folder name 'sst2'/);
+    const copy = path.join(dir, 'copy', 'sst2-again');
+    cpSync(model('sst2'), copy, { recursive: true });
+    await mergeModels({ models: [model('sst2'), copy], fishers: [fisherFile('sst2'), fisherFile('sst2')], method: 'mask-fisher', out });
+    const original = readSafetensors(path.join(model('sst2'), 'model.safetensors'));
+    const merged = readSafetensors(path.join(out, 'encoder', 'model.safetensors'));
+    const task = readSafetensors(path.join(out, 'sst2', 'model.safetensors'));
+    for (const name of merged.names()) expectBitEqual(merged.float32(name), original.float32(`bert.${name}`), name);
+    for (const name of original.names()) expectBitEqual(task.float32(name), original.float32(name), name);
+  });
+
+  it("lambdas (1, 0) return the first model's encoder, and each model keeps its own classifier", async () => {
+    const out = path.join(dir, 'lambda');
+    await mergeModels({ models: [model('sst2'), model('cola')], fishers: [fisherFile('sst2'), fisherFile('cola')], method: 'mask-fisher', lambdas: [1, 0], out });
+    const sst2Weights = readSafetensors(path.join(model('sst2'), 'model.safetensors'));
+    const colaWeights = readSafetensors(path.join(model('cola'), 'model.safetensors'));
+    const encoder = readSafetensors(path.join(out, 'encoder', 'model.safetensors'));
+    for (const name of encoder.names()) expectBitEqual(encoder.float32(name), sst2Weights.float32(`bert.${name}`), name);
+    const cola = readSafetensors(path.join(out, 'cola', 'model.safetensors'));
+    expectBitEqual(cola.float32('classifier.weight'), colaWeights.float32('classifier.weight'), 'classifier.weight');
+    expectBitEqual(cola.float32('bert.pooler.dense.weight'), sst2Weights.float32('bert.pooler.dense.weight'), 'pooler');
+  });
+});
+
+describe('bad input to fisher and merge: one clear line, exit 1, no output left behind', () => {
+  const expectRefused = (args: string[], message: RegExp, out: string) => {
+    const run = cli(...args);
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr.split('\n').filter((l) => l.startsWith('fisher-merge:'))).toHaveLength(1);
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+  };
+
+  it('models of different shapes', async () => {
+    const other = await writeModel(tinyBert(5, 2));
+    const out = path.join(dir, 'bad-shapes');
+    expectRefused(['merge', '--model', model('sst2'), '--model', other, '--method', 'isotropic', '--out', out], /cannot merge encoders of different (shapes|structure): .*sst2/, out);
+  });
+
+  it('a Fisher file computed on another model', () => {
+    const out = path.join(dir, 'bad-fingerprint');
+    expectRefused(['merge', '--model', model('sst2'), '--fisher', fisherFile('cola'), '--model', model('cola'), '--fisher', fisherFile('sst2'), '--out', out], /cola\.mask\.safetensors: Fisher statistics were computed on another model .* not .*sst2/, out);
+  });
+
+  it('lambdas of the wrong count, and a Fisher file missing for a model', () => {
+    const out = path.join(dir, 'bad-lambda');
+    expectRefused(['merge', '--model', model('sst2'), '--fisher', fisherFile('sst2'), '--model', model('cola'), '--fisher', fisherFile('cola'), '--lambda', '1,2,3', '--out', out], /--lambda has 3 values but 2 models/, out);
+    expectRefused(['merge', '--model', model('sst2'), '--fisher', fisherFile('sst2'), '--model', model('cola'), '--out', out], /mask-fisher needs one --fisher file per --model: got 1 for 2 models/, out);
+  });
+
+  it('a task whose columns the data lacks', () => {
+    const out = path.join(dir, 'bad-columns.safetensors');
+    expectRefused(['fisher', '--model', model('rte'), '--data', train('sst2'), '--task', 'rte', '--samples', '8', '--out', out], /train-00000-of-00001\.parquet.*column 'sentence1'/, out);
+  });
+
+  it('a model whose classifier does not fit the task', () => {
+    const out = path.join(dir, 'bad-head.safetensors');
+    expectRefused(['fisher', '--model', model('stsb'), '--data', train('sst2'), '--task', 'sst2', '--out', out], /stsb: the classifier has 1 outputs but task sst2 has 2 labels/, out);
+  });
+});
