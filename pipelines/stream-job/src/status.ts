@@ -11,6 +11,8 @@ export interface JobStatus {
   started: string;
   updated: string;
   last_version: number | null;
+  /** The job process's memory, MB: resident set, JS heap in use, memory outside the JS heap (native buffers). */
+  memory: { rss_mb: number; heap_used_mb: number; external_mb: number };
   tasks: Record<string, {
     examples: number;
     batches: number;

@@ -25,7 +25,7 @@ import { loadTaskModel } from '@fisher-merge/merge-job';
 import type { Engine } from '@fisher-merge/model';
 import type { StreamConfig, StreamTask } from './config.ts';
 import { RowLedger } from './ledger.ts';
-import { VersionPublisher } from './publish.ts';
+import { readLatest, VersionPublisher } from './publish.ts';
 import { CheckpointWriter, outLayout, readStreamState, serializeState, type PublishedMark, type StreamState, type TaskState } from './state.ts';
 import { RateMeter, type JobStatus } from './status.ts';
 
@@ -79,6 +79,8 @@ interface TaskRun {
 export async function runStreamJob(config: StreamConfig, options: StreamJobOptions = {}): Promise<StreamJobResult> {
   const layout = outLayout(config.out);
   await fs.mkdir(config.out, { recursive: true });
+  // A stop file left by a run that died before acting on it must not stop this one at once.
+  await fs.rm(layout.stopFile, { force: true });
   const saved = await readStreamState(layout.checkpoint);
   const savedNames = Object.keys(saved?.tasks ?? {});
   for (const name of savedNames) {
@@ -104,7 +106,8 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
   const streamState: StreamState = { tasks: Object.fromEntries(runs.map((r) => [r.name, r.state])), ...(saved?.published ? { published: saved.published } : {}) };
   const checkpoint = new CheckpointWriter(layout.checkpoint, () => serializeState(streamState));
   const publisher = await VersionPublisher.open(config.out);
-  let lastVersion = saved?.published?.version;
+  // `latest` may be ahead of the checkpoint when a crash came between publishing and checkpointing.
+  let lastVersion = (await readLatest(config.out)) ?? saved?.published?.version;
 
   const stop = new AbortController();
   const teardown = new AbortController();
@@ -276,7 +279,10 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     const dir = path.join(layout.quarantine, task);
     await fs.mkdir(dir, { recursive: true });
     const target = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${path.basename(file)}`);
-    await moveFile(file, target);
+    if (!(await moveFile(file, target))) {
+      logEvent('stream.file_vanished', { task, file: path.basename(file), reason });
+      return;
+    }
     if (ready.kind === 'marker') await fs.rm(file + ready.suffix, { force: true });
     await writeFileAtomic(`${target}.reason.txt`, `${reason}\n`);
     logEvent('stream.quarantined', { task, file: path.basename(file), reason, moved_to: target });
@@ -290,6 +296,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     started: startedAt,
     updated: new Date().toISOString(),
     last_version: lastVersion ?? null,
+    memory: memoryMB(),
     tasks: Object.fromEntries(runs.map((r) => [r.name, {
       examples: r.state.stats.examples,
       batches: r.state.stats.batches,
@@ -396,17 +403,26 @@ export function relativeChange(stats: MaskFisher, published: PublishedMark['task
   return base === 0 ? (diff === 0 ? 0 : Infinity) : Math.sqrt(diff / base);
 }
 
+function memoryMB(): JobStatus['memory'] {
+  const m = process.memoryUsage();
+  const mb = (bytes: number) => Number((bytes / 2 ** 20).toFixed(1));
+  return { rss_mb: mb(m.rss), heap_used_mb: mb(m.heapUsed), external_mb: mb(m.external) };
+}
+
 async function exists(file: string): Promise<boolean> {
   return fs.access(file).then(() => true, () => false);
 }
 
-/** Rename, or copy and delete when the quarantine is on another file system. */
-async function moveFile(from: string, to: string): Promise<void> {
+/** Rename, or copy and delete when the quarantine is on another file system; false if `from` is gone. */
+async function moveFile(from: string, to: string): Promise<boolean> {
   try {
     await fs.rename(from, to);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return false;
+    if (code !== 'EXDEV') throw e;
     await fs.copyFile(from, to);
     await fs.rm(from);
   }
+  return true;
 }
