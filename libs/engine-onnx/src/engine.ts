@@ -39,7 +39,7 @@ class FisherSums {
     for (let i = 0; i < s.length; i++) s[i] += v[i];
   }
   result(): EncoderWeights {
-    return mapWeights(this.weights, (path) => Float32Array.from(this.sums.get(path)!));
+    return mapWeights(this.weights, (path) => new Float32Array(this.sums.get(path)!));
   }
 }
 
@@ -190,5 +190,5 @@ export async function classicParameterFisherLoop(engine: Engine, batch: TokenBat
     });
   }
   if (!sums || !last) throw new Error('engine-onnx: empty batch');
-  return mapWeights(last, (path) => Float32Array.from(sums!.get(path)!));
+  return mapWeights(last, (path) => new Float32Array(sums!.get(path)!));
 }
