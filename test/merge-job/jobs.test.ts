@@ -5,7 +5,7 @@ import path from 'node:path';
 import { lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensors } from '@fisher-merge/checkpoint';
-import { addStats, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { addStats, readMaskFisher, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { glueTask, parquetSource, writeRowsParquet } from '@fisher-merge/data';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
 import { tinyBert, writeModel } from '../model/tiny.ts';
@@ -30,7 +30,8 @@ beforeAll(async () => {
   }
   // The first 128 sst2 training rows split into two Parquet files of 64.
   const rows = (await lastValueFrom(parquetSource(train('sst2'), { sample: { kind: 'first', n: 128 } }).pipe(toArray())))
-    .flatMap(({ batch }) => batch.toArray().map((r) => ({ sentence: String(r.sentence), label: Number(r.label) })));
+    .flatMap(({ batch, selection }) => (selection ? Array.from(selection, (i) => batch.get(i)!) : batch.toArray()).map((r) => ({ sentence: String(r.sentence), label: Number(r.label) })));
+  expect(rows).toHaveLength(128);
   mkdirSync(path.join(dir, 'halves'));
   const schema = { sentence: { type: 'UTF8' as const }, label: { type: 'INT64' as const } };
   await writeRowsParquet(path.join(dir, 'halves', 'a.parquet'), rows.slice(0, 64), schema);
@@ -59,8 +60,19 @@ describe('Fisher jobs', () => {
     for (const mode of ['example', 'batch'] as const) {
       const run = (data: string) => computeMaskFisher({ modelDir: model('sst2'), data, task: sst2, batchSize: 32, mode, engine: 'onnx' }).then((r) => r.stats);
       const [a, b, whole] = await Promise.all([run(path.join(dir, 'halves', 'a.parquet')), run(path.join(dir, 'halves', 'b.parquet')), run(path.join(dir, 'halves'))]);
-      expect(a.examples).toBe(64);
+      expect([a.examples, b.examples, whole.examples]).toEqual([64, 64, 128]);
       expectSameStats(addStats(a, b), whole);
+      if (mode === 'batch') {
+        // The same through files and the CLI, as shards computed on separate workers would be combined.
+        await writeMaskFisher(path.join(dir, 'a.mask.safetensors'), a);
+        await writeMaskFisher(path.join(dir, 'b.mask.safetensors'), b);
+        const run = cli('fisher-add', '--fisher', path.join(dir, 'a.mask.safetensors'), '--fisher', path.join(dir, 'b.mask.safetensors'), '--out', path.join(dir, 'ab.mask.safetensors'));
+        expect(run.status, run.stderr).toBe(0);
+        const sum = await readMaskFisher(path.join(dir, 'ab.mask.safetensors'));
+        expect(sum.examples).toBe(128);
+        expect(sum.dataFingerprint).toBe(whole.dataFingerprint);
+        sum.neuron.forEach((v, i) => expect(Math.abs(v - whole.neuron[i]!) / whole.neuron[i]!).toBeLessThan(1e-6));
+      }
     }
   });
 });
@@ -118,6 +130,11 @@ describe('bad input to fisher and merge: one clear line, exit 1, no output left 
     const out = path.join(dir, 'bad-lambda');
     expectRefused(['merge', '--model', model('sst2'), '--fisher', fisherFile('sst2'), '--model', model('cola'), '--fisher', fisherFile('cola'), '--lambda', '1,2,3', '--out', out], /--lambda has 3 values but 2 models/, out);
     expectRefused(['merge', '--model', model('sst2'), '--fisher', fisherFile('sst2'), '--model', model('cola'), '--out', out], /mask-fisher needs one --fisher file per --model: got 1 for 2 models/, out);
+  });
+
+  it('Fisher files of different models cannot be added', () => {
+    const out = path.join(dir, 'bad-add.safetensors');
+    expectRefused(['fisher-add', '--fisher', fisherFile('sst2'), '--fisher', fisherFile('cola'), '--out', out], /cola\.mask\.safetensors: cannot add Fisher statistics with different modelFingerprint/, out);
   });
 
   it('a task whose columns the data lacks', () => {

@@ -2,7 +2,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lastValueFrom, toArray } from 'rxjs';
 import { readSafetensors } from '@fisher-merge/checkpoint';
+import { parquetSource } from '@fisher-merge/data';
 import { readFullFisher, readMaskFisher } from '@fisher-merge/fisher';
 import { readRunConfig, runJob, type RunResults } from '@fisher-merge/merge-job';
 
@@ -130,9 +132,13 @@ describe('the PyTorch reference, end to end', () => {
     }
   });
 
-  it('writes the results table with every merge and the Fisher timings', () => {
+  it('writes the results table with every merge and the Fisher timings, as markdown and as Parquet rows', async () => {
     const md = readFileSync(path.join(out, 'results.md'), 'utf8');
     for (const pair of Object.keys(reference.pairs)) expect(md).toContain(`| ${pair} |`);
     expect(md).toMatch(/\| sst2 \| 128 \| [\d.]+ \| [\d.]+ \| 32 \| [\d.]+ \| [\d.]+ \| [\d.]+x \|/);
+    const rows = (await lastValueFrom(parquetSource(path.join(out, 'results.parquet')).pipe(toArray()))).flatMap(({ batch }) => batch.toArray().map((r) => r.toJSON()));
+    const row = rows.find((r) => r.merge === 'sst2_cola' && r.method === 'mask-fisher' && r.task === 'cola' && r.metric === 'matthews_correlation');
+    expect(row?.value).toBe(results.merges.sst2_cola!['mask-fisher']!.cola!.matthews_correlation);
+    expect(rows.filter((r) => r.method === 'own')).toHaveLength(Object.values(results.individual).flatMap(Object.keys).length);
   });
 });

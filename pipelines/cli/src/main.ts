@@ -3,6 +3,7 @@ import { isUserError } from '@fisher-merge/core';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerPredict } from './commands/predict.ts';
 import { registerFisher } from './commands/fisher.ts';
+import { registerFisherAdd } from './commands/fisher-add.ts';
 import { registerMerge } from './commands/merge.ts';
 import { registerEval } from './commands/eval.ts';
 import { registerRun } from './commands/run.ts';
@@ -16,6 +17,7 @@ const program = new Command('fisher-merge')
 registerTokenize(program);
 registerPredict(program);
 registerFisher(program);
+registerFisherAdd(program);
 registerMerge(program);
 registerEval(program);
 registerRun(program);

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { logEvent, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
-import { loadTokenizer } from '@fisher-merge/data';
+import { loadTokenizer, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import { resolveRule } from '@fisher-merge/merge';
@@ -32,7 +32,7 @@ export const mergeName = (group: readonly string[]): string => group.join('_');
 /**
  * The whole job of a run config: Fisher of every task model (mask nodes and/or full, as the methods
  * need), every merge group by every method, evaluation of each task's own model and of every merged
- * model, and a results table (results.md, results.json) under the output folder.
+ * model, and a results table (results.md, results.json, results.parquet) under the output folder.
  */
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
@@ -107,7 +107,30 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
   await fs.mkdir(out, { recursive: true });
   await writeFileAtomic(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFileAtomic(path.join(out, 'results.md'), resultsMarkdown(config, results));
+  await writeRowsParquet(path.join(out, 'results.parquet'), resultRows(results), RESULT_ROWS_SCHEMA);
   return results;
+}
+
+const RESULT_ROWS_SCHEMA = {
+  merge: { type: 'UTF8' },
+  method: { type: 'UTF8' },
+  task: { type: 'UTF8' },
+  metric: { type: 'UTF8' },
+  value: { type: 'DOUBLE' },
+} as const;
+
+/** One row per score, for data platforms that read results as a table (own models: merge '', method 'own'). */
+function* resultRows(results: RunResults): Generator<Record<string, string | number>> {
+  for (const [task, metrics] of Object.entries(results.individual)) {
+    for (const [metric, value] of Object.entries(metrics)) yield { merge: '', method: 'own', task, metric, value };
+  }
+  for (const [merge, methods] of Object.entries(results.merges)) {
+    for (const [method, tasks] of Object.entries(methods)) {
+      for (const [task, metrics] of Object.entries(tasks)) {
+        for (const [metric, value] of Object.entries(metrics)) yield { merge, method, task, metric, value };
+      }
+    }
+  }
 }
 
 function optional<T extends { samples?: number; seed?: number; limit?: number }>(o: T): Partial<Pick<T, 'samples' | 'seed' | 'limit'>> {
