@@ -112,7 +112,9 @@ try {
   const half = Math.floor(steady.length / 2);
   const peak = (xs: number[]) => Math.max(...xs);
   console.log(`examples: ${examples} in ${seconds.toFixed(1)} s (incl. startup and ${final.last_version} published versions) = ${(examples / seconds).toFixed(1)} examples/s`);
+  const heap = samples.slice(Math.floor(samples.length / 10)).map((s) => s.heap);
   console.log(`peak RSS: ${peak(rss).toFixed(0)} MB; steady state (after the first 10%): first half peak ${peak(steady.slice(0, half)).toFixed(0)} MB, second half peak ${peak(steady.slice(half)).toFixed(0)} MB`);
+  console.log(`JS heap in use, steady state: first half peak ${peak(heap.slice(0, half)).toFixed(0)} MB, second half peak ${peak(heap.slice(half)).toFixed(0)} MB (each publish loads every model once more)`);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

@@ -150,7 +150,11 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
   };
   let deferredLogged = false;
   const publishOnce = async (reason: string): Promise<void> => {
-    if (!hasNews()) return;
+    if (!hasNews()) {
+      // An operator who asked for a version should hear why none came.
+      if (reason === 'trigger') logEvent('stream.publish_skipped', { reason, why: `no new examples since version ${lastVersion ?? 'none'}` });
+      return;
+    }
     const empty = runs.filter((r) => r.state.stats.examples === 0).map((r) => r.name);
     if (empty.length > 0) {
       if (!deferredLogged) logEvent('stream.publish_deferred', { reason, waiting_for: empty });
