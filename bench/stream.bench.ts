@@ -1,7 +1,7 @@
 // Soak run of `fisher-merge stream`: BENCH_STREAM_ROWS examples (default 100,000, split over the
 // sst2 and cola tiny models) are all waiting as Parquet files when the job starts (the worst
 // backlog), and the job drains them in batch mode (batch 32), publishing a version every 10,000
-// examples per task. The job runs as its own process; its RSS is sampled from /proc every second
+// examples per task (BENCH_STREAM_PUBLISH_EVERY). The job runs as its own process; its RSS is sampled from /proc every second
 // to show that memory stays flat while the backlog shrinks.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +19,8 @@ const REPO = path.resolve(import.meta.dirname, '..');
 const TOTAL = Number(process.env.BENCH_STREAM_ROWS ?? 100_000);
 const TASKS = ['sst2', 'cola'];
 const FILE_ROWS = 1000;
+// Examples per task between versions (BENCH_STREAM_PUBLISH_EVERY; 0 = only the final one).
+const PUBLISH_EVERY = Number(process.env.BENCH_STREAM_PUBLISH_EVERY ?? 10_000);
 
 async function writeBacklog(task: string, dir: string, rows: number): Promise<number> {
   const items = await lastValueFrom(parquetSource(path.join(REPO, 'data/glue', task, 'train-00000-of-00001.parquet'), { columns: taskColumns(glueTask(task)) }).pipe(toArray()));
@@ -58,7 +60,7 @@ try {
     out,
     engine: 'onnx',
     fisher: { mode: 'batch', batch_size: 32 },
-    publish: { every_examples: 10_000, on_stop: true },
+    publish: { ...(PUBLISH_EVERY > 0 ? { every_examples: PUBLISH_EVERY } : {}), on_stop: true },
     checkpoint_every: 1,
     log_interval_s: 3600,
     tasks: TASKS.map((task) => ({ task, model: path.join(REPO, 'data/models', task), watch: path.join(work, task), stable_ms: 0 })),

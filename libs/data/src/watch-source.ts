@@ -141,8 +141,6 @@ export interface WatchedParquetSourceOptions {
    * earlier run stopped), or undefined to skip the file (e.g. after quarantining it).
    */
   prepare: (file: string) => Promise<number | undefined>;
-  /** Called after the last batch of a file was emitted (not processed). */
-  onFileRead?: (file: string) => void;
 }
 
 /**
@@ -165,21 +163,11 @@ export function watchedParquetSource(watcher: DirectoryWatcher, options: Watched
         finished = true;
         return EMPTY;
       }
-      const batches = parquetSource(next.file, {
+      return parquetSource(next.file, {
         ...(options.columns ? { columns: options.columns } : {}),
         ...(options.batchSize ? { batchSize: options.batchSize } : {}),
         ...(options.flow ? { flow: options.flow } : {}),
       }).pipe(skipRowsBefore(next.startRow, options.flow));
-      return new Observable<SourceBatch>((subscriber) =>
-        batches.subscribe({
-          next: (b) => subscriber.next(b),
-          error: (e: unknown) => subscriber.error(e),
-          complete: () => {
-            options.onFileRead?.(next.file);
-            subscriber.complete();
-          },
-        }),
-      );
     }),
   );
   return oneFile.pipe(repeat({ delay: () => (finished ? EMPTY : of(0)) }));
@@ -202,16 +190,17 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
   const chunkBytes = options.chunkBytes ?? 1 << 20;
   async function* chunks(): AsyncGenerator<Buffer> {
     const handle = await fs.open(file, 'r');
+    const buffer = Buffer.allocUnsafe(chunkBytes);
     try {
       let position = 0;
       let lastData = Date.now();
       while (!options.signal?.aborted) {
-        const buffer = Buffer.allocUnsafe(chunkBytes);
         const { bytesRead } = await handle.read(buffer, 0, chunkBytes, position);
         if (bytesRead > 0) {
           position += bytesRead;
           lastData = Date.now();
-          yield buffer.subarray(0, bytesRead);
+          // A copy: the reader may keep the chunk while the buffer is refilled.
+          yield Buffer.from(buffer.subarray(0, bytesRead));
           continue;
         }
         if (options.idleMs !== undefined && Date.now() - lastData >= options.idleMs) return;
