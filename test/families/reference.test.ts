@@ -131,6 +131,13 @@ describe.each(FIXTURES)('%s fixture against the PyTorch reference', (name) => {
       for (let i = 0; i < want.length; i++) expect(Math.abs(logits[i]! - want[i]!), `logit ${i}: ${logits[i]} vs ${want[i]}`).toBeLessThanOrEqual(1e-4);
     });
 
+    it.runIf(name === 'distilbert')('ignores token type ids (DistilBERT has none; BERT-style tokenizers still emit them)', async () => {
+      const typed = { ...batch, tokenTypeIds: batch.tokenTypeIds.map((_, i) => (i % batch.seqLen > 3 ? 1 : 0)) };
+      const logits = await (await open()).forward(typed);
+      const want = ref.float64('logits');
+      for (let i = 0; i < want.length; i++) expect(Math.abs(logits[i]! - want[i]!)).toBeLessThanOrEqual(1e-4);
+    });
+
     it('per-example losses, head and neuron mask gradients within 1e-3 rel', async () => {
       const m = await (await open()).maskGradients(batch);
       const logits = ref.float64('logits');
