@@ -1,12 +1,13 @@
+import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RecordBatchStreamWriter, tableFromArrays } from 'apache-arrow';
+import { RecordBatchStreamWriter, tableFromArrays, type Table } from 'apache-arrow';
 import { describe, expect, it, vi } from 'vitest';
 import { glueTask } from '@fisher-merge/data';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
-import { loadStreamConfig, parseStreamConfig, readStreamStatus, runStreamJob } from '@fisher-merge/stream-job';
-import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
+import { loadStreamConfig, outLayout, parseStreamConfig, readStreamState, readStreamStatus, runStreamJob } from '@fisher-merge/stream-job';
+import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
 describe('stream job inputs', () => {
   it('quarantines malformed files arriving mid-stream with a logged reason and goes on', async () => {
@@ -74,6 +75,25 @@ describe('stream job inputs', () => {
     expect(result.stats.sst2!.examples).toBe(50);
     expect(result.stats.sst2!.dataFingerprint).toBe(reference.dataFingerprint);
     result.stats.sst2!.head.forEach((v, k) => expect(v).toBeCloseTo(reference.head[k]!, 8));
+  });
+
+  it('reads an Arrow IPC stream on stdin; a restart fed the replayed stream skips the rows already counted', async () => {
+    const dir = tempDir();
+    const rows = await taskRows('sst2', 40);
+    const configFile = path.join(dir, 'config.yaml');
+    writeFileSync(configFile, `out: out\nengine: onnx\nfisher: { mode: example, batch_size: 8 }\ntasks:\n  - { task: sst2, model: ${modelDir('sst2')}, ipc: '-' }\n`);
+    const feed = async (table: Table): Promise<number | null> => {
+      const child = spawn(process.execPath, [path.join(REPO, 'bin/fisher-merge.mjs'), 'stream', configFile, '--exit-when-idle', '200'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      child.stdin!.end(RecordBatchStreamWriter.writeAll(table.batches).toUint8Array(true));
+      return new Promise((resolve) => child.once('exit', resolve));
+    };
+    expect(await feed(rows.slice(0, 30))).toBe(0);
+    const checkpoint = outLayout(path.join(dir, 'out')).checkpoint;
+    expect((await readStreamState(checkpoint))!.tasks.sst2!.cursor.current).toEqual({ file: '<stream>', row: 30 });
+    expect(await feed(rows)).toBe(0);
+    const state = (await readStreamState(checkpoint))!.tasks.sst2!;
+    expect(state.stats.examples).toBe(40);
+    expect(state.cursor.current).toEqual({ file: '<stream>', row: 40 });
   });
 
   it('rejects bad configs with one line naming the key', () => {
