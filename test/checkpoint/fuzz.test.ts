@@ -22,7 +22,7 @@ function mutate(valid: Uint8Array, random: () => number): Uint8Array {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
   const int = (n: number) => Math.floor(random() * n);
   const headerLength = Number(Buffer.from(valid).readBigUInt64LE(0));
-  const header = JSON.parse(Buffer.from(valid.subarray(8, 8 + headerLength)).toString()) as Record<string, any>;
+  const header = JSON.parse(Buffer.from(valid.subarray(8, 8 + headerLength)).toString()) as Record<string, Record<string, unknown>>;
   const data = valid.subarray(8 + headerLength);
   switch (int(7)) {
     case 0: { // flip random bytes anywhere
@@ -44,15 +44,15 @@ function mutate(valid: Uint8Array, random: () => number): Uint8Array {
       const field = int(4);
       if (field === 0) e.dtype = pick(DTYPES);
       if (field === 1) e.shape = pick([[], [1], [-1], [2 ** 60], [3, 2], [1.5], ['2'], null, [0], [int(10), int(10)]]);
-      if (field === 2) e.data_offsets = pick([[0], [1, 0], [-4, 8], [int(100), int(100)], [0, 2 ** 53], null, ['0', '8'], [0, 1e400]]);
-      if (field === 3) header[name] = pick([null, 1, 'x', [], {}]);
+      if (field === 2) e.data_offsets = pick([[0], [1, 0], [-4, 8], [int(100), int(100)], [0, 2 ** 53], null, ['0', '8'], [0, Infinity]]);
+      if (field === 3) (header as Record<string, unknown>)[name] = pick([null, 1, 'x', [], {}]);
       return rawSafetensors(header, data);
     }
     case 4: { // add, duplicate or remove entries, or add metadata
       const k = int(4);
       if (k === 0) delete header[pick(['a', 'b', 'c', 'd'])];
       if (k === 1) header[pick(['e', '__proto__', 'constructor', ''])] = { dtype: 'U8', shape: [int(3)], data_offsets: [data.length, data.length + int(3)] };
-      if (k === 2) header.__metadata__ = pick([{ x: 'y' }, { x: 1 }, null, [], 'str']);
+      if (k === 2) (header as Record<string, unknown>).__metadata__ = pick([{ x: 'y' }, { x: 1 }, null, [], 'str']);
       if (k === 3) header.b = { ...header.a };
       return rawSafetensors(header, data);
     }
