@@ -1,16 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { tableToIPC, type Table } from 'apache-arrow';
 import * as parquet from 'parquet-wasm';
-import { afterAll } from 'vitest';
 
-/** A temporary directory removed after the test file. */
-export function tempDir(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'fisher-merge-data-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+export { tempDir } from '../support.ts';
 
 export function writeParquet(file: string, table: Table, rowGroupSize: number): void {
   const properties = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.SNAPPY).setMaxRowGroupSize(rowGroupSize).build();

@@ -1,15 +1,10 @@
+import { rng as unitRng } from '../support.ts';
 import type { Activation, EncoderConfig, EncoderWeights, HeadLayer, Linear } from '@fisher-merge/model';
 
-/** Deterministic uniform [-1, 1) generator (mulberry32). */
+/** Deterministic uniform [-1, 1) generator. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const uniform = unitRng(seed);
+  return () => uniform() * 2 - 1;
 }
 
 export function bertConfig(p: Partial<EncoderConfig> & Pick<EncoderConfig, 'numLayers' | 'hiddenSize' | 'numHeads' | 'intermediateSize'>): EncoderConfig {

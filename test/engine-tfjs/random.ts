@@ -1,18 +1,9 @@
 // Seeded random tiny encoders and batches, covering the family variations the engine must handle.
 import type { Activation, EncoderConfig, EncoderWeights, HeadLayer, Linear, Norm } from '@fisher-merge/model';
 import type { TokenBatch } from '@fisher-merge/core';
+import { rng } from '../support.ts';
 
-/** mulberry32: small, seeded, good enough for test data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
 
 const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
 
