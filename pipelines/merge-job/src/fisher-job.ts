@@ -1,9 +1,9 @@
-import { lastValueFrom, tap } from 'rxjs';
-import { Progress, type TokenBatch } from '@fisher-merge/core';
-import { FlowControl, taskBatches, type ModelBatch, type RowSampling, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
+import { lastValueFrom, tap, type OperatorFunction } from 'rxjs';
+import { Progress } from '@fisher-merge/core';
+import { FlowControl, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { accumulateFisher, accumulateFullFisher, type FisherMode, type FullFisher, type MaskFisher } from '@fisher-merge/fisher';
-import { toHfTensors } from '@fisher-merge/model';
+import { toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
 import { loadTaskModel } from './task-model.ts';
 
 export interface FisherJobOptions {
@@ -31,77 +31,69 @@ export interface MaskFisherResult {
   engine: string;
 }
 
-/** Mask-node Fisher of one fine-tuned model on its task's data (the paper's statistic). */
-export async function computeMaskFisher(opts: FisherJobOptions & { mode: FisherMode }): Promise<MaskFisherResult> {
-  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task);
-  const engine = await openEngine(opts.engine, model.weights);
-  const started = performance.now();
-  try {
-    const { flow, batches, progress } = batchesOf(opts, tokenizer, model.config.padTokenId);
-    const last = await lastValueFrom(
-      batches.pipe(
-        accumulateFisher<ModelBatch>(engine, { mode: opts.mode, task: opts.task.name, modelFingerprint: model.fingerprint }),
-        tap(({ batch }) => done(batch, flow, progress)),
-      ),
-    );
-    progress?.finish();
-    return { stats: last.stats, seconds: (performance.now() - started) / 1000, engine: engine.name };
-  } finally {
-    await engine.dispose();
-  }
-}
-
 export interface FullFisherResult {
   fisher: FullFisher;
   seconds: number;
   engine: string;
 }
 
-/** Full diagonal Fisher of every parameter (Matena & Raffel's statistic), named as in the checkpoint. */
-export async function computeFullFisher(opts: FisherJobOptions & { mode: 'empirical' | 'expected' }): Promise<FullFisherResult> {
+/**
+ * Streams the task's batches through one accumulating operator on the model's engine, with bounded
+ * read-ahead and a progress meter; returns the last statistics it emitted.
+ */
+async function accumulate<S>(
+  opts: FisherJobOptions,
+  operator: (engine: Engine, model: LoadedModel) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
+): Promise<{ stats: S; model: LoadedModel; seconds: number; engine: string }> {
   const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task);
   const engine = await openEngine(opts.engine, model.weights);
   const started = performance.now();
   try {
-    const { flow, batches, progress } = batchesOf(opts, tokenizer, model.config.padTokenId);
+    const flow = new FlowControl(4);
+    const sample = sampling(opts);
+    const batches = taskBatches(opts.data, {
+      task: opts.task,
+      tokenizer,
+      batchSize: opts.batchSize,
+      padTokenId: model.config.padTokenId,
+      flow,
+      ...(sample ? { sample } : {}),
+      ...(opts.maxLength ? { maxLength: opts.maxLength } : {}),
+    });
+    const progress = opts.progressLabel ? new Progress({ label: opts.progressLabel, ...(opts.samples ? { total: opts.samples } : {}) }) : undefined;
     const last = await lastValueFrom(
       batches.pipe(
-        accumulateFullFisher<ModelBatch>(engine, opts.mode),
-        tap(({ batch }) => done(batch, flow, progress)),
+        operator(engine, model),
+        tap(({ batch }) => {
+          flow.release(batch.completedSources.length);
+          progress?.add(batch.tokens.batchSize);
+        }),
       ),
     );
     progress?.finish();
-    const fisher: FullFisher = {
-      mode: opts.mode,
-      examples: last.stats.examples,
-      task: opts.task.name,
-      modelFingerprint: model.fingerprint,
-      dataFingerprint: last.stats.dataFingerprint,
-      tensors: toHfTensors(model, last.stats.sums),
-    };
-    return { fisher, seconds: (performance.now() - started) / 1000, engine: engine.name };
+    return { stats: last.stats, model, seconds: (performance.now() - started) / 1000, engine: engine.name };
   } finally {
     await engine.dispose();
   }
 }
 
-function batchesOf(opts: FisherJobOptions, tokenizer: TextTokenizer, padTokenId: number) {
-  const flow = new FlowControl(4);
-  const sample = sampling(opts);
-  const batches = taskBatches(opts.data, {
-    task: opts.task,
-    tokenizer,
-    batchSize: opts.batchSize,
-    padTokenId,
-    flow,
-    ...(sample ? { sample } : {}),
-    ...(opts.maxLength ? { maxLength: opts.maxLength } : {}),
-  });
-  const progress = opts.progressLabel ? new Progress({ label: opts.progressLabel, ...(opts.samples ? { total: opts.samples } : {}) }) : undefined;
-  return { flow, batches, progress };
+/** Mask-node Fisher of one fine-tuned model on its task's data (the paper's statistic). */
+export async function computeMaskFisher(opts: FisherJobOptions & { mode: FisherMode }): Promise<MaskFisherResult> {
+  const { stats, seconds, engine } = await accumulate(opts, (e, model) =>
+    accumulateFisher<ModelBatch>(e, { mode: opts.mode, task: opts.task.name, modelFingerprint: model.fingerprint }));
+  return { stats, seconds, engine };
 }
 
-function done(batch: { tokens: TokenBatch; completedSources: readonly unknown[] }, flow: FlowControl, progress: Progress | undefined): void {
-  flow.release(batch.completedSources.length);
-  progress?.add(batch.tokens.batchSize);
+/** Full diagonal Fisher of every parameter (Matena & Raffel's statistic), named as in the checkpoint. */
+export async function computeFullFisher(opts: FisherJobOptions & { mode: 'empirical' | 'expected' }): Promise<FullFisherResult> {
+  const { stats, model, seconds, engine } = await accumulate(opts, (e) => accumulateFullFisher<ModelBatch>(e, opts.mode));
+  const fisher: FullFisher = {
+    mode: opts.mode,
+    examples: stats.examples,
+    task: opts.task.name,
+    modelFingerprint: model.fingerprint,
+    dataFingerprint: stats.dataFingerprint,
+    tensors: toHfTensors(model, stats.sums),
+  };
+  return { fisher, seconds, engine };
 }
