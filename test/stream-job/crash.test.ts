@@ -11,7 +11,7 @@ import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamCo
 
 const TASKS = ['sst2', 'cola'] as const;
 const FILES = 8;
-const ROWS_PER_FILE = 20;
+const ROWS_PER_FILE = 64;
 const CLI = path.join(REPO, 'bin/fisher-merge.mjs');
 
 function startJob(config: string, args: string[] = []): ChildProcess {
@@ -33,7 +33,7 @@ function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
-/** Deterministic "random" kill delays. */
+/** Deterministic "random" extra delays before a kill. */
 function delays(seed: number, n: number, min: number, max: number): number[] {
   let s = seed;
   return Array.from({ length: n }, () => {
@@ -42,13 +42,29 @@ function delays(seed: number, n: number, min: number, max: number): number[] {
   });
 }
 
+type Checkpoint = Awaited<ReturnType<typeof readStreamState>>;
+const examplesIn = (state: Checkpoint) => Object.values(state?.tasks ?? {}).reduce((n, t) => n + t.stats.examples, 0);
+const midFile = (state: Checkpoint) => Object.values(state?.tasks ?? {}).some((t) => (t.cursor.current?.row ?? 0) > 0);
+
+/**
+ * Polls the job's checkpoint until it shows new progress with a file half consumed, so the kill that
+ * follows lands while work is under way however fast or loaded the machine is. Returns what it saw.
+ */
+async function progressMidFile(file: string, after: number, child: ChildProcess): Promise<Checkpoint> {
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline && child.exitCode === null; await sleep(2)) {
+    const state = await readStreamState(file).catch(() => undefined);
+    if (state && examplesIn(state) > after && midFile(state)) return state;
+  }
+  throw new Error(`the job made no mid-file progress past ${after} examples`);
+}
+
 describe('stream job crash safety', () => {
   it('SIGKILLed at random points while files arrive, then restarted: no example lost or counted twice, every version complete', async () => {
     const dir = tempDir();
     const watch = (task: string) => path.join(dir, 'incoming', task);
     for (const task of TASKS) mkdirSync(watch(task), { recursive: true });
     const config = writeStreamConfig(path.join(dir, 'config.yaml'), path.join(dir, 'out'), TASKS.map((task) => ({ task, watch: watch(task), ready: 'marker' as const })), {
-      publish: { every_examples: 24, on_stop: true },
+      publish: { every_examples: 200, on_stop: true },
     });
     const rows = await Promise.all(TASKS.map((task) => taskRows(task, FILES * ROWS_PER_FILE)));
     const parts = rows.map((table) => split(table, Array.from({ length: FILES }, () => ROWS_PER_FILE)));
@@ -64,26 +80,25 @@ describe('stream job crash safety', () => {
       }
     })();
 
-    // Examples in the checkpoint at each kill: the kills must land while work is under way.
+    // Each kill follows a checkpoint showing new progress inside a file, plus a seeded random delay.
+    const checkpoint = outLayout(path.join(dir, 'out')).checkpoint;
     const atKill: number[] = [];
-    const midFile: boolean[] = [];
-    for (const delay of delays(7, 3, 100, 1500)) {
+    for (const delay of delays(7, 3, 0, 40)) {
       const child = startJob(config);
       await started(child);
+      const seen = await progressMidFile(checkpoint, atKill.at(-1) ?? 0, child);
       await sleep(delay);
       child.kill('SIGKILL');
       await exited(child);
-      const state = await readStreamState(outLayout(path.join(dir, 'out')).checkpoint);
-      atKill.push(state?.tasks.sst2?.stats.examples ?? 0);
-      midFile.push(Object.values(state?.tasks ?? {}).some((t) => (t.cursor.current?.row ?? 0) > 0));
+      expect(midFile(seen)).toBe(true);
+      atKill.push(examplesIn(await readStreamState(checkpoint)));
     }
     await arrive;
     const last = startJob(config, ['--exit-when-idle', '1000']);
     let stderr = '';
     last.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     expect(await exited(last), stderr).toBe(0);
-    expect(atKill.some((n) => n > 0 && n < FILES * ROWS_PER_FILE), `examples at the kills: ${atKill}`).toBe(true);
-    expect(midFile.some(Boolean), 'some kill left a file half consumed').toBe(true);
+    expect(atKill.every((n) => n > 0 && n < TASKS.length * FILES * ROWS_PER_FILE), `examples at the kills: ${atKill}`).toBe(true);
 
     const state = await readStreamState(outLayout(path.join(dir, 'out')).checkpoint);
     // One uninterrupted pass over the same rows, in the same order, in the same batches.
