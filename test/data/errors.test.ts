@@ -72,6 +72,19 @@ describe('bad inputs give UserErrors naming the file, column and row', () => {
     expect(await userError(run(file))).toMatch(new RegExp(`^cannot read Parquet file ${file}: .*(footer|magic|EOF|eof)`, 'i'));
   });
 
+  it('corrupt data pages behind an intact footer (the decoder panics outside any promise)', async () => {
+    const file = path.join(dir, 'corrupt-pages.parquet');
+    const bytes = readFileSync(glueFile('sst2', 'validation'));
+    for (let i = 2000; i < 2400; i++) bytes[i] = (bytes[i]! * 7 + 13) % 256;
+    writeFileSync(file, bytes);
+    const task = glueTask('sst2');
+    const message = await userError(lastValueFrom(parquetSource(file, { columns: taskColumns(task) }).pipe(tokenize(tokenizer, task), toArray())));
+    expect(message).toBe(`cannot read Parquet file ${file}: corrupt data (the decoder failed: unreachable)`);
+    // The process stays usable: a good file still reads afterwards.
+    const rows = await lastValueFrom(parquetSource(glueFile('sst2', 'validation'), { columns: taskColumns(task) }).pipe(toArray()));
+    expect(rows.reduce((n, r) => n + r.batch.numRows, 0)).toBe(872);
+  });
+
   it('a file that is not Parquet', async () => {
     const file = path.join(dir, 'notes.parquet');
     writeFileSync(file, 'sentence1,sentence2,label\nhello,world,0\n');

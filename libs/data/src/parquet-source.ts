@@ -36,6 +36,7 @@ export function parquetSource(inputs: string | readonly string[], options: Parqu
   const batchSize = options.batchSize ?? DEFAULT_SOURCE_BATCH_SIZE;
   return emitBatches(options.flow, async function* () {
     const paths = await resolveInputFiles(inputs, '.parquet');
+    const guard = new DecoderGuard();
     // Footers first: the row count is needed for random sampling and global row ids, and a bad
     // file should fail before any work is done.
     const files: OpenedFile[] = [];
@@ -58,11 +59,11 @@ export function parquetSource(inputs: string | readonly string[], options: Parqu
             rowId += groupRows;
             continue;
           }
-          const stream = await readParquet(path, () => file.stream({ batchSize, rowGroups: [rowGroup], columns: options.columns ? [...options.columns] : undefined }));
+          const stream = await readParquet(path, () => file.stream({ batchSize, rowGroups: [rowGroup], columns: options.columns ? [...options.columns] : undefined }), guard);
           const reader = stream.getReader();
           try {
             for (;;) {
-              const next = await readParquet(path, () => reader.read());
+              const next = await readParquet(path, () => reader.read(), guard);
               if (next.done) break;
               const batch = toArrow(path, next.value as parquet.RecordBatch);
               const selected = selection.pick(rowId, batch.numRows);
@@ -77,6 +78,7 @@ export function parquetSource(inputs: string | readonly string[], options: Parqu
         }
       }
     } finally {
+      guard.release();
       for (const f of files) f.file.free();
     }
   });
@@ -113,13 +115,53 @@ function toArrow(path: string, wasmBatch: parquet.RecordBatch): RecordBatch {
   return table.batches[0]!;
 }
 
-async function readParquet<T>(path: string, read: () => Promise<T> | T): Promise<T> {
+async function readParquet<T>(path: string, read: () => Promise<T> | T, guard?: DecoderGuard): Promise<T> {
   try {
-    return await read();
+    const result = Promise.resolve().then(read);
+    return await (guard ? Promise.race([result, guard.panicked]) : result);
   } catch (e) {
     if (e instanceof UserError) throw e;
     const message = e instanceof Error ? e.message : String(e);
     if ((e as NodeJS.ErrnoException)?.code === 'ENOENT') throw new UserError(`file not found: ${path}`);
+    if (e instanceof WasmRuntimeError) throw new UserError(`cannot read Parquet file ${path}: corrupt data (the decoder failed: ${message})`);
     throw new UserError(`cannot read Parquet file ${path}: ${message}`);
   }
+}
+
+const WasmRuntimeError = (globalThis as unknown as { WebAssembly: { RuntimeError: new () => Error } }).WebAssembly.RuntimeError;
+const openGuards = new Set<DecoderGuard>();
+
+/**
+ * parquet-wasm's stream decoder panics on corrupt data pages inside a task of its own, so the panic
+ * (a WebAssembly RuntimeError) reaches the process as an uncaught exception instead of rejecting a
+ * read. While a source is reading, such a panic rejects its guard, and the source's next read fails
+ * with a UserError naming the file; any other exception is re-raised as if no handler were installed.
+ */
+class DecoderGuard {
+  readonly panicked: Promise<never>;
+  private fail!: (e: Error) => void;
+
+  constructor() {
+    this.panicked = new Promise<never>((_, reject) => (this.fail = reject));
+    this.panicked.catch(() => undefined); // observed by the next read, not an unhandled rejection
+    if (openGuards.size === 0) process.on('uncaughtException', onUncaught);
+    openGuards.add(this);
+  }
+
+  static panic(e: Error): void {
+    for (const guard of openGuards) guard.fail(e);
+  }
+
+  release(): void {
+    openGuards.delete(this);
+    if (openGuards.size === 0) process.off('uncaughtException', onUncaught);
+  }
+}
+
+function onUncaught(e: Error): void {
+  if (e instanceof WasmRuntimeError) return DecoderGuard.panic(e);
+  process.off('uncaughtException', onUncaught);
+  setImmediate(() => {
+    throw e;
+  });
 }
