@@ -1,7 +1,7 @@
 // What the paper's method saves: time per example of the mask-node Fisher (batch mode, the paper's
 // statistic) against full diagonal Fisher, both batched in one graph and as the classic batch-1 loop
 // the paper compares with, on each fixture task model and its first training examples.
-//   npx tsx bench/fisher.bench.ts [--examples 64] [--reps 2]
+//   npx tsx bench/fisher.bench.ts [--examples 128] [--reps 2]
 import { parseArgs } from 'node:util';
 import type { TokenBatch } from '@fisher-merge/core';
 import { glueTask, loadTokenizer } from '@fisher-merge/data';
@@ -9,7 +9,7 @@ import { classicParameterFisherLoop, createOnnxEngine } from '@fisher-merge/engi
 import { tokenizeEvalSplit } from '@fisher-merge/merge-job';
 import { loadEncoder } from '@fisher-merge/model';
 
-const { values: args } = parseArgs({ options: { examples: { type: 'string', default: '64' }, reps: { type: 'string', default: '2' } } });
+const { values: args } = parseArgs({ options: { examples: { type: 'string', default: '128' }, reps: { type: 'string', default: '2' } } });
 const examples = Number(args.examples);
 const reps = Number(args.reps);
 
