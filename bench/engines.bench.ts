@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { TokenBatch } from '@fisher-merge/core';
-import { classicParameterFisherLoop, createOnnxEngine, type OnnxEngineOptions } from '@fisher-merge/engine-onnx';
+import { createOnnxEngine, type OnnxEngineOptions } from '@fisher-merge/engine-onnx';
+import { classicParameterFisher } from '@fisher-merge/fisher';
 import { bertConfig, randomWeights, rng } from '../test/engine-onnx/random.ts';
 
 const CONFIGS = {
@@ -87,7 +88,7 @@ for (const name of names) {
   const mask = await rate(B, () => engine.maskGradients(batch));
   if (name === 'tiny') {
     const batched = await rate(B, () => engine.parameterFisher(batch, 'empirical'));
-    const loop = await rate(B, () => classicParameterFisherLoop(engine, batch, 'empirical'));
+    const loop = await rate(B, () => classicParameterFisher(engine, batch, 'empirical'));
     fisherRows.push(`| ${name} | ${fmt(batched)} | ${fmt(loop)} | ${ratio(batched, loop)} |`);
   }
   await engine.dispose();

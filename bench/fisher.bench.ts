@@ -5,7 +5,8 @@
 import { parseArgs } from 'node:util';
 import type { TokenBatch } from '@fisher-merge/core';
 import { glueTask, loadTokenizer } from '@fisher-merge/data';
-import { classicParameterFisherLoop, createOnnxEngine } from '@fisher-merge/engine-onnx';
+import { createOnnxEngine } from '@fisher-merge/engine-onnx';
+import { classicParameterFisher } from '@fisher-merge/fisher';
 import { tokenizeEvalSplit } from '@fisher-merge/merge-job';
 import { loadEncoder } from '@fisher-merge/model';
 
@@ -39,7 +40,7 @@ for (const name of ['sst2', 'cola', 'rte', 'stsb']) {
   const mask = await seconds(await split(32), (b) => engine.maskGradients(b));
   const eights = await split(8);
   const batched = await seconds(eights, (b) => engine.parameterFisher(b, 'empirical'));
-  const loop = await seconds(eights, (b) => classicParameterFisherLoop(engine, b, 'empirical'));
+  const loop = await seconds(eights, (b) => classicParameterFisher(engine, b, 'empirical'));
   await engine.dispose();
   const ms = (s: number) => ((s * 1000) / examples).toFixed(2);
   console.log(`| ${name} | ${ms(mask)} | ${ms(batched)} | ${ms(loop)} | ${(loop / mask).toFixed(1)}x | ${(batched / mask).toFixed(1)}x |`);

@@ -2,7 +2,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Engine } from '@fisher-merge/model';
 import { createOnnxEngine } from '@fisher-merge/engine-onnx';
-import { createTfjsEngine, flattenWeights, mapWeights } from '@fisher-merge/engine-tfjs';
+import { createTfjsEngine } from '@fisher-merge/engine-tfjs';
+import { flattenWeights, mapWeights } from '@fisher-merge/model';
 import { randomBatch, randomConfig, randomWeights, rng } from './engine-tfjs/random.ts';
 
 const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, x) => Math.max(m, Math.abs(x)), 0);

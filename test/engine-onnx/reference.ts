@@ -1,13 +1,13 @@
 // A plain float64 reference of the encoder for one example, used for finite differences in the tests.
-import type { Activation, EncoderWeights } from '@fisher-merge/model';
-import { mapWeights } from '@fisher-merge/engine-onnx';
+import { mapWeights, type Activation, type EncoderWeights } from '@fisher-merge/model';
+
 
 /** Float64 copies of every weight array, keyed by dotted EncoderWeights path (mutable for perturbation). */
 export type Params = Map<string, Float64Array>;
 
 export function params(w: EncoderWeights): Params {
   const p: Params = new Map();
-  mapWeights(w, (path, a) => (p.set(path, Float64Array.from(a)), a));
+  mapWeights(w, (a, _shape, path) => (p.set(path, Float64Array.from(a)), a));
   return p;
 }
 

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { createTfjsEngine, mapWeights, tfjsBackend, type TfjsEngine } from '@fisher-merge/engine-tfjs';
-import type { EncoderConfig } from '@fisher-merge/model';
+import { createTfjsEngine, tfjsBackend, type TfjsEngine } from '@fisher-merge/engine-tfjs';
+import { mapWeights, type EncoderConfig } from '@fisher-merge/model';
 import { onesMasks, refLogits, refLoss, toF64, type Masks, type W64 } from './reference.ts';
 import { randomBatch, randomConfig, randomWeights, rng } from './random.ts';
 

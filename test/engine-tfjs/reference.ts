@@ -2,7 +2,7 @@
 import type { Activation, EncoderConfig, EncoderWeights } from '@fisher-merge/model';
 import { positionIds } from '@fisher-merge/model';
 import type { TokenBatch } from '@fisher-merge/core';
-import { mapWeights, type LinearOf, type NormOf, type WeightsOf } from '@fisher-merge/engine-tfjs';
+import { mapWeights, type LinearOf, type NormOf, type WeightsOf } from '@fisher-merge/model';
 
 export type W64 = WeightsOf<Float64Array>;
 

@@ -115,6 +115,19 @@ describe('merge rules', () => {
     expect(merged.get(name)![4]).toBeCloseTo((wx * x + wy * y) / (wx + wy), 6);
   });
 
+  it('full-fisher with l2-normalize divides each model\'s Fisher by its norm over all tensors', () => {
+    const fa = (n: string) => models[0].get(n)!.map((v) => v * v + 0.01);
+    const fb = (n: string) => fa(n).map((v) => 100 * v);
+    const args = { slots, models: 2, rule: resolveRule('full-fisher'), tensor, inputs: { fullFishers: [fa, fb] } };
+    const plain = mergeEncoders(args);
+    const normalized = mergeEncoders({ ...args, params: { 'l2-normalize': true, epsilon: 0 } });
+    const name = 'l0.ffn_in.weight';
+    const [x, y] = models.map((m) => m.get(name)![3]!);
+    // Proportional Fishers become equal after normalisation: a plain average; without it B dominates.
+    expect(normalized.get(name)![3]).toBeCloseTo((x + y) / 2, 6);
+    expect(plain.get(name)![3]).toBeCloseTo((x + 100 * y) / 101, 5);
+  });
+
   it('rejects unknown methods, wrong lambda counts, unknown or mistyped parameters, and missing inputs', () => {
     expect(() => resolveRule('ties')).toThrow(/unknown merge method 'ties'; expected one of mask-fisher/);
     const rule = resolveRule('isotropic');

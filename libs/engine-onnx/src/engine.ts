@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { TokenBatch } from '@fisher-merge/core';
-import { positionIds, type Engine, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
+import { mapWeights, positionIds, type Engine, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
 import { buildGraph, EMBEDDING_GRAD, type GraphKind } from './model.ts';
 
 export interface OnnxEngineOptions {
@@ -13,17 +13,6 @@ export interface OnnxEngineOptions {
   fisherChunkBytes?: number;
 }
 
-/** Copies an EncoderWeights with every array replaced by fn(dotted path, array); the config is shared. */
-export function mapWeights(w: EncoderWeights, fn: (path: string, a: Float32Array) => Float32Array): EncoderWeights {
-  const walk = (v: unknown, path: string): unknown => {
-    if (v instanceof Float32Array) return fn(path, v);
-    if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}.${i}`));
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, path ? `${path}.${k}` : k)]));
-    return v;
-  };
-  return { ...(walk({ ...w, config: undefined }, '') as EncoderWeights), config: w.config };
-}
-
 /** Embedding tables whose Fisher the host scatters from EMBEDDING_GRAD; every other path is a graph output. */
 const HOST_SCATTERED = new Set(['embeddings.word', 'embeddings.position', 'embeddings.tokenType']);
 
@@ -31,7 +20,7 @@ const HOST_SCATTERED = new Set(['embeddings.word', 'embeddings.position', 'embed
 class FisherSums {
   readonly sums = new Map<string, Float64Array>();
   constructor(readonly weights: EncoderWeights) {
-    mapWeights(weights, (path, a) => (this.sums.set(path, new Float64Array(a.length)), a));
+    mapWeights(weights, (a, _shape, path) => (this.sums.set(path, new Float64Array(a.length)), a));
   }
   add(path: string, v: ArrayLike<number>): void {
     const s = this.sums.get(path);
@@ -39,7 +28,7 @@ class FisherSums {
     for (let i = 0; i < s.length; i++) s[i] += v[i];
   }
   result(): EncoderWeights {
-    return mapWeights(this.weights, (path) => new Float32Array(this.sums.get(path)!));
+    return mapWeights(this.weights, (_a, _shape, path) => new Float32Array(this.sums.get(path)!));
   }
 }
 
@@ -164,31 +153,3 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
   };
 }
 
-/** The classic full-Fisher baseline: one example at a time, unpadded (batch size 1), summed. */
-export async function classicParameterFisherLoop(engine: Engine, batch: TokenBatch, mode: 'empirical' | 'expected'): Promise<EncoderWeights> {
-  const { seqLen: T } = batch;
-  let sums: Map<string, Float64Array> | undefined;
-  let last: EncoderWeights | undefined;
-  for (let b = 0; b < batch.batchSize; b++) {
-    let len = T;
-    while (len > 1 && batch.attentionMask[b * T + len - 1] === 0) len--;
-    const one: TokenBatch = {
-      batchSize: 1,
-      seqLen: len,
-      inputIds: batch.inputIds.slice(b * T, b * T + len),
-      attentionMask: batch.attentionMask.slice(b * T, b * T + len),
-      tokenTypeIds: batch.tokenTypeIds.slice(b * T, b * T + len),
-      labels: batch.labels?.slice(b, b + 1),
-    };
-    last = await engine.parameterFisher(one, mode);
-    const acc = (sums ??= new Map());
-    mapWeights(last, (path, a) => {
-      let s = acc.get(path);
-      if (!s) acc.set(path, (s = new Float64Array(a.length)));
-      for (let i = 0; i < a.length; i++) s[i] += a[i];
-      return a;
-    });
-  }
-  if (!sums || !last) throw new Error('engine-onnx: empty batch');
-  return mapWeights(last, (path) => new Float32Array(sums!.get(path)!));
-}

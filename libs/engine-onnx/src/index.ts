@@ -1,2 +1,2 @@
-export { createOnnxEngine, classicParameterFisherLoop, mapWeights, type OnnxEngineOptions } from './engine.ts';
+export { createOnnxEngine, type OnnxEngineOptions } from './engine.ts';
 export { buildGraph, type GraphKind } from './model.ts';

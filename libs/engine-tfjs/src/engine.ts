@@ -1,9 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '@fisher-merge/core';
-import { positionIds, type EncoderConfig, type EncoderWeights, type Engine, type MaskGradients } from '@fisher-merge/model';
+import { flattenWeights, mapWeights, positionIds, type EncoderConfig, type EncoderWeights, type Engine, type MaskGradients } from '@fisher-merge/model';
 import { initTfjsBackend, type TfjsBackendName } from './backend.ts';
 import { isMatrix, LOWEST_F32, logitsFromRows, lookupRows, perExampleLoss, type EmbeddingRows, type Inputs, type Params } from './graph.ts';
-import { flattenWeights, mapWeights } from './params.ts';
 
 export interface TfjsEngineOptions {
   /** Force a backend instead of the automatic choice (native TensorFlow, then wasm, then cpu). */

@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Activation, EncoderConfig } from '@fisher-merge/model';
-import type { LinearOf, NormOf, WeightsOf } from './params.ts';
+import type { Activation, EncoderConfig, LinearOf, NormOf, WeightsOf } from '@fisher-merge/model';
 
 /** The model as tensors. Every Linear's `weight` holds W^T, [in, out] (see `isMatrix`). */
 export type Params = WeightsOf<tf.Tensor>;

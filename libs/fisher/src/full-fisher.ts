@@ -1,6 +1,6 @@
 import { concatMap, type OperatorFunction } from 'rxjs';
 import type { TokenBatch } from '@fisher-merge/core';
-import type { Engine, EncoderWeights } from '@fisher-merge/model';
+import { flattenWeights, mapWeights, type Engine, type EncoderWeights } from '@fisher-merge/model';
 import { addFingerprints, batchFingerprint, EMPTY_DATA_FINGERPRINT } from './mask-fisher.ts';
 
 /** Running full diagonal Fisher sums, in the layout of the model's weights. */
@@ -10,25 +10,60 @@ export interface ParameterFisherSums {
   dataFingerprint: string;
 }
 
-/** Element-wise a + b over every array of two EncoderWeights-shaped objects (b's arrays unchanged). */
+/** Element-wise a + b over every parameter of two EncoderWeights-shaped objects. */
 export function addParameterSums(a: EncoderWeights, b: EncoderWeights): EncoderWeights {
-  const add = (x: unknown, y: unknown): unknown => {
-    if (x instanceof Float32Array) return x.map((v, i) => v + (y as Float32Array)[i]);
-    if (Array.isArray(x)) return x.map((v, i) => add(v, (y as unknown[])[i]));
-    if (x && typeof x === 'object') return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, k === 'config' ? v : add(v, (y as Record<string, unknown>)[k])]));
-    return x;
-  };
-  return add(a, b) as EncoderWeights;
+  const others = flattenWeights(b);
+  let i = 0;
+  return mapWeights(a, (x) => {
+    const y = others[i++]!;
+    return x.map((v, e) => v + y[e]!);
+  });
 }
 
-/** Accumulates the engine's per-example squared parameter gradients over labelled batches. */
-export function accumulateFullFisher<T extends { tokens: TokenBatch }>(engine: Engine, mode: 'empirical' | 'expected'): OperatorFunction<T, { stats: ParameterFisherSums; batch: T }> {
+/**
+ * The classic full-Fisher computation the paper compares with: one unpadded example at a time through
+ * the engine (batch size 1), summed. Same result as one batched `parameterFisher` call; slower.
+ */
+export async function classicParameterFisher(engine: Engine, batch: TokenBatch, mode: 'empirical' | 'expected'): Promise<EncoderWeights> {
+  const { seqLen: T } = batch;
+  let sums: Float64Array[] | undefined;
+  let last: EncoderWeights | undefined;
+  for (let b = 0; b < batch.batchSize; b++) {
+    let len = T;
+    while (len > 1 && batch.attentionMask[b * T + len - 1] === 0) len--;
+    const one: TokenBatch = {
+      batchSize: 1,
+      seqLen: len,
+      inputIds: batch.inputIds.slice(b * T, b * T + len),
+      attentionMask: batch.attentionMask.slice(b * T, b * T + len),
+      tokenTypeIds: batch.tokenTypeIds.slice(b * T, b * T + len),
+      ...(batch.labels ? { labels: batch.labels.slice(b, b + 1) } : {}),
+    };
+    last = await engine.parameterFisher(one, mode);
+    const parts = flattenWeights(last);
+    sums ??= parts.map((p) => new Float64Array(p.length));
+    parts.forEach((p, k) => {
+      const s = sums![k]!;
+      for (let e = 0; e < p.length; e++) s[e]! += p[e]!;
+    });
+  }
+  if (!sums || !last) throw new Error('classicParameterFisher: empty batch');
+  let k = 0;
+  return mapWeights(last, () => new Float32Array(sums![k++]!));
+}
+
+/** Accumulates per-example squared parameter gradients over labelled batches, batched in the engine or by the classic loop. */
+export function accumulateFullFisher<T extends { tokens: TokenBatch }>(
+  engine: Engine,
+  mode: 'empirical' | 'expected',
+  loop: 'batched' | 'classic' = 'batched',
+): OperatorFunction<T, { stats: ParameterFisherSums; batch: T }> {
   return (source) => {
     let state: ParameterFisherSums | undefined;
     return source.pipe(
       concatMap(async (item) => {
         const batch = item.tokens;
-        const sums = await engine.parameterFisher(batch, mode);
+        const sums = loop === 'batched' ? await engine.parameterFisher(batch, mode) : await classicParameterFisher(engine, batch, mode);
         state = {
           sums: state ? addParameterSums(state.sums, sums) : sums,
           examples: (state?.examples ?? 0) + batch.batchSize,

@@ -54,7 +54,7 @@ export function mergeEncoders(opts: MergeEncodersOptions): Map<string, Float32Ar
   if (rule.needs.maskFisher && opts.inputs?.maskFishers?.length !== models) throw new UserError(`merge method '${rule.name}' needs one mask Fisher file per model (--fisher)`);
   if (rule.needs.fullFisher && opts.inputs?.fullFishers?.length !== models) throw new UserError(`merge method '${rule.name}' needs one full Fisher file per model (--fisher)`);
   const params = resolveParams(rule, opts.params);
-  const weightsFor = rule.prepare(opts.inputs ?? {}, params);
+  const weightsFor = rule.prepare(opts.inputs ?? {}, params, slots);
   const scale = typeof params.scale === 'number' ? params.scale : 1;
 
   const merged = new Map<string, Float32Array>();

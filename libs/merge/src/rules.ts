@@ -35,8 +35,8 @@ export interface MergeRule {
   needs: { maskFisher?: boolean; fullFisher?: boolean; base?: boolean };
   /** 'average' normalises by the summed weights; 'sum' adds lambda-weighted tensors (task vectors). */
   combine: 'average' | 'sum';
-  /** The weights of each model for each tensor; `prepare` runs once per merge. */
-  prepare(inputs: MergeInputs, params: Params): (slot: TensorSlot) => TensorWeight[];
+  /** The weights of each model for each tensor; `prepare` runs once per merge, over all of its tensors. */
+  prepare(inputs: MergeInputs, params: Params, slots: readonly TensorSlot[]): (slot: TensorSlot) => TensorWeight[];
 }
 
 const isotropic: MergeRule = {
@@ -108,14 +108,20 @@ const fullFisher: MergeRule = {
   ],
   needs: { fullFisher: true },
   combine: 'average',
-  prepare(inputs, params) {
+  prepare(inputs, params, slots) {
     const fishers = inputs.fullFishers!;
     const epsilon = Number(params.epsilon);
     const floor = Number(params.floor);
-    const norms = params['l2-normalize'] === true ? new Map<number, number>() : undefined;
+    // L2 normalisation divides each model's Fisher by its norm over every merged tensor.
+    const scales = fishers.map((get) => {
+      if (params['l2-normalize'] !== true) return 1;
+      let squares = 0;
+      for (const slot of slots) for (const v of get(slot.name)) squares += v * v;
+      return squares > 0 ? 1 / Math.sqrt(squares) : 1;
+    });
     return (slot) => fishers.map((get, j) => {
       const f = get(slot.name);
-      const scale = norms ? 1 / (norms.get(j) ?? 1) : 1;
+      const scale = scales[j]!;
       const perElement = new Float64Array(f.length);
       for (let e = 0; e < f.length; e++) perElement[e] = Math.max(f[e] * scale, floor) + epsilon;
       return { perElement };

@@ -4,3 +4,4 @@ export * from './family.ts';
 export * from './families/index.ts';
 export * from './config.ts';
 export * from './load.ts';
+export * from './weights-map.ts';

@@ -85,8 +85,8 @@ export async function computeMaskFisher(opts: FisherJobOptions & { mode: FisherM
 }
 
 /** Full diagonal Fisher of every parameter (Matena & Raffel's statistic), named as in the checkpoint. */
-export async function computeFullFisher(opts: FisherJobOptions & { mode: 'empirical' | 'expected' }): Promise<FullFisherResult> {
-  const { stats, model, seconds, engine } = await accumulate(opts, (e) => accumulateFullFisher<ModelBatch>(e, opts.mode));
+export async function computeFullFisher(opts: FisherJobOptions & { mode: 'empirical' | 'expected'; loop?: 'batched' | 'classic' }): Promise<FullFisherResult> {
+  const { stats, model, seconds, engine } = await accumulate(opts, (e) => accumulateFullFisher<ModelBatch>(e, opts.mode, opts.loop));
   const fisher: FullFisher = {
     mode: opts.mode,
     examples: stats.examples,

@@ -23,7 +23,7 @@ export interface RunConfig {
   maxLength: number;
   tasks: RunTask[];
   fisher: { samples?: number; seed?: number; batchSize: number; mode: FisherMode };
-  fullFisher: { samples?: number; seed?: number; batchSize: number; mode: 'empirical' | 'expected' };
+  fullFisher: { samples?: number; seed?: number; batchSize: number; mode: 'empirical' | 'expected'; loop: 'batched' | 'classic' };
   methods: { name: string; params: Params }[];
   base?: string;
   /** Groups of task names, each merged into one model. */
@@ -125,7 +125,7 @@ export function parseRunConfig(file: string, doc: Json): RunConfig {
   const fisherObj = r.object('fisher', top.fisher, true) ?? {};
   r.known('fisher', fisherObj, ['samples', 'seed', 'batch_size', 'mode']);
   const fullObj = r.object('full_fisher', top.full_fisher, true) ?? {};
-  r.known('full_fisher', fullObj, ['samples', 'seed', 'batch_size', 'mode']);
+  r.known('full_fisher', fullObj, ['samples', 'seed', 'batch_size', 'mode', 'loop']);
 
   const methodList: Json = top.methods ?? ['mask-fisher'];
   if (!Array.isArray(methodList) || methodList.length === 0) r.fail('methods', 'a non-empty list of method names or {name, params}', methodList);
@@ -168,6 +168,7 @@ export function parseRunConfig(file: string, doc: Json): RunConfig {
     fullFisher: {
       batchSize: fullObj.batch_size === undefined ? 8 : r.int('full_fisher.batch_size', fullObj.batch_size, 1),
       mode: fullObj.mode === undefined ? 'empirical' : r.choice('full_fisher.mode', fullObj.mode, ['empirical', 'expected'] as const),
+      loop: fullObj.loop === undefined ? 'batched' : r.choice('full_fisher.loop', fullObj.loop, ['batched', 'classic'] as const),
       ...(fullObj.samples !== undefined ? { samples: r.int('full_fisher.samples', fullObj.samples, 1) } : {}),
       ...(fullObj.seed !== undefined ? { seed: r.int('full_fisher.seed', fullObj.seed, 0) } : {}),
     },

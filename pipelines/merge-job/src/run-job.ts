@@ -53,7 +53,7 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     }
     if (needs.some((n) => n.fullFisher)) {
       const f = config.fullFisher;
-      const r = await computeFullFisher({ ...common, ...optional(f), batchSize: f.batchSize, mode: f.mode, progressLabel: `full Fisher ${task.name}` });
+      const r = await computeFullFisher({ ...common, ...optional(f), batchSize: f.batchSize, mode: f.mode, loop: f.loop, progressLabel: `full Fisher ${task.name}` });
       await writeFullFisher(fisherFile(task.name, 'full'), r.fisher);
       results.fisher[task.name]!.full = { examples: r.fisher.examples, seconds: r.seconds, file: fisherFile(task.name, 'full') };
     }

@@ -15,6 +15,7 @@ interface FisherFlags extends TaskFlags {
   mode: 'batch' | 'example';
   kind: 'mask' | 'full';
   fullMode: 'empirical' | 'expected';
+  fullLoop: 'batched' | 'classic';
   engine: EngineKind;
   maxLength: number;
   out: string;
@@ -33,6 +34,7 @@ export function registerFisher(program: Command): void {
     .addOption(new Option('--mode <mode>', "mask Fisher: square each batch's gradient (the paper) or each example's (exact empirical Fisher)").choices(['batch', 'example']).default('batch'))
     .addOption(new Option('--kind <kind>', 'mask-node Fisher, or the full diagonal Fisher of every parameter (Matena & Raffel)').choices(['mask', 'full']).default('mask'))
     .addOption(new Option('--full-mode <mode>', 'full Fisher: gold label (empirical) or expectation under the model (expected)').choices(['empirical', 'expected']).default('empirical'))
+    .addOption(new Option('--full-loop <how>', 'full Fisher: per-example gradients batched in one graph, or the classic batch-size-1 loop (the baseline the paper times)').choices(['batched', 'classic']).default('batched'))
     .addOption(engineOption())
     .addOption(new Option('--max-length <n>', 'maximum tokens per example').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
     .requiredOption('--out <file>', 'output .safetensors file')
@@ -54,9 +56,9 @@ export function registerFisher(program: Command): void {
         await writeMaskFisher(flags.out, result.stats);
         logEvent('fisher.written', { out: flags.out, kind: 'mask', mode: flags.mode, examples: result.stats.examples, batches: result.stats.batches, seconds: Number(result.seconds.toFixed(3)), engine: result.engine });
       } else {
-        const result = await computeFullFisher({ ...common, mode: flags.fullMode });
+        const result = await computeFullFisher({ ...common, mode: flags.fullMode, loop: flags.fullLoop });
         await writeFullFisher(flags.out, result.fisher);
-        logEvent('fisher.written', { out: flags.out, kind: 'full', mode: flags.fullMode, examples: result.fisher.examples, seconds: Number(result.seconds.toFixed(3)), engine: result.engine });
+        logEvent('fisher.written', { out: flags.out, kind: 'full', mode: flags.fullMode, loop: flags.fullLoop, examples: result.fisher.examples, seconds: Number(result.seconds.toFixed(3)), engine: result.engine });
       }
     });
 }

@@ -1,4 +1,4 @@
-import type { Activation, EncoderConfig } from '@fisher-merge/model';
+import type { Activation, EncoderConfig } from './types.ts';
 
 /** EncoderWeights with every parameter array replaced by a T (tensors, Fisher accumulators, ...). */
 export interface LinearOf<T> {
