@@ -62,13 +62,19 @@ const maskFisher: MergeRule = {
   summary: "Fisher of attention-head and FFN-neuron mask nodes (the paper's rule).",
   params: [
     { name: 'universal', type: 'boolean', default: true, help: 'weight embeddings and pooler by the mean over layers of head and neuron means (the paper); false averages them uniformly' },
-    { name: 'normalize', type: 'string', default: 'none', choices: ['none', 'count'], help: "divide each model's Fisher sums by its example count (the paper uses raw sums over equal sample counts)" },
+    {
+      name: 'normalize',
+      type: 'string',
+      default: 'none',
+      choices: ['none', 'count', 'mass'],
+      help: "none: raw sums (the paper); count: divide each model's sums by its example count; mass: divide each model's head and neuron Fisher by their means, so no task dominates by its loss's scale (MSE vs cross-entropy)",
+    },
   ],
   needs: { maskFisher: true },
   combine: 'average',
   prepare(inputs, params) {
     const fishers = inputs.maskFishers!;
-    const derived = maskFisherWeights(fishers, { normalize: params.normalize === 'count' });
+    const derived = maskFisherWeights(fishers, { normalize: params.normalize as MaskFisherNormalization });
     const universal = params.universal !== false;
     return (slot) => derived.map((d) => {
       const l = slot.layer ?? 0;
@@ -144,11 +150,15 @@ export interface MaskFisherWeights {
   universal: number;
 }
 
-export function maskFisherWeights(fishers: readonly MaskFisher[], opts: { normalize: boolean }): MaskFisherWeights[] {
+export type MaskFisherNormalization = 'none' | 'count' | 'mass';
+
+export function maskFisherWeights(fishers: readonly MaskFisher[], opts: { normalize: MaskFisherNormalization }): MaskFisherWeights[] {
   const first = fishers[0];
+  const mean = (a: Float64Array) => a.reduce((s, v) => s + v, 0) / a.length;
   const scaled = fishers.map((f) => {
-    const s = opts.normalize ? 1 / Math.max(f.examples, 1) : 1;
-    return { head: f.head.map((v) => v * s), neuron: f.neuron.map((v) => v * s) };
+    const byCount = 1 / Math.max(f.examples, 1);
+    const [h, n] = opts.normalize === 'mass' ? [1 / (mean(f.head) || 1), 1 / (mean(f.neuron) || 1)] : opts.normalize === 'count' ? [byCount, byCount] : [1, 1];
+    return { head: f.head.map((v) => v * h), neuron: f.neuron.map((v) => v * n) };
   });
   // A node that no model's Fisher sees (exactly 0 everywhere) is split equally.
   for (const key of ['head', 'neuron'] as const) {

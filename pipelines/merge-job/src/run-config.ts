@@ -24,7 +24,8 @@ export interface RunConfig {
   tasks: RunTask[];
   fisher: { samples?: number; seed?: number; batchSize: number; mode: FisherMode };
   fullFisher: { samples?: number; seed?: number; batchSize: number; mode: 'empirical' | 'expected'; loop: 'batched' | 'classic' };
-  methods: { name: string; params: Params }[];
+  /** `label` names the method's results and output folder (default: the rule's name). */
+  methods: { label: string; rule: string; params: Params }[];
   base?: string;
   /** Groups of task names, each merged into one model. */
   merges: string[][];
@@ -128,18 +129,24 @@ export function parseRunConfig(file: string, doc: Json): RunConfig {
   r.known('full_fisher', fullObj, ['samples', 'seed', 'batch_size', 'mode', 'loop']);
 
   const methodList: Json = top.methods ?? ['mask-fisher'];
-  if (!Array.isArray(methodList) || methodList.length === 0) r.fail('methods', 'a non-empty list of method names or {name, params}', methodList);
+  if (!Array.isArray(methodList) || methodList.length === 0) r.fail('methods', 'a non-empty list of method names or {name, params, label}', methodList);
   const methods = (methodList as Json[]).map((m: Json, i: number) => {
     const key = `methods[${i}]`;
     const entry = typeof m === 'string' ? { name: m } : r.object(key, m)!;
-    r.known(key, entry, ['name', 'params']);
+    r.known(key, entry, ['name', 'params', 'label']);
     const name = r.string(`${key}.name`, entry.name);
     const rule = resolveRule(name);
     const params = (r.object(`${key}.params`, entry.params, true) ?? {}) as Params;
-    return { name: rule.name, params: resolveParams(rule, params) };
+    const label = entry.label === undefined ? rule.name : r.string(`${key}.label`, entry.label);
+    if (!/^[\w.-]+$/.test(label)) r.fail(`${key}.label`, 'a name of letters, digits, ".", "_" or "-" (it names a folder)', label);
+    return { label, rule: rule.name, params: resolveParams(rule, params) };
+  });
+  const labels = methods.map((m) => m.label);
+  labels.forEach((label, i) => {
+    if (labels.indexOf(label) !== i) r.fail(`methods[${i}]`, `a label other than '${label}' (used twice: give one of them a label)`, label);
   });
   const base = top.base !== undefined ? r.path('base', top.base) : undefined;
-  for (const m of methods) if (resolveRule(m.name).needs.base && !base) r.fail('base', `a base model folder (method ${m.name} needs one)`, undefined);
+  for (const m of methods) if (resolveRule(m.rule).needs.base && !base) r.fail('base', `a base model folder (method ${m.label} needs one)`, undefined);
 
   const mergeList: Json = top.merges ?? [taskNames];
   if (!Array.isArray(mergeList) || mergeList.length === 0) r.fail('merges', 'a list of task-name lists', mergeList);

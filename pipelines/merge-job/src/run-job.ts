@@ -36,7 +36,7 @@ export const mergeName = (group: readonly string[]): string => group.join('_');
  */
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
-  const needs = config.methods.map((m) => resolveRule(m.name).needs);
+  const needs = config.methods.map((m) => resolveRule(m.rule).needs);
   const results: RunResults = { config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {} };
   const byName = new Map(config.tasks.map((t) => [t.name, t]));
   const fisherFile = (task: string, kind: 'mask' | 'full') => path.join(out, 'fisher', `${task}.${kind}.safetensors`);
@@ -81,26 +81,26 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     results.merges[name] = {};
     results.mergeSeconds[name] = {};
     for (const method of config.methods) {
-      const rule = resolveRule(method.name);
+      const rule = resolveRule(method.rule);
       const tasks = group.map((t) => byName.get(t)!);
       const kind = rule.needs.fullFisher ? 'full' : 'mask';
-      const dir = path.join(out, 'merges', name, method.name);
+      const dir = path.join(out, 'merges', name, method.label);
       const merged = await mergeModels({
         models: tasks.map((t) => t.model),
         ...(rule.needs.maskFisher || rule.needs.fullFisher ? { fishers: tasks.map((t) => fisherFile(t.name, kind)) } : {}),
-        method: method.name,
+        method: method.rule,
         params: method.params,
         ...(config.base ? { base: config.base } : {}),
         out: dir,
       });
-      results.mergeSeconds[name]![method.name] = merged.seconds;
-      logEvent('merge', { merge: name, method: method.name, out: dir, seconds: Number(merged.seconds.toFixed(3)) });
+      results.mergeSeconds[name]![method.label] = merged.seconds;
+      logEvent('merge', { merge: name, method: method.label, out: dir, seconds: Number(merged.seconds.toFixed(3)) });
       const scores: Record<string, EvalResult['metrics']> = {};
       for (const task of tasks) {
         const metrics = await evaluate(merged.outputs.models[path.basename(path.resolve(task.model))]!, task);
         if (metrics) scores[task.name] = metrics;
       }
-      results.merges[name]![method.name] = scores;
+      results.merges[name]![method.label] = scores;
     }
   }
 
@@ -141,7 +141,7 @@ const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
 
 /** The results table: each merge x task x method, each task's own model, and the time each Fisher took. */
 export function resultsMarkdown(config: RunConfig, results: RunResults): string {
-  const methods = config.methods.map((m) => m.name);
+  const methods = config.methods.map((m) => m.label);
   const metricOf = (task: RunTask) => PRIMARY_METRIC[task.name] ?? metricsFor(task.spec).at(-1)!;
   const lines = [`# fisher-merge results (${path.basename(config.file)})`, ''];
   if (config.evaluation) {

@@ -1,0 +1,43 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseRunConfig, readRunConfig } from '@fisher-merge/merge-job';
+import { tempDir } from '../support.ts';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const file = path.join(root, 'data', 'test.yaml');
+const tasks = { sst2: { model: 'models/sst2', train: 't.parquet', validation: 'v.parquet' }, cola: { model: 'models/cola', train: 't.parquet', validation: 'v.parquet' } };
+
+describe('run config', () => {
+  it('the demo config parses: paths relative to the file, defaults filled, merges resolved', async () => {
+    const config = await readRunConfig(path.join(root, 'data/demo.yaml'));
+    expect(config.tasks.map((t) => t.name)).toEqual(['sst2', 'cola', 'rte', 'stsb']);
+    expect(config.tasks[0]!.model).toBe(path.join(root, 'data/models/sst2'));
+    expect(config.output).toBe(path.join(root, 'out/demo'));
+    expect(config.merges.at(-1)).toEqual(['sst2', 'cola', 'rte', 'stsb']);
+    expect(config.methods.find((m) => m.rule === 'mask-fisher')!.params).toEqual({ universal: true, normalize: 'none' });
+    expect(config.fisher).toEqual({ samples: 128, batchSize: 32, mode: 'batch' });
+  });
+
+  it('the same rule twice needs labels, which name its results', () => {
+    const methods = ['mask-fisher', { name: 'mask-fisher', label: 'mask-fisher-mass', params: { normalize: 'mass' } }];
+    const config = parseRunConfig(file, { tasks, methods });
+    expect(config.methods.map((m) => [m.label, m.rule, m.params.normalize])).toEqual([['mask-fisher', 'mask-fisher', 'none'], ['mask-fisher-mass', 'mask-fisher', 'mass']]);
+    expect(() => parseRunConfig(file, { tasks, methods: ['isotropic', 'isotropic'] })).toThrow(/methods\[1\]: expected a label other than 'isotropic'/);
+  });
+
+  it('bad configs name the file and the key', async () => {
+    const bad = (doc: unknown) => () => parseRunConfig(file, doc);
+    expect(bad({ tasks, fisher: { mode: 'batch', batch_sise: 8 } })).toThrow(`${file}: fisher.batch_sise: unknown key (known: samples, seed, batch_size, mode)`);
+    expect(bad({ tasks, methods: ['ties'] })).toThrow(/unknown merge method 'ties'/);
+    expect(bad({ tasks, methods: [{ name: 'mask-fisher', params: { universal: 'yes' } }] })).toThrow(/parameter 'universal' of 'mask-fisher' must be a boolean/);
+    expect(bad({ tasks, methods: ['task-arithmetic'] })).toThrow(`${file}: base: expected a base model folder (method task-arithmetic needs one), got nothing`);
+    expect(bad({ tasks, merges: [['sst2', 'qqp']] })).toThrow(`${file}: merges[0][1]: expected one of sst2, cola, got "qqp"`);
+    expect(bad({ tasks: { ...tasks, sst2: { model: 'm', train: 't' } } })).toThrow(`${file}: tasks.sst2.validation: expected a validation split path (or set evaluation: false), got nothing`);
+    expect(bad({ tasks, fisher: { samples: 0 } })).toThrow(`${file}: fisher.samples: expected an integer >= 1, got 0`);
+    const dir = tempDir();
+    writeFileSync(path.join(dir, 'broken.yaml'), 'tasks: [unclosed');
+    await expect(readRunConfig(path.join(dir, 'broken.yaml'))).rejects.toThrow(/broken\.yaml: not valid YAML/);
+    await expect(readRunConfig(path.join(dir, 'absent.yaml'))).rejects.toThrow(/config file not found: .*absent\.yaml/);
+  });
+});
