@@ -97,6 +97,16 @@ describe('merge rules', () => {
     expect(uniform.get('pooler.dense.bias')![1]).toBeCloseTo((x + y) / 2, 6);
   });
 
+  it('mask-fisher normalize=mass removes a model-wide Fisher scale (an MSE task against cross-entropy ones)', () => {
+    const scaled = fisher(Array.from(fishers[0]!.head, (v) => v * 1000), Array.from(fishers[0]!.neuron, (v) => v * 1000));
+    const args = { slots, models: 2, rule: resolveRule('mask-fisher'), tensor, inputs: { maskFishers: [fishers[0]!, scaled] } };
+    const raw = mergeEncoders(args);
+    const mass = mergeEncoders({ ...args, params: { normalize: 'mass' } });
+    const [x, y] = models.map((m) => m.get('l0.query.weight')![1]!);
+    expect(mass.get('l0.query.weight')![1]).toBeCloseTo((x + y) / 2, 6);
+    expect(raw.get('l0.query.weight')![1]).toBeCloseTo((x + 1000 * y) / 1001, 6);
+  });
+
   it('task arithmetic adds scaled task vectors to the base', () => {
     const base = randomModel(3);
     const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('task-arithmetic'), tensor, base: (s) => base.get(s.name)!, params: { scale: 0.5 } });
