@@ -2,7 +2,7 @@ import { appendFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { DirectoryWatcher } from '@fisher-merge/data';
+import { DirectoryWatcher, tailFile } from '@fisher-merge/data';
 import { RowLedger } from '@fisher-merge/stream-job';
 import { tempDir } from './helpers.ts';
 
@@ -45,6 +45,30 @@ describe('DirectoryWatcher', () => {
     const waiting = watcher.next(abort.signal);
     abort.abort();
     expect(await waiting).toBeUndefined();
+  });
+});
+
+describe('tailFile', () => {
+  const collect = async (stream: NodeJS.ReadableStream) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  };
+
+  it('waits for a file that does not exist yet, then follows what is appended', async () => {
+    const file = path.join(tempDir(), 'later.arrows');
+    const read = collect(tailFile(file, { pollMs: 10, idleMs: 600 }));
+    await sleep(150);
+    writeFileSync(file, 'first ');
+    await sleep(100);
+    appendFileSync(file, 'second');
+    expect((await read).toString()).toBe('first second');
+  });
+
+  it('ends empty when the file never appears within the idle time', async () => {
+    const started = Date.now();
+    expect((await collect(tailFile(path.join(tempDir(), 'never.arrows'), { pollMs: 10, idleMs: 200 }))).length).toBe(0);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
   });
 });
 

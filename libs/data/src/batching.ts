@@ -23,6 +23,8 @@ export interface PadBatchesOptions {
   bucket?: { windowBatches: number; seed: number };
   /** The source's flow control, to fail (not hang) when its window cannot fill a batch. */
   flow?: FlowControl;
+  /** No rows at all is not an error (a continual job's source that has not sent anything yet). */
+  allowEmpty?: boolean;
 }
 
 /** Columns of one tokenized batch, read once. */
@@ -104,7 +106,7 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
         },
         error: (e: unknown) => subscriber.error(e),
         complete() {
-          if (seenRows === 0) {
+          if (seenRows === 0 && !options.allowEmpty) {
             subscriber.error(new UserError('empty dataset: no examples to batch'));
             return;
           }

@@ -11,6 +11,10 @@ export interface ArrowIpcSourceOptions {
   /** Columns to keep (IPC decodes whole batches; the others are dropped right away). */
   columns?: readonly string[];
   flow?: FlowControl;
+  /** The input's name in messages when it is given as a stream (default `<stdin>`). */
+  name?: string;
+  /** A stream that ends without rows is not an error (a continual job whose producer sent nothing yet). */
+  allowEmpty?: boolean;
   /** First-N only: an IPC stream's length is unknown until its end. */
   sample?: RowSampling;
 }
@@ -22,7 +26,7 @@ export const STDIN = '-';
  * writer's batch sizes. `-` reads stdin; a Node readable stream may be passed directly.
  */
 export function arrowIpcSource(input: string | NodeJS.ReadableStream, options: ArrowIpcSourceOptions = {}): Observable<SourceBatch> {
-  const name = typeof input !== 'string' || input === STDIN ? '<stdin>' : input;
+  const name = typeof input !== 'string' ? (options.name ?? '<stdin>') : input === STDIN ? '<stdin>' : input;
   return emitBatches(options.flow, async function* () {
     const selection = selectRows(options.sample, undefined, name);
     const handle = typeof input === 'string' && input !== STDIN ? await openFile(input) : undefined;
@@ -42,7 +46,7 @@ export function arrowIpcSource(input: string | NodeJS.ReadableStream, options: A
         batchIndex++;
         rowOffset += batch.numRows;
       }
-      if (rowOffset === 0) throw emptyInputError([name]);
+      if (rowOffset === 0 && !options.allowEmpty) throw emptyInputError([name]);
     } finally {
       await handle?.close();
     }

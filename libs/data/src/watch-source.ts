@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { concatMap, defer, EMPTY, mergeMap, Observable, of, repeat, type OperatorFunction } from 'rxjs';
+import { UserError } from '@fisher-merge/core';
 import type { FlowControl } from './flow-control.ts';
 import { parquetSource } from './parquet-source.ts';
 import type { SourceBatch } from './source-batch.ts';
@@ -185,15 +186,26 @@ export interface TailFileOptions {
 /**
  * A file being appended to, as a readable stream that waits for more bytes at its end (`tail -f`):
  * feed it to `arrowIpcSource` to follow an Arrow IPC stream file while a writer appends batches.
+ * A file that does not exist yet is waited for (it ends empty if `idleMs` passes first).
  */
 export function tailFile(file: string, options: TailFileOptions): Readable {
   const chunkBytes = options.chunkBytes ?? 1 << 20;
+  const pause = () => sleep(options.pollMs, undefined, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
   async function* chunks(): AsyncGenerator<Buffer> {
-    const handle = await fs.open(file, 'r');
+    let lastData = Date.now();
+    let handle: fs.FileHandle | undefined;
+    while (!handle) {
+      handle = await fs.open(file, 'r').catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw new UserError(`cannot read ${file}: ${e.message}`);
+        return undefined;
+      });
+      if (handle) break;
+      if (options.signal?.aborted || (options.idleMs !== undefined && Date.now() - lastData >= options.idleMs)) return;
+      await pause();
+    }
     const buffer = Buffer.allocUnsafe(chunkBytes);
     try {
       let position = 0;
-      let lastData = Date.now();
       while (!options.signal?.aborted) {
         const { bytesRead } = await handle.read(buffer, 0, chunkBytes, position);
         if (bytesRead > 0) {
@@ -204,7 +216,7 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
           continue;
         }
         if (options.idleMs !== undefined && Date.now() - lastData >= options.idleMs) return;
-        await sleep(options.pollMs, undefined, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
+        await pause();
       }
     } finally {
       await handle.close();

@@ -196,7 +196,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
       : ipcSource(task.input, flow, columns, state.cursor.current?.row ?? 0, (b) => ledger.push(STREAM_CURSOR, b.source.rowOffset + (b.selection?.[0] ?? 0), selectedRowCount(b)));
     return source.pipe(
       tokenize(run.tokenizer, task.spec, { maxLength: config.maxLength }),
-      padBatches({ batchSize: config.batchSize, padTokenId: run.padTokenId, flow }),
+      padBatches({ batchSize: config.batchSize, padTokenId: run.padTokenId, flow, allowEmpty: true }),
       concatMap((batch) => track(accumulateOne(run, batch))),
       map(({ stats, batch }) => {
         // Statistics and cursor change together, synchronously: every checkpoint is consistent.
@@ -276,7 +276,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     const stream = input.path === '-'
       ? process.stdin
       : tailFile(input.path, { pollMs: input.pollMs, signal: teardown.signal, ...(options.exitWhenIdleMs !== undefined ? { idleMs: options.exitWhenIdleMs } : {}) });
-    return arrowIpcSource(stream, { columns, flow }).pipe(skipRowsBefore(startRow, flow), tap(record));
+    return arrowIpcSource(stream, { columns, flow, name: input.path === '-' ? '<stdin>' : input.path, allowEmpty: true }).pipe(skipRowsBefore(startRow, flow), tap(record));
   };
 
   const quarantine = async (task: string, file: string, ready: Extract<StreamTask['input'], { kind: 'watch' }>['ready'], reason: string): Promise<void> => {
