@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Activation } from '@fisher-merge/model';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1), so random test data is reproducible. */
 export function rng(seed: number): () => number {
@@ -19,4 +20,45 @@ export function tempDir(prefix = 'fisher-merge-test-'): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** erf to ~1e-15 (series for small |x|, continued fraction otherwise). */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 2.5) {
+    let sum = x, term = x;
+    for (let n = 1; n < 80; n++) {
+      term *= (-x * x) / n;
+      sum += term / (2 * n + 1);
+    }
+    return (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  // erfc continued fraction (Lentz).
+  let f = ax, C = ax, Dd = 0;
+  for (let n = 1; n < 200; n++) {
+    const a = n / 2;
+    Dd = 1 / (ax + a * Dd);
+    C = ax + a / C;
+    const delta = C * Dd;
+    f *= delta;
+    if (Math.abs(delta - 1) < 1e-16) break;
+  }
+  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+  return Math.sign(x) * (1 - erfc);
+}
+
+/** Float64 activations as Hugging Face defines them (gelu: exact erf form; gelu_new: tanh approximation). */
+export function activation(x: number, a: Activation): number {
+  switch (a) {
+    case 'gelu':
+      return 0.5 * x * (1 + erf(x / Math.SQRT2));
+    case 'gelu_new':
+      return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+    case 'relu':
+      return Math.max(0, x);
+    case 'tanh':
+      return Math.tanh(x);
+    case 'none':
+      return x;
+  }
 }

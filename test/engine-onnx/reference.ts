@@ -1,5 +1,6 @@
 // A plain float64 reference of the encoder for one example, used for finite differences in the tests.
-import { mapWeights, type Activation, type EncoderWeights } from '@fisher-merge/model';
+import { mapWeights, type EncoderWeights } from '@fisher-merge/model';
+import { activation as act } from '../support.ts';
 
 
 /** Float64 copies of every weight array, keyed by dotted EncoderWeights path (mutable for perturbation). */
@@ -24,45 +25,7 @@ export interface Masks {
   neuron: Float64Array; // [L,I]
 }
 
-function act(x: number, a: Activation): number {
-  switch (a) {
-    case 'gelu':
-      return 0.5 * x * (1 + erf(x / Math.SQRT2));
-    case 'gelu_new':
-      return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-    case 'relu':
-      return Math.max(0, x);
-    case 'tanh':
-      return Math.tanh(x);
-    case 'none':
-      return x;
-  }
-}
 
-/** erf to ~1e-15 (series for small |x|, continued fraction otherwise). */
-export function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax < 2.5) {
-    let sum = x, term = x;
-    for (let n = 1; n < 80; n++) {
-      term *= (-x * x) / n;
-      sum += term / (2 * n + 1);
-    }
-    return (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  // erfc continued fraction (Lentz).
-  let f = ax, C = ax, Dd = 0;
-  for (let n = 1; n < 200; n++) {
-    const a = n / 2;
-    Dd = 1 / (ax + a * Dd);
-    C = ax + a / C;
-    const delta = C * Dd;
-    f *= delta;
-    if (Math.abs(delta - 1) < 1e-16) break;
-  }
-  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
-  return Math.sign(x) * (1 - erfc);
-}
 
 type Mat = Float64Array[]; // rows
 

@@ -1,6 +1,7 @@
 // A float64, loop-by-loop encoder written independently of the tfjs graph: the oracle for random models.
-import type { Activation, EncoderConfig, EncoderWeights } from '@fisher-merge/model';
+import type { EncoderConfig, EncoderWeights } from '@fisher-merge/model';
 import { positionIds } from '@fisher-merge/model';
+import { activation as act } from '../support.ts';
 import type { TokenBatch } from '@fisher-merge/core';
 import { mapWeights, type LinearOf, type NormOf, type WeightsOf } from '@fisher-merge/model';
 
@@ -10,39 +11,7 @@ export const toF64 = (w: EncoderWeights): W64 => mapWeights(w, (a) => Float64Arr
 
 const LOWEST = -3.4028234663852886e38;
 
-/** erf to ~1e-13: Taylor series inside |x| < 4, asymptotic erfc outside. */
-export function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax >= 4) {
-    const z = 1 / (2 * ax * ax);
-    const erfc = (Math.exp(-ax * ax) / (ax * Math.sqrt(Math.PI))) * (1 - z + 3 * z * z - 15 * z ** 3 + 105 * z ** 4);
-    return Math.sign(x) * (1 - erfc);
-  }
-  let term = x;
-  let sum = x;
-  for (let n = 1; n < 200; n++) {
-    term *= (-x * x) / n;
-    const add = term / (2 * n + 1);
-    sum += add;
-    if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
-}
 
-function act(v: number, a: Activation): number {
-  switch (a) {
-    case 'gelu':
-      return 0.5 * v * (1 + erf(v / Math.SQRT2));
-    case 'gelu_new':
-      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-    case 'relu':
-      return Math.max(0, v);
-    case 'tanh':
-      return Math.tanh(v);
-    case 'none':
-      return v;
-  }
-}
 
 function linear(x: number[][], l: LinearOf<Float64Array>): number[][] {
   return x.map((row) => {
