@@ -29,6 +29,9 @@ export interface LoadedModel {
   layout: ModelLayout;
 }
 
+/** What names and shapes a model's tensors have (no weights needed). */
+export type ModelShape = Pick<LoadedModel, 'family' | 'config' | 'encoderPrefix' | 'layout'>;
+
 export type EncoderRole = LayerRole | 'embeddings' | 'pooler';
 
 export interface TensorRole {
@@ -123,8 +126,17 @@ function missing(source: TensorSource, dir: string, name: string, family: Family
   return new UserError(`${where}: missing tensor '${name}' (a ${family.name} checkpoint in ${dir})`);
 }
 
-/** Loads a Hugging Face model folder (config.json + weights) of any described family into canonical weights. */
-export async function loadEncoder(dir: string): Promise<LoadedModel> {
+/** A model folder described and validated without reading its tensor data: enough to plan a merge. */
+export interface ModelInfo extends Omit<LoadedModel, 'weights'> {
+  /** Reads tensors on demand, by their checkpoint names. */
+  source: TensorSource;
+}
+
+/**
+ * Reads config.json and the weight files' headers of any described family: finds the prefix, the
+ * optional parts and legacy names, and checks every tensor's presence, dtype and shape.
+ */
+export async function describeModel(dir: string): Promise<ModelInfo> {
   const hfConfig = await readHfConfig(dir);
   const configLabel = path.join(dir, 'config.json');
   const family = familyForConfig(hfConfig, configLabel);
@@ -146,7 +158,6 @@ export async function loadEncoder(dir: string): Promise<LoadedModel> {
   const numLabels = hasClassifier ? numLabelsFromConfig(hfConfig, configLabel) : 0;
   const config = encoderConfigFromHf(family, hfConfig, numLabels, configLabel);
 
-  const values = new Map<string, Float32Array>();
   for (const slot of parameterSlots(family, config, encoderPrefix, layout)) {
     let name = slot.name;
     if (!source.has(name) && slot.norm && source.has(legacyName(name))) {
@@ -162,14 +173,18 @@ export async function loadEncoder(dir: string): Promise<LoadedModel> {
     if (info.shape.length !== slot.shape.length || info.shape.some((d, i) => d !== slot.shape[i])) {
       throw new UserError(`${file}: tensor '${name}' has shape [${info.shape.join(',')}], expected [${slot.shape.join(',')}] from ${configLabel}`);
     }
-    values.set(slot.name, source.float32(name));
   }
+  return { dir, family, config, hfConfig, encoderPrefix, layout, source, fingerprint: await sha256Files(source.files) };
+}
 
-  const weights = assembleWeights(family, config, encoderPrefix, layout, values);
-  return {
-    dir, family, config, weights, hfConfig, encoderPrefix, layout,
-    fingerprint: await sha256Files(source.files),
-  };
+/** Loads a Hugging Face model folder (config.json + weights) of any described family into canonical weights. */
+export async function loadEncoder(dir: string): Promise<LoadedModel> {
+  const { source, ...info } = await describeModel(dir);
+  const values = new Map<string, Float32Array>();
+  for (const slot of parameterSlots(info.family, info.config, info.encoderPrefix, info.layout)) {
+    values.set(slot.name, source.float32(checkpointName(info.layout, slot.name)));
+  }
+  return { ...info, weights: assembleWeights(info.family, info.config, info.encoderPrefix, info.layout, values) };
 }
 
 function assembleWeights(family: FamilyDescription, config: EncoderConfig, prefix: string, layout: ModelLayout, values: Map<string, Float32Array>): EncoderWeights {
@@ -216,7 +231,7 @@ function assembleWeights(family: FamilyDescription, config: EncoderConfig, prefi
 }
 
 /** Every encoder tensor (embeddings, layers, pooler when loaded; no classifier) with its role, named as in the checkpoint. */
-export function encoderTensorRoles(model: LoadedModel): TensorRole[] {
+export function encoderTensorRoles(model: ModelShape): TensorRole[] {
   return parameterSlots(model.family, model.config, model.encoderPrefix, model.layout)
     .filter((s) => s.role !== 'classifier')
     .map((s) => {
@@ -227,7 +242,7 @@ export function encoderTensorRoles(model: LoadedModel): TensorRole[] {
 }
 
 /** The task classifier's tensor names (empty for a bare encoder). */
-export function headTensorNames(model: LoadedModel): string[] {
+export function headTensorNames(model: ModelShape): string[] {
   return parameterSlots(model.family, model.config, model.encoderPrefix, model.layout)
     .filter((s) => s.role === 'classifier')
     .map((s) => checkpointName(model.layout, s.name));

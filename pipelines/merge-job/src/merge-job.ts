@@ -4,7 +4,7 @@ import { UserError, writeDirAtomic, type Tensor } from '@fisher-merge/core';
 import { saveCheckpoint } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { mergeEncoders, resolveRule, type MergeInputs, type ParameterStats, type Params, type TensorSlot } from '@fisher-merge/merge';
-import { encoderTensorRoles, loadEncoder, toHfTensors, type LoadedModel } from '@fisher-merge/model';
+import { describeModel, encoderTensorRoles, headTensorNames, type ModelInfo } from '@fisher-merge/model';
 
 export interface MergeJobOptions {
   models: readonly string[];
@@ -25,16 +25,20 @@ export interface MergeJobResult {
   seconds: number;
 }
 
-/** A loaded model and its tensors by name, with its slots in the shared canonical order. */
+/**
+ * A model to merge, described but not loaded: its tensors are read one at a time while merging, so a
+ * merge holds the merged encoder plus one tensor per model, not every model.
+ */
 interface MergeMember {
   dir: string;
-  model: LoadedModel;
-  tensors: Record<string, Tensor>;
+  model: ModelInfo;
+  /** Encoder tensors in the canonical order shared by every model of the family. */
   slots: TensorSlot[];
 }
 
-function member(dir: string, model: LoadedModel): MergeMember {
-  return { dir, model, tensors: toHfTensors(model, model.weights), slots: encoderTensorRoles(model) };
+async function member(dir: string): Promise<MergeMember> {
+  const model = await describeModel(dir);
+  return { dir, model, slots: encoderTensorRoles(model) };
 }
 
 /** Models of one family with encoders of one shape, or a UserError saying which differs and how. */
@@ -76,7 +80,7 @@ function outputNames(dirs: readonly string[]): string[] {
 }
 
 /** The bare encoder's config: the first model's, without its task head. */
-function encoderConfig(model: LoadedModel): Record<string, unknown> {
+function encoderConfig(model: ModelInfo): Record<string, unknown> {
   const { id2label: _a, label2id: _b, problem_type: _c, finetuning_task: _d, ...rest } = model.hfConfig as Record<string, unknown>;
   const arch = (model.hfConfig.architectures as string[] | undefined)?.[0];
   return { ...rest, ...(arch ? { architectures: [arch.replace(/For\w+$/, 'Model')] } : {}) };
@@ -101,9 +105,9 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   if (opts.lambdas && opts.lambdas.length !== opts.models.length) {
     throw new UserError(`--lambda has ${opts.lambdas.length} values but ${opts.models.length} models were given`);
   }
-  const members = await Promise.all(opts.models.map(async (dir) => member(dir, await loadEncoder(dir))));
+  const members = await Promise.all(opts.models.map(member));
   for (const m of members.slice(1)) checkSameArchitecture(members[0]!, m);
-  const base = opts.base ? member(opts.base, await loadEncoder(opts.base)) : undefined;
+  const base = opts.base ? await member(opts.base) : undefined;
   if (base) checkSameArchitecture(members[0]!, base);
 
   const inputs: MergeInputs = {};
@@ -129,7 +133,7 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     });
   }
   const slotIndex = new Map(members[0]!.slots.map((s, i) => [s.name, i]));
-  const tensorOf = (m: MergeMember, slot: TensorSlot) => m.tensors[m.slots[slotIndex.get(slot.name)!]!.name]!.data as Float32Array;
+  const tensorOf = (m: MergeMember, slot: TensorSlot) => m.model.source.float32(m.slots[slotIndex.get(slot.name)!]!.name);
   const merged = mergeEncoders({
     slots: members[0]!.slots,
     models: members.length,
@@ -149,7 +153,8 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     for (const slot of first.slots) encoderTensors[slot.name.slice(prefix.length)] = { dtype: 'F32', shape: slot.shape, data: merged.get(slot.name)! };
     await saveCheckpoint(path.join(tmp, 'encoder'), { hfConfig: encoderConfig(first.model), tensors: encoderTensors, copyFilesFrom: first.dir });
     for (const [j, m] of members.entries()) {
-      const tensors = { ...m.tensors };
+      const tensors: Record<string, Tensor> = {};
+      for (const name of headTensorNames(m.model)) tensors[name] = { dtype: 'F32', shape: m.model.source.info(name).shape, data: m.model.source.float32(name) };
       m.slots.forEach((slot, i) => {
         tensors[slot.name] = { dtype: 'F32', shape: slot.shape, data: merged.get(first.slots[i]!.name)! };
       });
