@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UserError, type Tensor } from '@fisher-merge/core';
 import { saveCheckpoint } from '@fisher-merge/checkpoint';
-import { encoderTensorRoles, headTensorNames, loadEncoder, toHfTensors } from '@fisher-merge/model';
+import { describeModel, encoderTensorRoles, headTensorNames, loadEncoder, toHfTensors } from '@fisher-merge/model';
 import { rawSafetensors, tempDir } from '../checkpoint/helpers.ts';
 import { H, tinyBert, writeModel, type TinyModel } from './tiny.ts';
 
@@ -23,6 +23,16 @@ function bytesOf(t: Tensor): Buffer {
 }
 
 describe('fixture checkpoints', () => {
+  it('describeModel gives what loadEncoder does without the weights, and reads tensors on demand', async () => {
+    const [info, model] = await Promise.all([describeModel('data/models/sst2'), loadEncoder('data/models/sst2')]);
+    expect(info).not.toHaveProperty('weights');
+    expect(info.config).toEqual(model.config);
+    expect(info.fingerprint).toBe(model.fingerprint);
+    expect(encoderTensorRoles(info)).toEqual(encoderTensorRoles(model));
+    const name = 'bert.encoder.layer.1.intermediate.dense.weight';
+    expect(info.source.float32(name)).toEqual(model.weights.layers[1]!.ffnIn.weight);
+  });
+
   it('loads the base BertModel: no prefix, head = [pooler], numLabels 0', async () => {
     const model = await loadEncoder('data/models/base');
     expect(model.encoderPrefix).toBe('');
