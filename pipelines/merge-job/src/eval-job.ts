@@ -3,8 +3,8 @@ import type { TokenBatch } from '@fisher-merge/core';
 import { GLUE_METRICS, computeMetrics, type MetricName } from '@fisher-merge/eval';
 import { FlowControl, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
-import type { Engine } from '@fisher-merge/model';
-import { loadTaskModel } from './task-model.ts';
+import { loadEncoder, type Engine, type LoadedModel } from '@fisher-merge/model';
+import { checkTaskHead, loadTaskModel } from './task-model.ts';
 
 export interface EvalDataOptions {
   data: string;
@@ -73,10 +73,19 @@ async function score(engine: Engine, batches: Observable<TokenBatch>, task: Task
 
 /** Runs a fine-tuned model over a labelled split and scores its predictions. */
 export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
+  // Given tokenized batches, only the model is loaded (no tokenizer).
+  if (opts.batches) {
+    const model = await loadEncoder(opts.modelDir);
+    checkTaskHead(opts.modelDir, model.config, opts.task);
+    return scoreModel(opts, model, from(opts.batches));
+  }
   const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task);
+  return scoreModel(opts, model, evalBatches(opts, tokenizer, model.config.padTokenId));
+}
+
+async function scoreModel(opts: EvalJobOptions, model: LoadedModel, batches: Observable<TokenBatch>): Promise<EvalResult> {
   const engine = await openEngine(opts.engine, model.weights, { log: () => {} });
   try {
-    const batches = opts.batches ? from(opts.batches) : evalBatches(opts, tokenizer, model.config.padTokenId);
     return await score(engine, batches, opts.task);
   } finally {
     await engine.dispose();

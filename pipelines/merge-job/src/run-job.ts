@@ -5,7 +5,7 @@ import { loadTokenizer, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import { resolveRule } from '@fisher-merge/merge';
-import { loadEncoder } from '@fisher-merge/model';
+import { describeModel } from '@fisher-merge/model';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
 import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
 import { mergeModels } from './merge-job.ts';
@@ -63,7 +63,8 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
   const evaluate = async (modelDir: string, task: RunTask) => {
     if (!config.evaluation) return undefined;
     if (!splits.has(task.name)) {
-      const [tokenizer, model] = await Promise.all([loadTokenizer(task.model), loadEncoder(task.model)]);
+      // Headers only: the split needs the model's pad id, not its weights.
+      const [tokenizer, model] = await Promise.all([loadTokenizer(task.model), describeModel(task.model)]);
       const opts = { data: task.validation!, task: task.spec, batchSize: config.evaluation.batchSize, maxLength: config.maxLength, ...optional(config.evaluation) };
       splits.set(task.name, await tokenizeEvalSplit(opts, tokenizer, model.config.padTokenId));
     }

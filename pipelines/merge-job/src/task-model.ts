@@ -1,6 +1,6 @@
 import { UserError } from '@fisher-merge/core';
 import { loadTokenizer, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
-import { loadEncoder, type LoadedModel } from '@fisher-merge/model';
+import { loadEncoder, type EncoderConfig, type LoadedModel } from '@fisher-merge/model';
 
 export interface TaskModel {
   model: LoadedModel;
@@ -10,9 +10,14 @@ export interface TaskModel {
 /** A fine-tuned checkpoint with its tokenizer, checked to have a head that fits the task. */
 export async function loadTaskModel(dir: string, task: TaskSpec): Promise<TaskModel> {
   const [model, tokenizer] = await Promise.all([loadEncoder(dir), loadTokenizer(dir)]);
-  if (model.config.numLabels === 0) throw new UserError(`${dir}: the checkpoint has no classifier head (task ${task.name} needs ${task.numLabels} outputs)`);
-  if (model.config.numLabels !== task.numLabels) {
-    throw new UserError(`${dir}: the classifier has ${model.config.numLabels} outputs but task ${task.name} has ${task.numLabels} labels`);
-  }
+  checkTaskHead(dir, model.config, task);
   return { model, tokenizer };
+}
+
+/** A UserError unless the checkpoint's classifier has one output per label of the task. */
+export function checkTaskHead(dir: string, config: EncoderConfig, task: TaskSpec): void {
+  if (config.numLabels === 0) throw new UserError(`${dir}: the checkpoint has no classifier head (task ${task.name} needs ${task.numLabels} outputs)`);
+  if (config.numLabels !== task.numLabels) {
+    throw new UserError(`${dir}: the classifier has ${config.numLabels} outputs but task ${task.name} has ${task.numLabels} labels`);
+  }
 }
