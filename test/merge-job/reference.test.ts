@@ -26,9 +26,9 @@ let results: RunResults;
 
 beforeAll(async () => {
   out = mkdtempSync(path.join(tmpdir(), 'fisher-merge-reference-'));
-  const tasks = reference.tasks.map((t) => `  ${t}:\n    model: ${root}/data/models/${t}\n    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet\n    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`);
+  const tasks = reference.tasks.map((t) => `  - task: ${t}\n    model: ${root}/data/models/${t}\n    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet\n    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`);
   const config = [
-    `output: ${out}`,
+    `out: ${out}`,
     'engine: onnx',
     'tasks:', ...tasks,
     'fisher: { samples: 128, batch_size: 32, mode: batch }',

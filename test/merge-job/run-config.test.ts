@@ -6,7 +6,7 @@ import { tempDir } from '../support.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const file = path.join(root, 'data', 'test.yaml');
-const tasks = { sst2: { model: 'models/sst2', train: 't.parquet', validation: 'v.parquet' }, cola: { model: 'models/cola', train: 't.parquet', validation: 'v.parquet' } };
+const tasks = [{ task: 'sst2', model: 'models/sst2', train: 't.parquet', validation: 'v.parquet' }, { task: 'cola', model: 'models/cola', train: 't.parquet', validation: 'v.parquet' }];
 
 describe('run config', () => {
   it('the demo config parses: paths relative to the file, defaults filled, merges resolved', async () => {
@@ -20,7 +20,7 @@ describe('run config', () => {
   });
 
   it('the same rule twice needs labels, which name its results', () => {
-    const methods = ['mask-fisher', { name: 'mask-fisher', label: 'mask-fisher-mass', params: { normalize: 'mass' } }];
+    const methods = ['mask-fisher', { merge_method: 'mask-fisher', label: 'mask-fisher-mass', parameters: { normalize: 'mass' } }];
     const config = parseRunConfig(file, { tasks, methods });
     expect(config.methods.map((m) => [m.label, m.rule, m.params.normalize])).toEqual([['mask-fisher', 'mask-fisher', 'none'], ['mask-fisher-mass', 'mask-fisher', 'mass']]);
     expect(() => parseRunConfig(file, { tasks, methods: ['isotropic', 'isotropic'] })).toThrow(/methods\[1\]: expected a label other than 'isotropic'/);
@@ -28,12 +28,12 @@ describe('run config', () => {
 
   it('bad configs name the file and the key', async () => {
     const bad = (doc: unknown) => () => parseRunConfig(file, doc);
-    expect(bad({ tasks, fisher: { mode: 'batch', batch_sise: 8 } })).toThrow(`${file}: fisher.batch_sise: unknown key (known: samples, seed, batch_size, mode)`);
+    expect(bad({ tasks, fisher: { mode: 'batch', batch_sise: 8 } })).toThrow(`${file}: fisher.batch_sise: unknown key (known: mode, batch_size, samples, seed)`);
     expect(bad({ tasks, methods: ['ties'] })).toThrow(/unknown merge method 'ties'/);
-    expect(bad({ tasks, methods: [{ name: 'mask-fisher', params: { universal: 'yes' } }] })).toThrow(/parameter 'universal' of 'mask-fisher' must be a boolean/);
-    expect(bad({ tasks, methods: ['task-arithmetic'] })).toThrow(`${file}: base: expected a base model folder (method task-arithmetic needs one), got nothing`);
+    expect(bad({ tasks, methods: [{ merge_method: 'mask-fisher', parameters: { universal: 'yes' } }] })).toThrow(/parameter 'universal' of 'mask-fisher' must be a boolean/);
+    expect(bad({ tasks, methods: ['task-arithmetic'] })).toThrow(`${file}: base_model: expected a base model folder (method task-arithmetic needs one), got nothing`);
     expect(bad({ tasks, merges: [['sst2', 'qqp']] })).toThrow(`${file}: merges[0][1]: expected one of sst2, cola, got "qqp"`);
-    expect(bad({ tasks: { ...tasks, sst2: { model: 'm', train: 't' } } })).toThrow(`${file}: tasks.sst2.validation: expected a validation split path (or set evaluation: false), got nothing`);
+    expect(bad({ tasks: [tasks[0], { task: 'cola', model: 'm', train: 't' }] })).toThrow(`${file}: tasks[1].validation: expected a validation split path (or set evaluation: false), got nothing`);
     expect(bad({ tasks, fisher: { samples: 0 } })).toThrow(`${file}: fisher.samples: expected an integer >= 1, got 0`);
     const dir = tempDir();
     writeFileSync(path.join(dir, 'broken.yaml'), 'tasks: [unclosed');

@@ -99,13 +99,13 @@ describe('stream job inputs', () => {
   it('rejects bad configs with one line naming the key', () => {
     const base = { out: 'o', tasks: [{ task: 'sst2', model: 'm', watch: 'w' }] };
     const bad = (raw: unknown) => () => parseStreamConfig(raw, '/x', 'c.yaml');
-    expect(bad({ ...base, fisher: { mode: 'exact' } })).toThrow("c.yaml: 'fisher.mode' must be one of batch, example, got \"exact\"");
-    expect(bad({ ...base, fisher: { batch_size: 0 } })).toThrow("'fisher.batch_size' must be an integer >= 1");
-    expect(bad({ ...base, publsh: {} })).toThrow("unknown key 'publsh'");
-    expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm' }] })).toThrow("tasks[0] needs exactly one source");
-    expect(bad({ ...base, tasks: [{ task: 'nope', model: 'm', watch: 'w' }] })).toThrow("tasks[0].task: unknown task 'nope'");
-    expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm', watch: 'w', ready: 'soon' }] })).toThrow("'tasks[0].ready' must be one of stable, marker");
-    expect(bad({ out: 'o' })).toThrow("'tasks' must be a non-empty list");
+    expect(bad({ ...base, fisher: { mode: 'exact' } })).toThrow('c.yaml: fisher.mode: expected one of batch, example, got "exact"');
+    expect(bad({ ...base, fisher: { batch_size: 0 } })).toThrow('c.yaml: fisher.batch_size: expected an integer >= 1, got 0');
+    expect(bad({ ...base, publsh: {} })).toThrow('c.yaml: publsh: unknown key (known: out, engine,');
+    expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm' }] })).toThrow("c.yaml: tasks[0]: needs exactly one source");
+    expect(bad({ ...base, tasks: [{ task: 'nope', model: 'm', watch: 'w' }] })).toThrow('c.yaml: tasks[0].task: expected one of sst2, cola,');
+    expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm', watch: 'w', ready: 'soon' }] })).toThrow('c.yaml: tasks[0].ready: expected one of stable, marker, got "soon"');
+    expect(bad({ out: 'o' })).toThrow('c.yaml: tasks: expected a non-empty list of task entries, got nothing');
     const ok = parseStreamConfig({ ...base, publish: { every_examples: 100 } }, '/x', 'c.yaml');
     expect(ok.out).toBe('/x/o');
     expect(ok.tasks[0]!.input).toMatchObject({ kind: 'watch', dir: '/x/w', ready: { kind: 'stable', ms: 2000 } });

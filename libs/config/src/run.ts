@@ -1,0 +1,64 @@
+import { z } from 'zod';
+import { resolveRule } from '@fisher-merge/merge';
+import { checked, choice, expected, int, section, text } from './schema.ts';
+import { BASE_RENAMED, ENGINE, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, METHOD_RENAMED, OUT, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
+
+/** `fisher-merge run CONFIG.yaml`: Fisher of every task, merges of task groups by every method, evaluation. */
+export const RUN_TASK = section({ ...TASK_KEYS, model: text('a model folder'), train: text('a training data path'), validation: text('a validation data path').optional() }, TASK_RENAMED)
+  .transform(checked(withTask));
+
+/** A method: a rule name, or `{ merge_method, parameters, label }`; `label` names its results and folder. */
+export const RUN_METHOD = z.preprocess(
+  (m) => (typeof m === 'string' ? { merge_method: m } : m),
+  section({ ...METHOD_KEYS, label: text().regex(/^[\w.-]+$/, expected('a name of letters, digits, ".", "_" or "-" (it names a folder)')).optional() }, METHOD_RENAMED),
+).transform(checked((m) => {
+  const { rule, params } = ruleParams(m.merge_method, m.parameters);
+  return { label: m.label ?? rule, rule, params };
+}));
+
+const MERGE_GROUP = z.union([z.literal('all'), z.array(text('a task name')).min(2)], expected("a list of two or more task names, or 'all'"));
+
+export const RUN_KEYS = {
+  out: OUT.default('out'),
+  engine: ENGINE,
+  max_length: MAX_LENGTH,
+  tasks: taskList(RUN_TASK),
+  fisher: section({ ...FISHER_KEYS, ...SAMPLE_KEYS }).prefault({}),
+  full_fisher: section({
+    ...SAMPLE_KEYS,
+    batch_size: int(1).default(8),
+    mode: choice(['empirical', 'expected']).default('empirical'),
+    loop: choice(['batched', 'classic']).default('batched'),
+  }).prefault({}),
+  methods: z.array(RUN_METHOD, expected('a non-empty list of methods')).min(1, expected('a non-empty list of methods')).prefault(['mask-fisher']),
+  base_model: text('a base model folder').optional(),
+  merges: z.array(MERGE_GROUP, expected('a non-empty list of merges')).min(1, expected('a non-empty list of merges')).optional(),
+  /** `false` evaluates nothing. */
+  evaluation: z.union([z.literal(false), section({ limit: int(1).optional(), batch_size: int(1).default(64) })], expected('a mapping or false')).prefault({}),
+};
+
+export const RUN_CONFIG = section(RUN_KEYS, { output: "renamed to 'out'", ...BASE_RENAMED })
+  .superRefine((c, ctx) => {
+    const names = c.tasks.map((t) => t.name);
+    c.methods.forEach((m, i) => {
+      if (c.methods.findIndex((o) => o.label === m.label) !== i) ctx.addIssue({ code: 'custom', path: ['methods', i], message: `expected a label other than '${m.label}' (used twice: give one of them a label), got ${JSON.stringify(m.label)}` });
+      if (resolveRule(m.rule).needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${m.label} needs one), got nothing` });
+    });
+    c.merges?.forEach((group, i) => {
+      if (group === 'all') return;
+      group.forEach((name, k) => {
+        if (!names.includes(name)) ctx.addIssue({ code: 'custom', path: ['merges', i, k], message: `expected one of ${names.join(', ')}, got ${JSON.stringify(name)}` });
+      });
+    });
+    if (c.evaluation !== false) {
+      c.tasks.forEach((t, i) => {
+        if (t.validation === undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: 'expected a validation split path (or set evaluation: false), got nothing' });
+      });
+    }
+  })
+  .transform((c) => {
+    const names = c.tasks.map((t) => t.name);
+    return { ...c, merges: (c.merges ?? [names]).map((g) => (g === 'all' ? names : g)), evaluation: c.evaluation === false ? undefined : c.evaluation };
+  });
+
+export type RunConfigKeys = z.output<typeof RUN_CONFIG>;

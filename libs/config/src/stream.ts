@@ -1,0 +1,55 @@
+import { z } from 'zod';
+import { resolveParams, resolveRule, type Params } from '@fisher-merge/merge';
+import { checked, choice, flag, int, mapping, number, positive, section, text } from './schema.ts';
+import { ENGINE, FISHER_KEYS, MAX_LENGTH, OUT, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
+
+const WATCH_ONLY = ['ready', 'stable_ms', 'marker_suffix'] as const;
+
+/** One task of `fisher-merge stream CONFIG.yaml`: its model, its merge coefficient and its source. */
+export const STREAM_TASK = section({
+  ...TASK_KEYS,
+  model: text('a model folder'),
+  lambda: number(0).default(1),
+  /** A directory of Parquet files. */
+  watch: text('a directory path').optional(),
+  ready: choice(['stable', 'marker']).optional(),
+  stable_ms: int(0).optional(),
+  marker_suffix: text().optional(),
+  /** An Arrow IPC stream: `-` for stdin, or a file being appended. */
+  ipc: text('a path or -').optional(),
+  poll_ms: int(1).default(500),
+}, TASK_RENAMED)
+  .superRefine((t, ctx) => {
+    if ((t.watch === undefined) === (t.ipc === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: "needs exactly one source: 'watch' (a directory of Parquet files) or 'ipc' (an Arrow IPC stream: - for stdin, or a file being appended)" });
+    }
+    if (t.ipc !== undefined) for (const k of WATCH_ONLY) if (t[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: "applies to 'watch' sources only" });
+  })
+  .transform(checked(withTask));
+
+export const STREAM_KEYS = {
+  out: OUT,
+  engine: ENGINE,
+  max_length: MAX_LENGTH,
+  fisher: section({ ...FISHER_KEYS, decay_half_life: number(0).default(0) }, { max_length: "moved to the top level ('max_length')" }).prefault({}),
+  /** The mask-fisher rule's parameters (as `merge --param`). */
+  parameters: mapping().prefault({}).superRefine((p, ctx) => void checked((given: Params) => resolveParams(resolveRule('mask-fisher'), given))(p as Params, ctx)),
+  publish: section({
+    every_examples: int(1).optional(),
+    relative_change: number(0).optional(),
+    interval_s: positive().optional(),
+    on_stop: flag().default(true),
+  }).prefault({}),
+  checkpoint_every: int(1).default(1),
+  flow_window: int(1).default(8),
+  source_batch_rows: int(1).default(256),
+  log_interval_s: positive().default(10),
+  tasks: taskList(STREAM_TASK).superRefine((tasks, ctx) => {
+    const stdin = tasks.flatMap((t, i) => (t.ipc === '-' ? [i] : []));
+    if (stdin.length > 1) ctx.addIssue({ code: 'custom', path: [stdin[1]!, 'ipc'], message: "only one task can read stdin ('ipc: -')" });
+  }),
+};
+
+export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rule's parameters are the top-level 'parameters' (was merge.params)" });
+
+export type StreamConfigKeys = z.output<typeof STREAM_CONFIG>;
