@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import type { TokenBatch } from '@fisher-merge/core';
-import { mapWeights, positionIds, type Engine, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
+import { mapWeights, positionIds, type Engine, type EncoderConfig, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
 import { buildGraph, EMBEDDING_GRAD, type GraphKind } from './model.ts';
 
 export interface OnnxEngineOptions {
@@ -33,35 +33,90 @@ class FisherSums {
 }
 
 /**
- * Adds, per row, the square of the summed gradient rows that share a table index (a token that occurs
+ * Adds, per example, the square of the summed gradient rows that share a table index (a token that occurs
  * twice in one example contributes once, with the sum of its two gradients), to the table's Fisher.
  */
-function scatterEmbeddingFisher(acc: Float64Array, grad: Float32Array, index: Int32Array, rows: number, T: number, E: number): void {
-  for (let r = 0; r < rows; r++) {
+function scatterEmbeddingFisher(acc: Float64Array, grad: Float32Array, index: Int32Array, starts: Int32Array, E: number): void {
+  for (let r = 0; r + 1 < starts.length; r++) {
     const perId = new Map<number, Float64Array>();
-    for (let t = 0; t < T; t++) {
-      const id = index[r * T + t];
+    for (let n = starts[r]; n < starts[r + 1]; n++) {
+      const id = index[n];
       let g = perId.get(id);
       if (!g) perId.set(id, (g = new Float64Array(E)));
-      const off = (r * T + t) * E;
-      for (let e = 0; e < E; e++) g[e] += grad[off + e];
+      for (let e = 0; e < E; e++) g[e] += grad[n * E + e];
     }
     for (const [id, g] of perId) for (let e = 0; e < E; e++) acc[id * E + e] += g[e] * g[e];
   }
 }
 
-/** Rows [from, to) of a batch (views). */
-function rowsOf(b: TokenBatch, from: number, to: number): TokenBatch {
-  const T = b.seqLen;
-  return {
-    batchSize: to - from,
-    seqLen: T,
-    inputIds: b.inputIds.subarray(from * T, to * T),
-    attentionMask: b.attentionMask.subarray(from * T, to * T),
-    tokenTypeIds: b.tokenTypeIds.subarray(from * T, to * T),
-    labels: b.labels?.subarray(from, to),
-  };
+/** The real tokens (attention mask 1) of some rows of a batch, packed row after row: the graphs' inputs. */
+interface PackedRows {
+  rows: number;
+  tokens: number;
+  /** Longest row: the attention's slot count S. */
+  slots: number;
+  inputIds: Int32Array; // [N]
+  tokenTypeIds: Int32Array; // [N]
+  positionIds: Int32Array; // [N]
+  /** First packed token of each row, and N at the end [rows + 1]. */
+  starts: Int32Array;
+  slotRows: Int32Array; // [rows, S]: packed token in slot t, or N (a zero row) past the row's end
+  slotMask: Int32Array; // [rows, S]
+  tokenSlots: Int32Array; // [N]: r * S + t
+  labels?: Float32Array; // [rows]
 }
+
+/**
+ * Packs `order` (row indices of `b`) in that order. Position ids follow the family's rule on the padded
+ * rows, so they are what the padded model would see. A row's token 0 feeds the head, so it must be real.
+ */
+function packRows(config: EncoderConfig, b: TokenBatch, order: ArrayLike<number>): PackedRows {
+  const T = b.seqLen, mask = b.attentionMask;
+  const positions = positionIds(config, b);
+  const rows = order.length;
+  const starts = new Int32Array(rows + 1);
+  let slots = 0;
+  for (let i = 0; i < rows; i++) {
+    const r = order[i];
+    if (!mask[r * T]) throw new Error(`engine-onnx: row ${r} of the batch starts with a padding token (attention_mask 0); rows must be right-padded`);
+    let len = 0;
+    for (let t = 0; t < T; t++) if (mask[r * T + t]) len++;
+    starts[i + 1] = starts[i] + len;
+    slots = Math.max(slots, len);
+  }
+  const N = starts[rows];
+  const p: PackedRows = {
+    rows,
+    tokens: N,
+    slots,
+    inputIds: new Int32Array(N),
+    tokenTypeIds: new Int32Array(N),
+    positionIds: new Int32Array(N),
+    starts,
+    slotRows: new Int32Array(rows * slots).fill(N),
+    slotMask: new Int32Array(rows * slots),
+    tokenSlots: new Int32Array(N),
+    labels: b.labels && Float32Array.from(order, (r) => b.labels![r]),
+  };
+  for (let i = 0; i < rows; i++) {
+    const r = order[i];
+    for (let t = 0, n = starts[i]; t < T; t++) {
+      const src = r * T + t;
+      if (!mask[src]) continue;
+      const slot = i * slots + (n - starts[i]);
+      p.inputIds[n] = b.inputIds[src];
+      p.tokenTypeIds[n] = b.tokenTypeIds[src];
+      p.positionIds[n] = positions[src];
+      p.slotRows[slot] = n;
+      p.slotMask[slot] = 1;
+      p.tokenSlots[n] = slot;
+      n++;
+    }
+  }
+  return p;
+}
+
+const inOrder = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
 
 /** Each row repeated once per class, labelled 0..classes-1 (the 'expected' Fisher's replicas). */
 function replicatePerClass(b: TokenBatch, classes: number): TokenBatch {
@@ -75,9 +130,16 @@ function replicatePerClass(b: TokenBatch, classes: number): TokenBatch {
   return { batchSize: B * classes, seqLen: T, inputIds: rep(b.inputIds), attentionMask: rep(b.attentionMask), tokenTypeIds: rep(b.tokenTypeIds), labels };
 }
 
+/** Row indices by increasing number of real tokens, so that chunks of neighbours pad little. */
+function byLength(b: TokenBatch): Int32Array {
+  const T = b.seqLen;
+  const len = Array.from({ length: b.batchSize }, (_, r) => b.attentionMask.subarray(r * T, (r + 1) * T).reduce((s, v) => s + (v ? 1 : 0), 0));
+  return inOrder(b.batchSize).sort((x, y) => len[x] - len[y] || x - y);
+}
+
 export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEngineOptions = {}): Promise<Engine> {
   const config = weights.config;
-  const { numLayers: L, numHeads: H, intermediateSize: I, embeddingSize: E } = config;
+  const E = config.embeddingSize;
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: options.optimization ?? 'all',
     intraOpNumThreads: options.threads ?? availableParallelism(),
@@ -92,18 +154,20 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
     return s;
   };
 
-  const run = async (kind: GraphKind, b: TokenBatch, extra: Record<string, ort.Tensor> = {}) => {
-    const dims = [b.batchSize, b.seqLen];
+  const run = async (kind: GraphKind, p: PackedRows) => {
+    const { rows: B, tokens: N, slots: S } = p;
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int32', b.inputIds, dims),
-      attention_mask: new ort.Tensor('int32', b.attentionMask, dims),
-      position_ids: new ort.Tensor('int32', positionIds(config, b), dims),
-      ...extra,
+      input_ids: new ort.Tensor('int32', p.inputIds, [N]),
+      position_ids: new ort.Tensor('int32', p.positionIds, [N]),
+      slot_rows: new ort.Tensor('int32', p.slotRows, [B, S]),
+      slot_mask: new ort.Tensor('int32', p.slotMask, [B, S]),
+      token_slots: new ort.Tensor('int32', p.tokenSlots, [N]),
+      first_tokens: new ort.Tensor('int32', p.starts.subarray(0, B), [B]),
     };
-    if (weights.embeddings.tokenType) feeds.token_type_ids = new ort.Tensor('int32', b.tokenTypeIds, dims);
+    if (weights.embeddings.tokenType) feeds.token_type_ids = new ort.Tensor('int32', p.tokenTypeIds, [N]);
     if (kind !== 'forward') {
-      if (!b.labels) throw new Error('engine-onnx: gradients need batch.labels');
-      feeds.labels = new ort.Tensor('float32', b.labels, [b.batchSize]);
+      if (!p.labels) throw new Error('engine-onnx: gradients need batch.labels');
+      feeds.labels = new ort.Tensor('float32', p.labels, [B]);
     }
     const out = await (await session(kind)).run(feeds);
     return (name: string) => out[name].data as Float32Array;
@@ -117,14 +181,10 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
     name: 'onnx',
     config,
     async forward(batch) {
-      return (await run('forward', batch))('logits');
+      return (await run('forward', packRows(config, batch, inOrder(batch.batchSize))))('logits');
     },
     async maskGradients(batch): Promise<MaskGradients> {
-      const B = batch.batchSize;
-      const get = await run('mask', batch, {
-        head_mask: new ort.Tensor('float32', new Float32Array(B * L * H).fill(1), [B, L, H]),
-        neuron_mask: new ort.Tensor('float32', new Float32Array(B * L * I).fill(1), [B, L, I]),
-      });
+      const get = await run('mask', packRows(config, batch, inOrder(batch.batchSize)));
       return { logits: get('logits'), losses: get('losses'), headGrads: get('head_grads'), neuronGrads: get('neuron_grads') };
     },
     async parameterFisher(batch, mode) {
@@ -132,16 +192,16 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
       const rows = expected ? replicatePerClass(batch, config.numLabels) : batch;
       const kind: GraphKind = expected ? 'fisher-expected' : 'fisher-empirical';
       const acc = new FisherSums(weights);
-      const T = rows.seqLen;
-      for (let from = 0; from < rows.batchSize; from += fisherRows) {
-        const chunk = rowsOf(rows, from, Math.min(rows.batchSize, from + fisherRows));
+      // Fisher sums do not depend on row order: chunks of similar lengths pad the per-example sums least.
+      const order = byLength(rows);
+      for (let from = 0; from < order.length; from += fisherRows) {
+        const chunk = packRows(config, rows, order.subarray(from, from + fisherRows));
         const get = await run(kind, chunk);
         for (const path of acc.sums.keys()) if (!HOST_SCATTERED.has(path)) acc.add(path, get(path));
         const grad = get(EMBEDDING_GRAD);
-        const n = chunk.batchSize;
-        scatterEmbeddingFisher(acc.sums.get('embeddings.word')!, grad, chunk.inputIds, n, T, E);
-        scatterEmbeddingFisher(acc.sums.get('embeddings.position')!, grad, positionIds(config, chunk), n, T, E);
-        if (weights.embeddings.tokenType) scatterEmbeddingFisher(acc.sums.get('embeddings.tokenType')!, grad, chunk.tokenTypeIds, n, T, E);
+        scatterEmbeddingFisher(acc.sums.get('embeddings.word')!, grad, chunk.inputIds, chunk.starts, E);
+        scatterEmbeddingFisher(acc.sums.get('embeddings.position')!, grad, chunk.positionIds, chunk.starts, E);
+        if (weights.embeddings.tokenType) scatterEmbeddingFisher(acc.sums.get('embeddings.tokenType')!, grad, chunk.tokenTypeIds, chunk.starts, E);
       }
       return acc.result();
     },

@@ -2,24 +2,27 @@ import type { Activation, EncoderWeights, Linear, Norm } from '@fisher-merge/mod
 import { Graph } from './graph.ts';
 
 /**
- * forward: logits. mask: logits, per-example losses and per-example gradients to head/neuron masks.
- * fisher-*: per-parameter sums over the batch of squared per-example gradients, plus the gradient to the
- * summed embeddings (scattered per token id on the host). 'expected' seeds class replicas with sqrt(p).
+ * forward: logits. mask: logits, per-example losses and per-example gradients to head/neuron masks (at
+ * masks of one, so the masks themselves are not graph inputs). fisher-*: per-parameter sums over the batch
+ * of squared per-example gradients, plus the gradient to each token's summed embeddings (scattered per
+ * token id on the host). 'expected' seeds class replicas with sqrt(p).
  */
 export type GraphKind = 'forward' | 'mask' | 'fisher-empirical' | 'fisher-expected';
 
-/** Name of the fisher graph output holding d loss_b / d (summed embeddings) [B, T, E]. */
+/** Name of the fisher graph output holding d loss_b / d (summed embeddings) of each packed token [N, E]. */
 export const EMBEDDING_GRAD = 'embedding_grad';
 
 /** Hugging Face's additive attention mask value: torch.finfo(float32).min. */
 const LOWEST = -3.4028234663852886e38;
-const MAX_INDEX = Number.MAX_SAFE_INTEGER;
 
 /**
  * The encoder written once: forward nodes first, then (for gradient kinds) the hand-derived backward of
  * sum_b loss_b, reusing forward values. Output names of parameter Fishers are dotted EncoderWeights paths.
- * Token-wise values are 2-D [rows, features] (rows = B*T, or B where only token 0 is kept) so every linear
- * layer is one Gemm with its bias fused and the PyTorch [out, in] weight used as stored (transB).
+ * Unpadded: token-wise values are 2-D [rows, features] over the real tokens only, packed example after
+ * example (rows = N, or B where only token 0 is kept), so every linear layer is one Gemm over real tokens
+ * with its bias fused and the PyTorch [out, in] weight used as stored (transB). Only attention, and the
+ * per-example sums of the Fisher graphs, gather the packed rows into [B, S, F] (S: the longest example),
+ * with zero rows in the padding slots.
  */
 export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const c = w.config;
@@ -39,7 +42,6 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const mean = (x: string) => g.op('ReduceMean', [x], { axes: [-1], keepdims: 1 });
   const reshape = (x: string, shape: number[]) => g.op('Reshape', [x, g.ints(shape)]);
   const unsqueeze = (x: string, axes: number[]) => g.op('Unsqueeze', [x, g.ints(axes)]);
-  const slice = (x: string, start: number, end: number, axis: number) => g.op('Slice', [x, g.ints([start]), g.ints([end]), g.ints([axis])]);
   const out = (name: string, value: string) => g.output(name, value, 'float');
 
   // Linear layers: y = x W^T + b as Gemm(transB) on the stored [out, in] weight; dx = dy W.
@@ -54,17 +56,14 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const fwd = (x: string, p: Lin) => g.op('Gemm', [x, p.w, p.b], { transB: 1 });
   const back = (dy: string, p: Lin) => mm(dy, p.w);
 
-  // Row layouts: [B*T, F] <-> [B, T, F] (token 0 only: [B, F] <-> [B, 1, F]); Reshape aliases, it copies nothing.
-  const shapes = new Map<string, string>();
-  const bt = () => g.op('Shape', [ids]);
-  const perExample = (x: string, width: number | number[], tokenZero: boolean) => {
-    const tail = typeof width === 'number' ? [width] : width;
-    const key = `${tokenZero}:${tail.join(',')}`;
-    let shape = shapes.get(key);
-    if (!shape) shapes.set(key, (shape = tokenZero ? g.ints([-1, 1, ...tail]) : g.op('Concat', [bt(), g.ints(tail)], { axis: 0 })));
-    return g.op('Reshape', [x, shape]);
-  };
+  // Row layouts. Packed [N, F] -> [B, S, F]: gather with slot_rows (padding slots index an appended zero
+  // row); [B*S, F] -> packed: gather with token_slots. Token 0 only: [B, F] <-> [B, 1, F] by Reshape.
   const flat = (x: string, width: number) => reshape(x, [-1, width]);
+  const padded = (x: string, width: number) => g.op('Gather', [g.op('Concat', [x, g.const(new Array<number>(width).fill(0), 'float', [1, width])], { axis: 0 }), slotRows]);
+  const packed = (x: string, width: number) => g.op('Gather', [flat(x, width), tokenSlots]);
+  const perExample = (x: string, width: number, tokenZero: boolean) => (tokenZero ? reshape(x, [-1, 1, width]) : padded(x, width));
+  // Per-example sums over tokens [B, F].
+  const exampleSum = (x: string, width: number, tokenZero: boolean) => (tokenZero ? x : sum(padded(x, width), [1]));
   // Per-example dW_b = dy_b^T x_b summed over tokens, squared, summed over the batch.
   const fisherLinear = (p: Lin, x: string, dy: string, tokenZero = false) => {
     if (!fisher) return;
@@ -86,8 +85,8 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     const xhat = mul(sub(s.x, s.mean), s.inv);
     const dxhat = mul(dy, s.gamma);
     if (fisher) {
-      out(`${s.path}.weight`, sum(sq(sum(perExample(mul(dy, xhat), s.width, s.tokenZero), [1])), [0]));
-      out(`${s.path}.bias`, sum(sq(sum(perExample(dy, s.width, s.tokenZero), [1])), [0]));
+      out(`${s.path}.weight`, sum(sq(exampleSum(mul(dy, xhat), s.width, s.tokenZero)), [0]));
+      out(`${s.path}.bias`, sum(sq(exampleSum(dy, s.width, s.tokenZero)), [0]));
     }
     return mul(s.inv, sub(sub(dxhat, mean(dxhat)), mul(xhat, mean(mul(dxhat, xhat)))));
   };
@@ -120,14 +119,15 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     }
   };
 
-  // ---- inputs
-  const ids = g.input('input_ids', 'int32', ['B', 'T']);
-  const attn = g.input('attention_mask', 'int32', ['B', 'T']);
-  const tokenTypes = w.embeddings.tokenType ? g.input('token_type_ids', 'int32', ['B', 'T']) : undefined;
-  const positions = g.input('position_ids', 'int32', ['B', 'T']);
+  // ---- inputs: the N real tokens of B examples, packed (see packBatch in engine.ts)
+  const ids = g.input('input_ids', 'int32', ['N']);
+  const tokenTypes = w.embeddings.tokenType ? g.input('token_type_ids', 'int32', ['N']) : undefined;
+  const positions = g.input('position_ids', 'int32', ['N']);
+  const slotRows = g.input('slot_rows', 'int32', ['B', 'S']); // packed row of each example's slot t, N when padding
+  const slotMask = g.input('slot_mask', 'int32', ['B', 'S']); // 1 for a real token
+  const tokenSlots = g.input('token_slots', 'int32', ['N']); // b*S + t of each packed token
+  const firstTokens = g.input('first_tokens', 'int32', ['B']); // packed row of each example's token 0
   const labels = backward ? g.input('labels', 'float', ['B']) : undefined;
-  const headMask = masks ? g.input('head_mask', 'float', ['B', L, H]) : undefined;
-  const neuronMask = masks ? g.input('neuron_mask', 'float', ['B', L, I]) : undefined;
 
   // ---- embeddings
   const emb = w.embeddings;
@@ -136,41 +136,39 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     g.op('Gather', [g.weight('embeddings.position', emb.position, [c.maxPositions, E]), positions]),
   );
   if (emb.tokenType && tokenTypes) e = add(e, g.op('Gather', [g.weight('embeddings.tokenType', emb.tokenType, [c.typeVocabSize, E]), tokenTypes]));
-  const embNorm = layerNorm(flat(e, E), emb.norm, 'embeddings.norm');
+  const embNorm = layerNorm(e, emb.norm, 'embeddings.norm');
   const project = emb.project ? linear(emb.project, 'embeddings.project') : undefined;
-  let x = project ? fwd(embNorm.y, project) : embNorm.y; // [B*T, D]
+  let x = project ? fwd(embNorm.y, project) : embNorm.y; // [N, D]
 
-  const maskF = g.op('Cast', [attn], { to: 1 });
-  const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [1, 2]); // [B,1,1,T]
+  const maskF = g.op('Cast', [slotMask], { to: 1 });
+  const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [1, 2]); // [B,1,1,S]
+
+  // Attention layouts: rows [R, D] -> heads [B,H,S,d] (token 0 only: [B,H,1,d]), and back.
+  const heads = (y: string, tokenZero: boolean) => tr(tokenZero ? reshape(y, [-1, 1, H, dh]) : reshape(padded(y, D), [0, 0, H, dh]), [0, 2, 1, 3]);
+  const unheads = (y: string, tokenZero: boolean) => (tokenZero ? flat(tr(y, [0, 2, 1, 3]), D) : packed(tr(y, [0, 2, 1, 3]), D));
 
   // ---- encoder layers. Only token 0 reaches the head, so the last layer computes queries (and all that
   // follows: attention output, FFN) for token 0 alone; keys and values still cover every token.
   const layers = w.layers.map((lw, l) => {
     const last = l === L - 1;
     const xin = x;
-    const xq = last ? g.op('Gather', [perExample(x, D, false), g.const([0], 'int64', [])], { axis: 1 }) : x; // [Rq, D]
+    const xq = last ? g.op('Gather', [x, firstTokens], { axis: 0 }) : x; // [Rq, D]
     const Q = linear(lw.query, `layers.${l}.query`, 1 / Math.sqrt(dh)); // pre-scaled by 1/sqrt(d)
     const K = linear(lw.key, `layers.${l}.key`);
     const V = linear(lw.value, `layers.${l}.value`);
-    const heads = (y: string, tokenZero: boolean) => tr(perExample(y, [H, dh], tokenZero), [0, 2, 1, 3]); // [B,H,T,d]
     const q = heads(fwd(xq, Q), last);
     const k = heads(fwd(x, K), false);
     const v = heads(fwd(x, V), false);
-    const P = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Tq,T]
-    const hm = headMask ? unsqueeze(g.op('Gather', [headMask, g.const([l], 'int64', [])], { axis: 1 }), [2, 3]) : undefined; // [B,H,1,1]
-    const Pm = hm ? mul(P, hm) : P;
-    const ctx = flat(tr(mm(Pm, v), [0, 2, 1, 3]), D);
+    const P = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Sq,S]
+    const ctx = unheads(mm(P, v), last);
     const O = linear(lw.attnOut, `layers.${l}.attnOut`);
     const n1 = layerNorm(add(fwd(ctx, O), xq), lw.attnNorm, `layers.${l}.attnNorm`, last);
     const Fi = linear(lw.ffnIn, `layers.${l}.ffnIn`);
     const act = activation(fwd(n1.y, Fi), c.hiddenAct);
-    const nm = neuronMask ? unsqueeze(g.op('Gather', [neuronMask, g.const([l], 'int64', [])], { axis: 1 }), [1]) : undefined; // [B,1,I]
-    const G3 = perExample(act.y, I, last); // [B,Tq,I]
-    const Gm = nm ? flat(mul(G3, nm), I) : act.y;
     const Fo = linear(lw.ffnOut, `layers.${l}.ffnOut`);
-    const n2 = layerNorm(add(fwd(Gm, Fo), n1.y), lw.ffnNorm, `layers.${l}.ffnNorm`, last);
+    const n2 = layerNorm(add(fwd(act.y, Fo), n1.y), lw.ffnNorm, `layers.${l}.ffnNorm`, last);
     x = n2.y;
-    return { last, xin, xq, Q, K, V, q, k, v, P, hm, Pm, ctx, O, n1, Fi, act, nm, G3, Gm, Fo, n2 };
+    return { last, xin, xq, Q, K, V, q, k, v, P, ctx, O, n1, Fi, act, Fo, n2 };
   });
 
   // ---- head on token 0 (the last layer's rows are already one per example)
@@ -223,26 +221,25 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   const neuronGrads: string[] = [];
   for (let l = L - 1; l >= 0; l--) {
     const s = layers[l];
+    // At masks of one, d loss / d mask is the sum of (gradient to the masked value) * (the value).
     const df = layerNormBack(s.n2, dy);
-    fisherLinear(s.Fo, s.Gm, df, s.last);
-    const dGm = back(df, s.Fo);
-    const dGm3 = perExample(dGm, I, s.last);
-    if (masks) neuronGrads[l] = sum(mul(dGm3, s.G3), [1]); // [B,I]
-    const dpre = mul(s.nm ? flat(mul(dGm3, s.nm), I) : dGm, s.act.dy());
+    fisherLinear(s.Fo, s.act.y, df, s.last);
+    const dG = back(df, s.Fo);
+    if (masks) neuronGrads[l] = exampleSum(mul(dG, s.act.y), I, s.last); // [B,I]
+    const dpre = mul(dG, s.act.dy());
     fisherLinear(s.Fi, s.n1.y, dpre, s.last);
     const da = layerNormBack(s.n1, add(df, back(dpre, s.Fi)));
     fisherLinear(s.O, s.ctx, da, s.last);
-    const dC = tr(perExample(back(da, s.O), [H, dh], s.last), [0, 2, 1, 3]); // [B,H,Tq,d]
-    const dPm = mm(dC, tr(s.v, [0, 1, 3, 2])); // [B,H,Tq,T]
-    if (masks) headGrads[l] = sum(mul(dPm, s.P), [2, 3]); // [B,H]
+    const dC = heads(back(da, s.O), s.last); // [B,H,Sq,d], zero in padding slots
+    const dP = mm(dC, tr(s.v, [0, 1, 3, 2])); // [B,H,Sq,S]
+    if (masks) headGrads[l] = sum(mul(dP, s.P), [2, 3]); // [B,H]
     if (l === 0 && !fisher) break; // the mask graph is done once layer 0's mask gradients exist
 
-    const dP = s.hm ? mul(dPm, s.hm) : dPm;
+    // Padding slots drop out: their keys have P = 0 exactly and their queries dC = 0, so dS is zero there.
     const dS = mul(s.P, sub(dP, sum(mul(dP, s.P), [3], 1))); // softmax backward
-    const merge = (y: string) => flat(tr(y, [0, 2, 1, 3]), D); // [B,H,T,d] -> [B*T, D]
-    const dq = merge(mm(dS, s.k)); // gradient to the pre-scaled query
-    const dk = merge(mm(tr(dS, [0, 1, 3, 2]), s.q));
-    const dv = merge(mm(tr(s.Pm, [0, 1, 3, 2]), dC));
+    const dq = unheads(mm(dS, s.k), s.last); // gradient to the pre-scaled query
+    const dk = unheads(mm(tr(dS, [0, 1, 3, 2]), s.q), false);
+    const dv = unheads(mm(tr(s.P, [0, 1, 3, 2]), dC), false);
     // The stored query weight is W/sqrt(d): the true weight's gradient is dq/sqrt(d) times the input.
     fisherLinear(s.Q, s.xq, mul(dq, g.scalar(1 / Math.sqrt(dh))), s.last);
     fisherLinear(s.K, s.xin, dk);
@@ -250,9 +247,9 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     const dxq = add(da, back(dq, s.Q));
     const dxkv = add(back(dk, s.K), back(dv, s.V));
     if (s.last) {
-      // The last layer's queries (and residual) covered token 0 only: add that gradient into row 0.
-      const dkv3 = perExample(dxkv, D, false);
-      dy = flat(g.op('Concat', [add(slice(dkv3, 0, 1, 1), unsqueeze(dxq, [1])), slice(dkv3, 1, MAX_INDEX, 1)], { axis: 1 }), D);
+      // The last layer's queries (and residual) covered token 0 only: add that gradient into those rows.
+      const rows = unsqueeze(g.op('Cast', [firstTokens], { to: 7 }) /* int64, as ScatterND wants */, [1]);
+      dy = g.op('ScatterND', [dxkv, rows, add(g.op('Gather', [dxkv, firstTokens], { axis: 0 }), dxq)]);
     } else dy = add(dxkv, dxq);
   }
 
@@ -267,7 +264,7 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
       fisherLinear(project, embNorm.y, dy);
       dy = back(dy, project);
     }
-    g.output(EMBEDDING_GRAD, perExample(layerNormBack(embNorm, dy), E, false), 'float', ['B', 'T', E]);
+    g.output(EMBEDDING_GRAD, layerNormBack(embNorm, dy), 'float', ['N', E]);
   }
   return g.toBytes();
 }
