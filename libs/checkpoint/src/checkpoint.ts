@@ -27,6 +27,30 @@ export interface TensorFile {
   tensor(name: string): Tensor;
 }
 
+let allowNonfinite = false;
+
+/**
+ * Weights with NaN or Inf are refused when read (`float32`), naming the tensor; `allow` keeps them
+ * for debugging (the CLI's --allow-nonfinite). A process-wide choice, as the flag is.
+ */
+export function allowNonfiniteWeights(allow: boolean): void {
+  allowNonfinite = allow;
+}
+
+/** A tensor's values as float32, refused when one is NaN or infinite (unless allowed). */
+function finiteFloat32(reader: TensorFile, name: string): Float32Array {
+  const t = reader.tensor(name);
+  const values = toFloat32(t.dtype, t.data);
+  if (!allowNonfinite) {
+    for (let i = 0; i < values.length; i++) {
+      if (!Number.isFinite(values[i]!)) {
+        throw new UserError(`${reader.label}: tensor '${name}' holds ${values[i]} at element ${i}; weights must be finite (--allow-nonfinite to load it anyway)`);
+      }
+    }
+  }
+  return values;
+}
+
 function singleFileSource(file: string, reader: TensorFile): TensorSource {
   return {
     files: [file],
@@ -34,10 +58,7 @@ function singleFileSource(file: string, reader: TensorFile): TensorSource {
     has: (name) => reader.has(name),
     info: (name) => reader.info(name),
     tensor: (name) => reader.tensor(name),
-    float32: (name) => {
-      const t = reader.tensor(name);
-      return toFloat32(t.dtype, t.data);
-    },
+    float32: (name) => finiteFloat32(reader, name),
     fileOf: () => reader.label,
   };
 }
@@ -84,10 +105,7 @@ function shardedSource(dir: string, indexFile: string, open: (file: string) => T
     has: (name) => shardOf.has(name),
     info: (name) => readerFor(name).info(name),
     tensor: (name) => readerFor(name).tensor(name),
-    float32: (name) => {
-      const t = readerFor(name).tensor(name);
-      return toFloat32(t.dtype, t.data);
-    },
+    float32: (name) => finiteFloat32(readerFor(name), name),
     fileOf: (name) => shardOf.get(name) ?? label,
   };
 }

@@ -13,3 +13,13 @@ export interface TokenBatch {
   /** Position of each example in its source, in source order (file order for Parquet). */
   rowIds?: Float64Array;
 }
+
+/** The id ranges a model's embedding tables accept; `label` names where they come from (a config.json). */
+export interface TokenLimits {
+  vocabSize: number;
+  /** 0 when the model has no token-type table (its token type ids are ignored). */
+  typeVocabSize: number;
+  /** Longest sequence the position table holds, special tokens included. */
+  maxTokens: number;
+  label: string;
+}

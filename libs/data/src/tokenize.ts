@@ -60,9 +60,13 @@ function tokenizeBatch(tokenizer: TextTokenizer, task: TaskSpec, item: SourceBat
   const labelValues = new Float32Array(label ? numRows : 0);
   const rowIds = new Float64Array(numRows);
   let used = 0;
+  const maxTokens = tokenizer.maxTokens;
   for (let i = 0; i < numRows; i++) {
     const row = selection ? selection[i]! : i;
     const encoded = tokenizer.encode(readText(text, source, task.textColumn, row), pair && readText(pair, source, task.textPairColumn!, row), maxLength);
+    if (encoded.ids.length > maxTokens) {
+      throw new UserError(`${source.file}: row ${source.rowOffset + row} (0-based) has ${encoded.ids.length} tokens, more than the ${maxTokens} positions of ${tokenizer.limitsLabel} (max_position_embeddings); use a max length of at most ${maxTokens}`);
+    }
     if (used + encoded.ids.length > ids.length) {
       const grown = Math.max(ids.length * 2, used + encoded.ids.length);
       ids = grow(ids, grown);

@@ -1,5 +1,5 @@
-import { UserError } from '@fisher-merge/core';
-import type { Engine, EncoderWeights } from '@fisher-merge/model';
+import { UserError, type TokenBatch } from '@fisher-merge/core';
+import { checkTokenBatch, type Engine, type EncoderWeights } from '@fisher-merge/model';
 
 export type EngineKind = 'auto' | 'onnx' | 'tfjs';
 export const ENGINE_KINDS: readonly EngineKind[] = ['auto', 'onnx', 'tfjs'];
@@ -11,8 +11,21 @@ export interface OpenEngineOptions {
 
 // Dynamic imports: an engine whose native runtime is missing must not break the others.
 async function open(kind: 'onnx' | 'tfjs', weights: EncoderWeights): Promise<Engine> {
-  if (kind === 'onnx') return (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights);
-  return (await import('@fisher-merge/engine-tfjs')).createTfjsEngine(weights);
+  if (kind === 'onnx') return checkedBatches(await (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights));
+  return checkedBatches(await (await import('@fisher-merge/engine-tfjs')).createTfjsEngine(weights));
+}
+
+/** No batch reaches an engine with an id, token type or position outside the model's tables (engines would gather out of bounds). */
+function checkedBatches(engine: Engine): Engine {
+  const check = (batch: TokenBatch): void => checkTokenBatch(engine.config, batch);
+  return {
+    name: engine.name,
+    config: engine.config,
+    forward: async (batch) => (check(batch), engine.forward(batch)),
+    maskGradients: async (batch) => (check(batch), engine.maskGradients(batch)),
+    parameterFisher: async (batch, mode) => (check(batch), engine.parameterFisher(batch, mode)),
+    dispose: () => engine.dispose(),
+  };
 }
 
 /** Opens the requested engine; 'auto' is onnx when onnxruntime loads, tfjs otherwise. Says which on stderr. */

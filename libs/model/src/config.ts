@@ -13,6 +13,10 @@ export function familyForConfig(hfConfig: HfConfig, label = 'config.json'): Fami
     const what = modelType === undefined ? 'has no model_type' : `has unknown model_type ${JSON.stringify(modelType)}`;
     throw new UserError(`${label}: ${what} (known: ${known.join(', ')})`);
   }
+  const architectures = hfConfig.architectures;
+  if (architectures !== undefined && architectures !== null && !(Array.isArray(architectures) && architectures.every((a) => typeof a === 'string'))) {
+    throw new UserError(`${label}: "architectures" must be a list of class names, got ${JSON.stringify(architectures)}`);
+  }
   return family;
 }
 
@@ -83,19 +87,22 @@ export function encoderConfigFromHf(family: FamilyDescription, hfConfig: HfConfi
   if (positionType !== undefined && positionType !== null && positionType !== 'absolute') {
     throw new UserError(`${label}: position_embedding_type ${JSON.stringify(positionType)} is not supported (only "absolute")`);
   }
+  const vocabSize = readInteger(hfConfig, c.vocabSize, label, 1);
+  const padTokenId = readInteger(hfConfig, c.padTokenId, label, 0);
+  if (padTokenId >= vocabSize) throw new UserError(`${label}: pad token id ${padTokenId} is outside the vocabulary (vocab_size ${vocabSize})`);
   return {
     family: family.name,
     numLayers: readInteger(hfConfig, c.numLayers, label, 1),
     hiddenSize,
     numHeads,
     intermediateSize: readInteger(hfConfig, c.intermediateSize, label, 1),
-    vocabSize: readInteger(hfConfig, c.vocabSize, label, 1),
+    vocabSize,
     maxPositions: readInteger(hfConfig, c.maxPositions, label, 1),
     typeVocabSize: family.hasTokenTypes ? readInteger(hfConfig, c.typeVocabSize, label, 1) : 0,
     embeddingSize: c.embeddingSize ? readInteger(hfConfig, c.embeddingSize, label, 1) : hiddenSize,
     layerNormEps: eps.value,
     hiddenAct,
-    padTokenId: readInteger(hfConfig, c.padTokenId, label, 0),
+    padTokenId,
     positionStyle: family.positionStyle,
     numLabels,
     problemType: problemTypeFromConfig(hfConfig, numLabels, label),

@@ -1,5 +1,6 @@
 export * from './types.ts';
 export * from './positions.ts';
+export * from './limits.ts';
 export * from './family.ts';
 export * from './families/index.ts';
 export * from './config.ts';

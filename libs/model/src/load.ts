@@ -126,6 +126,17 @@ function missing(source: TensorSource, dir: string, name: string, family: Family
   return new UserError(`${where}: missing tensor '${name}' (a ${family.name} checkpoint in ${dir})`);
 }
 
+/** Counted from the headers before anything is sized from config.json, so a huge num_hidden_layers is refused at once. */
+function checkLayerCount(source: TensorSource, family: FamilyDescription, config: EncoderConfig, prefix: string, configLabel: string): void {
+  const query = (l: number) => `${prefix}${family.layer.query.replaceAll('{l}', String(l))}.weight`;
+  let present = 0;
+  while (present < config.numLayers && source.has(query(present))) present++;
+  if (present < config.numLayers) {
+    const key = 'key' in family.config.numLayers ? `"${family.config.numLayers.key}"` : 'the layer count';
+    throw new UserError(`${configLabel}: ${key} is ${config.numLayers} but ${source.files.map((f) => path.basename(f)).join(', ')} holds ${present} layers (no tensor '${query(present)}')`);
+  }
+}
+
 /** A model folder described and validated without reading its tensor data: enough to plan a merge. */
 export interface ModelInfo extends Omit<LoadedModel, 'weights'> {
   /** Reads tensors on demand, by their checkpoint names. */
@@ -157,6 +168,7 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
   };
   const numLabels = hasClassifier ? numLabelsFromConfig(hfConfig, configLabel) : 0;
   const config = encoderConfigFromHf(family, hfConfig, numLabels, configLabel);
+  checkLayerCount(source, family, config, encoderPrefix, configLabel);
 
   for (const slot of parameterSlots(family, config, encoderPrefix, layout)) {
     let name = slot.name;

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { isUserError } from '@fisher-merge/core';
+import { allowNonfiniteWeights } from '@fisher-merge/checkpoint';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerPredict } from './commands/predict.ts';
 import { registerFisher } from './commands/fisher.ts';
@@ -12,7 +13,9 @@ import { registerStatus } from './commands/status.ts';
 
 const program = new Command('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .option('--allow-nonfinite', 'load weights holding NaN or Inf instead of refusing them (debugging)')
+  .hook('preAction', (command) => allowNonfiniteWeights(command.opts<{ allowNonfinite?: boolean }>().allowNonfinite === true));
 
 registerTokenize(program);
 registerPredict(program);

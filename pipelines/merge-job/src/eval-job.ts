@@ -79,7 +79,7 @@ export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
     checkTaskHead(opts.modelDir, model.config, opts.task);
     return scoreModel(opts, model, from(opts.batches));
   }
-  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task);
+  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
   return scoreModel(opts, model, evalBatches(opts, tokenizer, model.config.padTokenId));
 }
 

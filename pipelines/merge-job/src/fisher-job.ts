@@ -45,7 +45,7 @@ async function accumulate<S>(
   opts: FisherJobOptions,
   operator: (engine: Engine, model: LoadedModel) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
 ): Promise<{ stats: S; model: LoadedModel; seconds: number; engine: string }> {
-  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task);
+  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
   const engine = await openEngine(opts.engine, model.weights);
   const started = performance.now();
   try {

@@ -9,6 +9,7 @@ import { describeModel } from '@fisher-merge/model';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
 import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
 import { mergeModels } from './merge-job.ts';
+import { fitTokenizer } from './task-model.ts';
 import type { RunConfig, RunTask } from './run-config.ts';
 
 export interface FisherTiming {
@@ -66,7 +67,7 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
       // Headers only: the split needs the model's pad id, not its weights.
       const [tokenizer, model] = await Promise.all([loadTokenizer(task.model), describeModel(task.model)]);
       const opts = { data: task.validation!, task: task.spec, batchSize: config.evaluation.batchSize, maxLength: config.maxLength, ...optional(config.evaluation) };
-      splits.set(task.name, await tokenizeEvalSplit(opts, tokenizer, model.config.padTokenId));
+      splits.set(task.name, await tokenizeEvalSplit(opts, fitTokenizer(task.model, tokenizer, model.config, config.maxLength), model.config.padTokenId));
     }
     const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches: splits.get(task.name)! });
     logEvent('eval', { model: modelDir, task: task.name, examples: r.examples, ...r.metrics });

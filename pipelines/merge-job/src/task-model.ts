@@ -1,17 +1,29 @@
+import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
 import { loadTokenizer, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
-import { loadEncoder, type EncoderConfig, type LoadedModel } from '@fisher-merge/model';
+import { loadEncoder, tokenLimits, type EncoderConfig, type LoadedModel } from '@fisher-merge/model';
 
 export interface TaskModel {
   model: LoadedModel;
   tokenizer: TextTokenizer;
 }
 
-/** A fine-tuned checkpoint with its tokenizer, checked to have a head that fits the task. */
-export async function loadTaskModel(dir: string, task: TaskSpec): Promise<TaskModel> {
+/**
+ * A fine-tuned checkpoint with its tokenizer, checked to have a head that fits the task and a
+ * tokenizer (and `maxLength`, when given) that fit its embedding tables.
+ */
+export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } = {}): Promise<TaskModel> {
   const [model, tokenizer] = await Promise.all([loadEncoder(dir), loadTokenizer(dir)]);
   checkTaskHead(dir, model.config, task);
+  fitTokenizer(dir, tokenizer, model.config, options.maxLength);
   return { model, tokenizer };
+}
+
+/** Checks a tokenizer's ids (and a max length) against the model's tables; the tokenizer then refuses longer rows. */
+export function fitTokenizer(dir: string, tokenizer: TextTokenizer, config: EncoderConfig, maxLength?: number): TextTokenizer {
+  tokenizer.fitTo(tokenLimits(config, path.join(dir, 'config.json')));
+  if (maxLength !== undefined) tokenizer.checkMaxLength(maxLength);
+  return tokenizer;
 }
 
 /** A UserError unless the checkpoint's classifier has one output per label of the task. */

@@ -4,6 +4,7 @@ import { UserError } from '@fisher-merge/core';
 import { loadEncoder } from '@fisher-merge/model';
 import { FlowControl, loadTokenizer, taskBatches } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
+import { fitTokenizer } from '@fisher-merge/merge-job';
 import { addTaskOptions, engineOption, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface PredictFlags extends TaskFlags {
@@ -28,6 +29,7 @@ export function registerPredict(program: Command): void {
       const task = resolveTask(flags);
       const [model, tokenizer] = await Promise.all([loadEncoder(flags.model), loadTokenizer(flags.model)]);
       if (model.config.numLabels === 0) throw new UserError(`${flags.model}: the checkpoint has no classifier head to predict with`);
+      fitTokenizer(flags.model, tokenizer, model.config);
       const engine = await openEngine(flags.engine, model.weights);
       try {
         const flow = new FlowControl(4);
@@ -47,7 +49,7 @@ export function registerPredict(program: Command): void {
             concatMap(async ({ tokens, completedSources }) => {
               const logits = await engine.forward(tokens);
               let text = '';
-              for (let b = 0; b < tokens.batchSize; b++) text += `{"logits":[${Array.from(logits.subarray(b * C, (b + 1) * C)).join(',')}]}\n`;
+              for (let b = 0; b < tokens.batchSize; b++) text += `${JSON.stringify({ logits: Array.from(logits.subarray(b * C, (b + 1) * C)) })}\n`;
               await writeStdout(text);
               flow.release(completedSources.length);
             }),
