@@ -29,7 +29,7 @@ describe('run config', () => {
   it('bad configs name the file and the key', async () => {
     const bad = (doc: unknown) => () => parseRunConfig(file, doc);
     expect(bad({ tasks, fisher: { mode: 'batch', batch_sise: 8 } })).toThrow(`${file}: fisher.batch_sise: unknown key (known: mode, batch_size, samples, seed)`);
-    expect(bad({ tasks, methods: ['ties'] })).toThrow(/unknown merge method 'ties'/);
+    expect(bad({ tasks, methods: ['tie'] })).toThrow(/unknown merge method 'tie'/);
     expect(bad({ tasks, methods: [{ merge_method: 'mask-fisher', parameters: { universal: 'yes' } }] })).toThrow(/parameter 'universal' of 'mask-fisher' must be a boolean/);
     expect(bad({ tasks, methods: ['task-arithmetic'] })).toThrow(`${file}: base_model: expected a base model folder (method task-arithmetic needs one), got nothing`);
     expect(bad({ tasks, merges: [['sst2', 'qqp']] })).toThrow(`${file}: merges[0][1]: expected one of sst2, cola, got "qqp"`);

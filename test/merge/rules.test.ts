@@ -39,14 +39,15 @@ describe('merge rules', () => {
       const merged = mergeEncoders({
         slots, models: 2, rule, tensor: (_j, slot) => models[0].get(slot.name)!,
         base: rule.needs.base ? (slot) => models[1].get(slot.name)! : undefined,
-        lambdas: rule.combine === 'sum' ? [0.5, 0.5] : undefined,
-        inputs: { maskFishers: fishers, fullFishers: [(n) => models[1].get(n)!.map(Math.abs), (n) => models[0].get(n)!.map(Math.abs)] },
+        // Sums of two equal task vectors at weight 1/2 each, means of them at any weight.
+        lambdas: rule.needs.base ? [0.5, 0.5] : undefined,
+        stats: { maskFisher: fishers, fullFisher: [(n) => models[1].get(n)!.map(Math.abs), (n) => models[0].get(n)!.map(Math.abs)] },
       });
       for (const slot of slots) {
         const got = merged.get(slot.name)!;
         const want = models[0].get(slot.name)!;
-        // Averages return the very same float32 values; base + sum of task vectors only up to rounding.
-        if (rule.combine === 'average') expect(Array.from(got), `${rule.name} ${slot.name}`).toEqual(Array.from(want));
+        // Averages return the very same float32 values; base + combined task vectors only up to rounding.
+        if (!rule.needs.base) expect(Array.from(got), `${rule.name} ${slot.name}`).toEqual(Array.from(want));
         else want.forEach((v, e) => expect(got[e]).toBeCloseTo(v, 6));
       }
     }
@@ -54,13 +55,13 @@ describe('merge rules', () => {
 
   it('lambdas (1, 0) return the first model', () => {
     for (const name of ['mask-fisher', 'isotropic']) {
-      const merged = mergeEncoders({ slots, models: 2, rule: resolveRule(name), tensor, lambdas: [1, 0], inputs: { maskFishers: fishers } });
+      const merged = mergeEncoders({ slots, models: 2, rule: resolveRule(name), tensor, lambdas: [1, 0], stats: { maskFisher: fishers } });
       for (const slot of slots) expect(Array.from(merged.get(slot.name)!)).toEqual(Array.from(models[0].get(slot.name)!));
     }
   });
 
   it("mask-fisher weights query rows by their head's Fisher and FFN-in rows by their neuron's", () => {
-    const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, inputs: { maskFishers: fishers } });
+    const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, stats: { maskFisher: fishers } });
     const q = merged.get('l0.query.weight')!;
     const [a, b] = models.map((m) => m.get('l0.query.weight')!);
     // rows 0-1 are head 0 (Fisher 1 vs 3), rows 2-3 head 1 (3 vs 1)
@@ -79,7 +80,7 @@ describe('merge rules', () => {
   });
 
   it('mask-fisher weights value, FFN-out, embeddings and pooler by layer means and the universal weight', () => {
-    const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, inputs: { maskFishers: fishers } });
+    const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, stats: { maskFisher: fishers } });
     // after the zero fix (nodes 0 in both models become 1): A head [1,3 | 1,2] neuron [1,1,2 | 4,0,1]; B head [3,1 | 1,2] neuron [0,1,2 | 1,1,0]
     const headMean = [[2, 1.5], [2, 1.5]];
     const neuronMean = [[4 / 3, 5 / 3], [1, 2 / 3]];
@@ -92,14 +93,14 @@ describe('merge rules', () => {
     check('l1.ffn_out.weight', neuronMean[0][1], neuronMean[1][1]);
     check('embeddings.word_embeddings.weight', universal[0], universal[1]);
     check('pooler.dense.bias', universal[0], universal[1]);
-    const uniform = mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, params: { universal: false }, inputs: { maskFishers: fishers } });
+    const uniform = mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, params: { universal: false }, stats: { maskFisher: fishers } });
     const [x, y] = models.map((m) => m.get('pooler.dense.bias')![1]);
     expect(uniform.get('pooler.dense.bias')![1]).toBeCloseTo((x + y) / 2, 6);
   });
 
   it('mask-fisher normalize=mass removes a model-wide Fisher scale (an MSE task against cross-entropy ones)', () => {
     const scaled = fisher(Array.from(fishers[0]!.head, (v) => v * 1000), Array.from(fishers[0]!.neuron, (v) => v * 1000));
-    const args = { slots, models: 2, rule: resolveRule('mask-fisher'), tensor, inputs: { maskFishers: [fishers[0]!, scaled] } };
+    const args = { slots, models: 2, rule: resolveRule('mask-fisher'), tensor, stats: { maskFisher: [fishers[0]!, scaled] } };
     const raw = mergeEncoders(args);
     const mass = mergeEncoders({ ...args, params: { normalize: 'mass' } });
     const [x, y] = models.map((m) => m.get('l0.query.weight')![1]!);
@@ -118,7 +119,7 @@ describe('merge rules', () => {
   it('full-fisher weights each element by its Fisher plus epsilon', () => {
     const fa = (n: string) => models[0].get(n)!.map((v) => v * v);
     const fb = (n: string) => models[1].get(n)!.map((v) => Math.abs(v));
-    const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('full-fisher'), tensor, inputs: { fullFishers: [fa, fb] } });
+    const merged = mergeEncoders({ slots, models: 2, rule: resolveRule('full-fisher'), tensor, stats: { fullFisher: [fa, fb] } });
     const name = 'l1.ffn_out.weight';
     const [x, y] = models.map((m) => m.get(name)![4]);
     const [wx, wy] = [fa(name)[4] + 1e-8, fb(name)[4] + 1e-8];
@@ -128,7 +129,7 @@ describe('merge rules', () => {
   it('full-fisher with l2-normalize divides each model\'s Fisher by its norm over all tensors', () => {
     const fa = (n: string) => models[0].get(n)!.map((v) => v * v + 0.01);
     const fb = (n: string) => fa(n).map((v) => 100 * v);
-    const args = { slots, models: 2, rule: resolveRule('full-fisher'), tensor, inputs: { fullFishers: [fa, fb] } };
+    const args = { slots, models: 2, rule: resolveRule('full-fisher'), tensor, stats: { fullFisher: [fa, fb] } };
     const plain = mergeEncoders(args);
     const normalized = mergeEncoders({ ...args, params: { 'l2-normalize': true, epsilon: 0 } });
     const name = 'l0.ffn_in.weight';
@@ -139,11 +140,11 @@ describe('merge rules', () => {
   });
 
   it('rejects unknown methods, wrong lambda counts, unknown or mistyped parameters, and missing inputs', () => {
-    expect(() => resolveRule('ties')).toThrow(/unknown merge method 'ties'; expected one of mask-fisher/);
+    expect(() => resolveRule('tie')).toThrow(/unknown merge method 'tie'; expected one of mask-fisher/);
     const rule = resolveRule('isotropic');
     expect(() => mergeEncoders({ slots, models: 2, rule, tensor, lambdas: [1] })).toThrow(/--lambda has 1 values but 2 models/);
-    expect(() => mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, params: { univrsal: true }, inputs: { maskFishers: fishers } })).toThrow(/no parameter 'univrsal'/);
-    expect(() => mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, params: { universal: 'yes' }, inputs: { maskFishers: fishers } })).toThrow(/must be a boolean/);
+    expect(() => mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, params: { univrsal: true }, stats: { maskFisher: fishers } })).toThrow(/no parameter 'univrsal'/);
+    expect(() => mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor, params: { universal: 'yes' }, stats: { maskFisher: fishers } })).toThrow(/must be a boolean/);
     expect(() => mergeEncoders({ slots, models: 2, rule: resolveRule('mask-fisher'), tensor })).toThrow(/needs one mask Fisher file per model/);
     expect(() => mergeEncoders({ slots, models: 2, rule: resolveRule('task-arithmetic'), tensor })).toThrow(/needs a base model/);
   });

@@ -4,3 +4,4 @@ export * from './batch.ts';
 export * from './atomic.ts';
 export * from './progress.ts';
 export * from './fingerprint.ts';
+export * from './random.ts';

@@ -1,8 +1,7 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Data, Float32, Float64, Int32, List, RecordBatch } from 'apache-arrow';
-import { UserError, type TokenBatch } from '@fisher-merge/core';
+import { SeededRandom, UserError, type TokenBatch } from '@fisher-merge/core';
 import type { FlowControl } from './flow-control.ts';
-import { SeededRandom } from './random.ts';
 import type { SourceBatch, SourcePosition } from './source-batch.ts';
 import { TOKENIZED } from './tokenize.ts';
 

@@ -1,5 +1,4 @@
-import { UserError } from '@fisher-merge/core';
-import { SeededRandom } from './random.ts';
+import { SeededRandom, UserError } from '@fisher-merge/core';
 
 /**
  * Which rows to read: the first `n` in source order, or a seeded random sample of `n` (kept in

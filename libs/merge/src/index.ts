@@ -1,3 +1,6 @@
+export * from './rule.ts';
 export * from './weighted-average.ts';
-export * from './rules.ts';
+export * from './task-vectors.ts';
+export * from './mask-fisher-weights.ts';
+export * from './registry.ts';
 export * from './merge-encoders.ts';

@@ -3,17 +3,21 @@ import path from 'node:path';
 import { UserError, writeDirAtomic, type Tensor } from '@fisher-merge/core';
 import { saveCheckpoint } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
-import { mergeEncoders, resolveRule, type MergeInputs, type ParameterStats, type Params, type TensorSlot } from '@fisher-merge/merge';
+import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
 import { describeModel, encoderTensorRoles, headTensorNames, type ModelInfo } from '@fisher-merge/model';
 
 export interface MergeJobOptions {
   models: readonly string[];
-  /** One Fisher file per model (mask-fisher, full-fisher). */
+  /** One Fisher file per model, of the one kind of statistic the method declares (`--fisher`). */
   fishers?: readonly string[];
-  /** In-memory mask Fisher statistics, one per model, instead of `fishers` files (a streaming job's running sums). */
+  /** Files per kind of statistic, one per model (a job that computed several kinds); the method's are read. */
+  statistics?: { readonly [K in Statistic]?: readonly string[] };
+  /** In-memory mask Fisher statistics, one per model, instead of files (a streaming job's running sums). */
   maskFishers?: readonly MaskFisher[];
   method: string;
   params?: Params;
+  /** Per-model rule parameters (e.g. density), in --model order. */
+  modelParams?: readonly Params[];
   base?: string;
   lambdas?: readonly number[];
   out: string;
@@ -68,6 +72,29 @@ function checkFisherMatches(file: string, fisher: MaskFisher | { modelFingerprin
   }
 }
 
+/** How the job supplies each statistic a rule can declare: one model's file, read and checked against that model. */
+const READ_STATISTIC: { [K in Statistic]: (file: string, m: MergeMember, reference: MergeMember) => Promise<NonNullable<Statistics[K]>[number]> } = {
+  async maskFisher(file, m) {
+    const fisher = await readMaskFisher(file);
+    checkFisherMatches(file, fisher, m);
+    return fisher;
+  },
+  async fullFisher(file, m, reference) {
+    const fisher = readFullFisher(file);
+    checkFisherMatches(file, fisher.meta, m);
+    // The rule asks by the first model's tensor names.
+    const index = new Map(reference.slots.map((s, i) => [s.name, m.slots[i]!.name]));
+    return (name) => fisher.tensor(index.get(name)!);
+  },
+};
+
+/** The statistic files per kind: `statistics`, or `fishers` as the one kind the method declares. */
+function statisticFiles(rule: MergeRule, opts: MergeJobOptions): MergeJobOptions['statistics'] {
+  if (opts.statistics || !opts.fishers?.length) return opts.statistics ?? {};
+  if (rule.needs.stats.length !== 1) throw new UserError(`--method ${rule.name} ${rule.needs.stats.length === 0 ? 'uses no Fisher files: drop --fisher' : 'needs several kinds of statistics: give them per kind'}`);
+  return { [rule.needs.stats[0]!]: opts.fishers };
+}
+
 /** Folder names of the outputs: each model's own folder name, which must be distinct and not 'encoder'. */
 function outputNames(dirs: readonly string[]): string[] {
   const names = dirs.map((d) => path.basename(path.resolve(d)));
@@ -96,11 +123,13 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   if (opts.models.length < 1) throw new UserError('merge needs at least one --model');
   const rule = resolveRule(opts.method);
   const names = outputNames(opts.models);
-  if (opts.maskFishers && (!rule.needs.maskFisher || opts.maskFishers.length !== opts.models.length)) {
-    throw new Error(`in-memory mask Fisher statistics need --method mask-fisher and one per model: got ${opts.maskFishers.length} for ${opts.models.length} models, method ${rule.name}`);
+  if (opts.maskFishers && opts.maskFishers.length !== opts.models.length) {
+    throw new Error(`in-memory mask Fisher statistics need one per model: got ${opts.maskFishers.length} for ${opts.models.length} models`);
   }
-  if ((rule.needs.maskFisher || rule.needs.fullFisher) && !opts.maskFishers && (opts.fishers?.length ?? 0) !== opts.models.length) {
-    throw new UserError(`--method ${rule.name} needs one --fisher file per --model: got ${opts.fishers?.length ?? 0} for ${opts.models.length} models`);
+  const files = statisticFiles(rule, opts)!;
+  for (const kind of rule.needs.stats) {
+    const given = kind === 'maskFisher' && opts.maskFishers ? opts.maskFishers.length : (files[kind]?.length ?? 0);
+    if (given !== opts.models.length) throw new UserError(`--method ${rule.name} needs one --fisher file per --model: got ${given} for ${opts.models.length} models (${STATISTIC_NAMES[kind]} statistics)`);
   }
   if (opts.lambdas && opts.lambdas.length !== opts.models.length) {
     throw new UserError(`--lambda has ${opts.lambdas.length} values but ${opts.models.length} models were given`);
@@ -110,40 +139,32 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   const base = opts.base ? await member(opts.base) : undefined;
   if (base) checkSameArchitecture(members[0]!, base);
 
-  const inputs: MergeInputs = {};
+  const stats: Statistics = {};
   if (opts.maskFishers) {
-    inputs.maskFishers = opts.maskFishers.map((fisher, j) => {
+    stats.maskFisher = opts.maskFishers.map((fisher, j) => {
       checkFisherMatches(`statistics of task ${fisher.task}`, fisher, members[j]!);
       return fisher;
     });
-  } else if (rule.needs.maskFisher) {
-    inputs.maskFishers = await Promise.all(opts.fishers!.map(async (file, j) => {
-      const fisher = await readMaskFisher(file);
-      checkFisherMatches(file, fisher, members[j]!);
-      return fisher;
-    }));
   }
-  if (rule.needs.fullFisher) {
-    inputs.fullFishers = opts.fishers!.map((file, j): ParameterStats => {
-      const fisher = readFullFisher(file);
-      checkFisherMatches(file, fisher.meta, members[j]!);
-      const own = members[j]!.slots;
-      const index = new Map(members[0]!.slots.map((s, i) => [s.name, own[i]!.name]));
-      return (name) => fisher.tensor(index.get(name)!);
-    });
+  for (const kind of rule.needs.stats) {
+    if (stats[kind]) continue;
+    const read = READ_STATISTIC[kind] as (file: string, m: MergeMember, reference: MergeMember) => Promise<never>;
+    stats[kind] = await Promise.all(files[kind]!.map((file, j) => read(file, members[j]!, members[0]!)));
   }
   const slotIndex = new Map(members[0]!.slots.map((s, i) => [s.name, i]));
   const tensorOf = (m: MergeMember, slot: TensorSlot) => m.model.source.float32(m.slots[slotIndex.get(slot.name)!]!.name);
-  const merged = mergeEncoders({
+  const merger = slotMerger({
     slots: members[0]!.slots,
     models: members.length,
     rule,
     ...(opts.params ? { params: opts.params } : {}),
+    ...(opts.modelParams ? { modelParams: opts.modelParams } : {}),
     ...(opts.lambdas ? { lambdas: opts.lambdas } : {}),
-    inputs,
+    stats,
     ...(base ? { base: (slot: TensorSlot) => tensorOf(base, slot) } : {}),
     tensor: (j, slot) => tensorOf(members[j]!, slot),
   });
+  const merged = new Map(members[0]!.slots.map((slot) => [slot.name, merger.merge(slot)]));
 
   const outputs = { encoder: path.join(opts.out, 'encoder'), models: {} as Record<string, string> };
   await writeDirAtomic(opts.out, async (tmp) => {
@@ -163,11 +184,16 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     }
     const provenance = {
       method: rule.name,
-      params: opts.params ?? {},
+      params: merger.params,
       lambdas: opts.lambdas ?? members.map(() => 1),
       base: opts.base ?? null,
-      models: members.map((m, j) => ({ dir: m.dir, fingerprint: m.model.fingerprint, fisher: opts.fishers?.[j] ?? null })),
-      fisher_examples: inputs.maskFishers?.map((f) => f.examples) ?? null,
+      models: members.map((m, j) => ({
+        dir: m.dir,
+        fingerprint: m.model.fingerprint,
+        params: merger.modelParams[j],
+        statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, files[kind]?.[j] ?? 'in memory'])),
+      })),
+      fisher_examples: stats.maskFisher?.map((f) => f.examples) ?? null,
     };
     await fs.writeFile(path.join(tmp, 'merge.json'), `${JSON.stringify(provenance, null, 2)}\n`);
   });

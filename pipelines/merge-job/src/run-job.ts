@@ -4,7 +4,7 @@ import { logEvent, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
-import { resolveRule } from '@fisher-merge/merge';
+import { resolveRule, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
 import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
@@ -21,7 +21,7 @@ export interface FisherTiming {
 export interface RunResults {
   config: string;
   engine: string;
-  fisher: Record<string, { mask?: FisherTiming; full?: FisherTiming }>;
+  fisher: Record<string, { [K in FisherKind]?: FisherTiming }>;
   individual: Record<string, EvalResult['metrics']>;
   /** merge name -> method -> task -> metrics */
   merges: Record<string, Record<string, Record<string, EvalResult['metrics']>>>;
@@ -35,28 +35,45 @@ export const mergeName = (group: readonly string[]): string => group.join('_');
  * need), every merge group by every method, evaluation of each task's own model and of every merged
  * model, and a results table (results.md, results.json, results.parquet) under the output folder.
  */
+type FisherKind = 'mask' | 'full';
+
+/** How a run computes each statistic a method can declare, for one task, into a file. */
+const STATISTIC_JOBS: { [K in Statistic]: { kind: FisherKind; compute(config: RunConfig, task: RunTask, file: string): Promise<FisherTiming & { engine: string }> } } = {
+  maskFisher: {
+    kind: 'mask',
+    async compute(config, task, file) {
+      const f = config.fisher;
+      const r = await computeMaskFisher({ ...fisherInput(config, task), ...optional(f), batchSize: f.batchSize, mode: f.mode, progressLabel: `mask Fisher ${task.name}` });
+      await writeMaskFisher(file, r.stats);
+      return { examples: r.stats.examples, seconds: r.seconds, file, engine: r.engine };
+    },
+  },
+  fullFisher: {
+    kind: 'full',
+    async compute(config, task, file) {
+      const f = config.fullFisher;
+      const r = await computeFullFisher({ ...fisherInput(config, task), ...optional(f), batchSize: f.batchSize, mode: f.mode, loop: f.loop, progressLabel: `full Fisher ${task.name}` });
+      await writeFullFisher(file, r.fisher);
+      return { examples: r.fisher.examples, seconds: r.seconds, file, engine: r.engine };
+    },
+  },
+};
+
+const fisherInput = (config: RunConfig, task: RunTask) => ({ modelDir: task.model, data: task.train, task: task.spec, maxLength: config.maxLength, engine: config.engine });
+
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
-  const needs = config.methods.map((m) => resolveRule(m.rule).needs);
+  const needed = [...new Set(config.methods.flatMap((m) => resolveRule(m.rule).needs.stats))];
   const results: RunResults = { config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {} };
   const byName = new Map(config.tasks.map((t) => [t.name, t]));
-  const fisherFile = (task: string, kind: 'mask' | 'full') => path.join(out, 'fisher', `${task}.${kind}.safetensors`);
+  const fisherFile = (task: string, kind: Statistic) => path.join(out, 'fisher', `${task}.${STATISTIC_JOBS[kind].kind}.safetensors`);
 
   for (const task of config.tasks) {
-    const common = { modelDir: task.model, data: task.train, task: task.spec, maxLength: config.maxLength, engine: config.engine };
     results.fisher[task.name] = {};
-    if (needs.some((n) => n.maskFisher)) {
-      const f = config.fisher;
-      const r = await computeMaskFisher({ ...common, ...optional(f), batchSize: f.batchSize, mode: f.mode, progressLabel: `mask Fisher ${task.name}` });
-      await writeMaskFisher(fisherFile(task.name, 'mask'), r.stats);
-      results.fisher[task.name]!.mask = { examples: r.stats.examples, seconds: r.seconds, file: fisherFile(task.name, 'mask') };
-      results.engine = r.engine;
-    }
-    if (needs.some((n) => n.fullFisher)) {
-      const f = config.fullFisher;
-      const r = await computeFullFisher({ ...common, ...optional(f), batchSize: f.batchSize, mode: f.mode, loop: f.loop, progressLabel: `full Fisher ${task.name}` });
-      await writeFullFisher(fisherFile(task.name, 'full'), r.fisher);
-      results.fisher[task.name]!.full = { examples: r.fisher.examples, seconds: r.seconds, file: fisherFile(task.name, 'full') };
+    for (const kind of needed) {
+      const { engine, ...timing } = await STATISTIC_JOBS[kind].compute(config, task, fisherFile(task.name, kind));
+      results.fisher[task.name]![STATISTIC_JOBS[kind].kind] = timing;
+      results.engine = engine;
     }
   }
 
@@ -85,11 +102,10 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     for (const method of config.methods) {
       const rule = resolveRule(method.rule);
       const tasks = group.map((t) => byName.get(t)!);
-      const kind = rule.needs.fullFisher ? 'full' : 'mask';
       const dir = path.join(out, 'merges', name, method.label);
       const merged = await mergeModels({
         models: tasks.map((t) => t.model),
-        ...(rule.needs.maskFisher || rule.needs.fullFisher ? { fishers: tasks.map((t) => fisherFile(t.name, kind)) } : {}),
+        statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, tasks.map((t) => fisherFile(t.name, kind))])),
         method: method.rule,
         params: method.params,
         ...(config.base ? { base: config.base } : {}),
