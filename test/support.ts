@@ -62,3 +62,40 @@ export function activation(x: number, a: Activation): number {
       return x;
   }
 }
+
+/**
+ * A virtual clock for code that takes a `Clock` (libs/data): time moves only when the test calls
+ * `advance`, and `sleeping()` resolves once the code under test waits on it, so a test steps
+ * through polls by awaited events instead of sleeping.
+ */
+export class VirtualClock {
+  time = 0;
+  private sleepers: { until: number; wake: () => void }[] = [];
+  private watchers: (() => void)[] = [];
+
+  now = (): number => this.time;
+
+  sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+    new Promise((resolve) => {
+      const sleeper = { until: this.time + ms, wake: resolve };
+      this.sleepers.push(sleeper);
+      signal?.addEventListener('abort', () => {
+        this.sleepers = this.sleepers.filter((s) => s !== sleeper);
+        resolve();
+      }, { once: true });
+      for (const w of this.watchers.splice(0)) w();
+    });
+
+  /** Resolves once something waits on the clock (at once if something already does). */
+  sleeping(): Promise<void> {
+    return this.sleepers.length > 0 ? Promise.resolve() : new Promise((resolve) => this.watchers.push(resolve));
+  }
+
+  /** Moves time forward and wakes every sleeper now due. */
+  advance(ms: number): void {
+    this.time += ms;
+    const due = this.sleepers.filter((s) => s.until <= this.time);
+    this.sleepers = this.sleepers.filter((s) => s.until > this.time);
+    for (const s of due) s.wake();
+  }
+}

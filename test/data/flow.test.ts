@@ -1,9 +1,9 @@
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as yieldToReader } from 'node:timers/promises';
 import { tableFromArrays } from 'apache-arrow';
-import { concatMap, lastValueFrom, tap, type Observable } from 'rxjs';
+import { concatMap, lastValueFrom, map, tap, type Observable } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { customTask, FlowControl, loadTokenizer, padBatches, parquetSource, tokenize, type SourceBatch } from '@fisher-merge/data';
+import { customTask, FlowControl, loadTokenizer, padBatches, parquetSource, releaseCredits, tokenize, type SourceBatch } from '@fisher-merge/data';
 import { modelDir, tempDir, writeParquet } from './helpers.ts';
 
 const ROWS = 200_000;
@@ -51,10 +51,11 @@ describe('credit-based backpressure', () => {
             expect(ids[0]).toBe(lastId + 1);
             lastId = ids[ids.length - 1]!;
             rows += ids.length;
-            if (item.source.batchIndex % 10 === 0) await sleep(1);
-            flow.release();
+            // Give the reader every chance to run ahead before the sink finishes this batch.
+            await yieldToReader();
             return 1;
           }),
+          releaseCredits(flow, () => 1),
         ),
       (n) => n,
     );
@@ -65,18 +66,18 @@ describe('credit-based backpressure', () => {
     expect(flow.inFlight).toBe(0);
   });
 
-  it('without flow control the same slow sink lets the reader run far ahead', async () => {
-    const { peak } = await countInFlight(
-      parquetSource(file, { batchSize: 1_000, columns: ['id'] }),
-      (s) =>
-        s.pipe(
-          concatMap(async () => {
-            await sleep(1);
+  it('without flow control the reader runs ahead of a sink that waits for it', async () => {
+    let read = 0;
+    let ranAhead!: () => void;
+    const twentyAhead = new Promise<void>((resolve) => (ranAhead = resolve));
+    const source = parquetSource(file, { batchSize: 1_000, columns: ['id'] }).pipe(tap(() => ++read === 21 && ranAhead()));
+    // The sink holds its first batch until 20 more were read: with credits this would never happen.
+    const { peak } = await countInFlight(source, (s) => s.pipe(
+          concatMap(async (_, i) => {
+            if (i === 0) await twentyAhead;
             return 1;
           }),
-        ),
-      (n) => n,
-    );
+        ), (n) => n);
     expect(peak).toBeGreaterThan(20);
   });
 
@@ -93,10 +94,11 @@ describe('credit-based backpressure', () => {
           padBatches({ batchSize: 64, padTokenId: tokenizer.padTokenId, flow }),
           concatMap(async (batch) => {
             rowIds.push(...batch.tokens.rowIds!);
-            await sleep(0);
-            flow.release(batch.completedSources.length);
-            return batch.completedSources.length;
+            await yieldToReader();
+            return batch;
           }),
+          releaseCredits(flow),
+          map((batch) => batch.completedSources.length),
         ),
       (n) => n,
     );

@@ -86,8 +86,18 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
         }
       };
 
+      // Callbacks handed to subscribe() must not throw (RxJS would report it as an uncaught
+      // exception): failures go to the subscriber, as in RxJS's own operators.
+      const guarded = <A extends unknown[]>(body: (...args: A) => void) => (...args: A): void => {
+        try {
+          body(...args);
+        } catch (e) {
+          subscriber.error(e);
+        }
+      };
+
       return input.subscribe({
-        next(item) {
+        next: guarded((item: SourceBatch) => {
           const columns = readColumns(item);
           const numRows = columns.offsets.length - 1;
           pending.push(columns.pending);
@@ -100,19 +110,16 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
           }
           // Every credit is held by a source batch waiting here for more rows: nothing can arrive.
           if (flow && pending.length >= flow.window) {
-            subscriber.error(new UserError(`flow-control window of ${flow.window} source batches cannot fill ${rowsPerWindow} rows (have ${buffered.length}); raise the window or the source batch size`));
+            throw new UserError(`flow-control window of ${flow.window} source batches cannot fill ${rowsPerWindow} rows (have ${buffered.length}); raise the window or the source batch size`);
           }
-        },
+        }),
         error: (e: unknown) => subscriber.error(e),
-        complete() {
-          if (seenRows === 0 && !options.allowEmpty) {
-            subscriber.error(new UserError('empty dataset: no examples to batch'));
-            return;
-          }
+        complete: guarded(() => {
+          if (seenRows === 0 && !options.allowEmpty) throw new UserError('empty dataset: no examples to batch');
           release(buffered);
           buffered = [];
           subscriber.complete();
-        },
+        }),
       });
     });
 }

@@ -1,9 +1,12 @@
+import { tap, type MonoTypeOperatorFunction } from 'rxjs';
+
 /**
  * Credit-based backpressure for push-based RxJS pipelines.
  *
  * A source takes one credit (`acquire`) before reading each batch; the sink gives credits back
  * (`release(n)`) once the work derived from those batches is finished — a model batch carries the
- * source batches it completes (`ModelBatch.completedSources`), so the sink releases that many.
+ * source batches it completes (`ModelBatch.completedSources`), and the `releaseCredits` operator at
+ * the end of a pipeline releases that many.
  * Hence at most `window` source batches exist between "read" and "done", however slow the sink:
  * memory is bounded by `window` source batches plus what the batching operator buffers.
  *
@@ -66,4 +69,22 @@ export class FlowControl {
     this.held++;
     if (this.held > this.peak) this.peak = this.held;
   }
+}
+
+/**
+ * The one place a pipeline gives credits back: after each item has passed every operator before
+ * this one, releases the credits of the source batches it finished (default: a model batch's
+ * `completedSources`, or the `batch` of an update carrying one).
+ */
+export function releaseCredits<T>(flow: FlowControl | undefined, credits: (item: T) => number = completedSourceCount as (item: T) => number): MonoTypeOperatorFunction<T> {
+  if (!flow) return (source) => source;
+  return tap((item) => flow.release(credits(item)));
+}
+
+interface CompletesSources {
+  completedSources: readonly unknown[];
+}
+
+function completedSourceCount(item: CompletesSources | { batch: CompletesSources }): number {
+  return ('completedSources' in item ? item : item.batch).completedSources.length;
 }

@@ -30,7 +30,21 @@ export interface DirectoryWatcherOptions {
    * not, for this long: the input is finished. Default: wait forever.
    */
   idleMs?: number;
+  /** Time source (tests pass a virtual clock). */
+  clock?: Clock;
 }
+
+/** Where the watcher and the file follower get the time and wait: the system clock unless a test passes a virtual one. */
+export interface Clock {
+  now(): number;
+  /** Resolves after `ms`, or early when `signal` aborts; never rejects. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  sleep: (ms, signal) => sleep(ms, undefined, signal ? { signal } : {}).catch(() => undefined),
+};
 
 interface Observed {
   size: number;
@@ -48,9 +62,11 @@ export class DirectoryWatcher {
   private readonly handedOut = new Set<string>();
   private readonly observed = new Map<string, Observed>();
   private waiting = 0;
+  private readonly clock: Clock;
 
   constructor(readonly dir: string, private readonly options: DirectoryWatcherOptions) {
     this.extension = options.extension ?? '.parquet';
+    this.clock = options.clock ?? systemClock;
   }
 
   /** Data files present, not yet handed out and not ignored, as of the last listing. */
@@ -60,7 +76,7 @@ export class DirectoryWatcher {
 
   /** The next ready file (full path); undefined when `signal` aborts or the directory stayed idle for `idleMs`. */
   async next(signal?: AbortSignal): Promise<string | undefined> {
-    let idleSince = Date.now();
+    let idleSince = this.clock.now();
     while (!signal?.aborted) {
       const { ready, pending } = await this.scan();
       if (ready) {
@@ -69,9 +85,9 @@ export class DirectoryWatcher {
         this.waiting = pending - 1;
         return ready;
       }
-      if (pending > 0) idleSince = Date.now();
-      else if (this.options.idleMs !== undefined && Date.now() - idleSince >= this.options.idleMs) return undefined;
-      await sleep(this.options.pollMs, undefined, signal ? { signal } : {}).catch(() => undefined);
+      if (pending > 0) idleSince = this.clock.now();
+      else if (this.options.idleMs !== undefined && this.clock.now() - idleSince >= this.options.idleMs) return undefined;
+      await this.clock.sleep(this.options.pollMs, signal);
     }
     return undefined;
   }
@@ -98,7 +114,7 @@ export class DirectoryWatcher {
     if (rule.kind === 'marker') return names.has(path.basename(file) + rule.suffix);
     const stat = await fs.stat(file).catch(() => undefined);
     if (!stat?.isFile()) return false;
-    const now = Date.now();
+    const now = this.clock.now();
     const seen = this.observed.get(file);
     if (!seen || seen.size !== stat.size || seen.mtimeMs !== stat.mtimeMs) {
       this.observed.set(file, { size: stat.size, mtimeMs: stat.mtimeMs, since: now });
@@ -181,6 +197,7 @@ export interface TailFileOptions {
   /** Ends the stream after this long without new bytes (the writer is done). Default: never. */
   idleMs?: number;
   chunkBytes?: number;
+  clock?: Clock;
 }
 
 /**
@@ -190,9 +207,10 @@ export interface TailFileOptions {
  */
 export function tailFile(file: string, options: TailFileOptions): Readable {
   const chunkBytes = options.chunkBytes ?? 1 << 20;
-  const pause = () => sleep(options.pollMs, undefined, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
+  const clock = options.clock ?? systemClock;
+  const pause = () => clock.sleep(options.pollMs, options.signal);
   async function* chunks(): AsyncGenerator<Buffer> {
-    let lastData = Date.now();
+    let lastData = clock.now();
     let handle: fs.FileHandle | undefined;
     while (!handle) {
       handle = await fs.open(file, 'r').catch((e: NodeJS.ErrnoException) => {
@@ -200,7 +218,7 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
         return undefined;
       });
       if (handle) break;
-      if (options.signal?.aborted || (options.idleMs !== undefined && Date.now() - lastData >= options.idleMs)) return;
+      if (options.signal?.aborted || (options.idleMs !== undefined && clock.now() - lastData >= options.idleMs)) return;
       await pause();
     }
     const buffer = Buffer.allocUnsafe(chunkBytes);
@@ -210,12 +228,12 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
         const { bytesRead } = await handle.read(buffer, 0, chunkBytes, position);
         if (bytesRead > 0) {
           position += bytesRead;
-          lastData = Date.now();
+          lastData = clock.now();
           // A copy: the reader may keep the chunk while the buffer is refilled.
           yield Buffer.from(buffer.subarray(0, bytesRead));
           continue;
         }
-        if (options.idleMs !== undefined && Date.now() - lastData >= options.idleMs) return;
+        if (options.idleMs !== undefined && clock.now() - lastData >= options.idleMs) return;
         await pause();
       }
     } finally {

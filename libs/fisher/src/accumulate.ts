@@ -1,7 +1,7 @@
-import { concatMap, type OperatorFunction } from 'rxjs';
+import { concatMap, map, scan, type OperatorFunction } from 'rxjs';
 import type { TokenBatch } from '@fisher-merge/core';
 import type { Engine } from '@fisher-merge/model';
-import { addMaskGradients, emptyMaskFisher, type FisherMode, type MaskFisher } from './mask-fisher.ts';
+import { addContribution, decayStats, emptyMaskFisher, maskFisherContribution, type FisherContribution, type FisherMode, type MaskFisher } from './mask-fisher.ts';
 
 export interface AccumulateFisherOptions {
   mode: FisherMode;
@@ -9,6 +9,8 @@ export interface AccumulateFisherOptions {
   modelFingerprint: string;
   /** Statistics to continue from (a restarted or continual job). */
   initial?: MaskFisher;
+  /** Examples after which old Fisher mass counts half (see `decayFisher`); none by default. */
+  decayHalfLife?: number;
 }
 
 /** The running statistics after one more batch, and that batch (its source positions let a job checkpoint). */
@@ -17,25 +19,57 @@ export interface FisherUpdate<T> {
   batch: T;
 }
 
+/** A batch with its Fisher contribution, and the factor that scales the statistics before it is added. */
+export interface ContributedBatch<T> {
+  batch: T;
+  contribution: FisherContribution;
+  decay?: number;
+}
+
+/** Runs each labelled batch through the model's mask-gradient pass, one at a time, into its contribution. */
+export function maskFisherContributions<T extends { tokens: TokenBatch }>(engine: Engine, mode: FisherMode): OperatorFunction<T, ContributedBatch<T>> {
+  return concatMap(async (batch) => {
+    if (!batch.tokens.labels) throw new Error('mask Fisher needs labelled batches');
+    return { batch, contribution: maskFisherContribution(engine.config, mode, batch.tokens, await engine.maskGradients(batch.tokens)) };
+  });
+}
+
+/**
+ * Exponential forgetting for drifting data: before each batch is added, the statistics so far are
+ * scaled by 0.5^(batch examples / half-life), so old mass counts half after `halfLife` examples.
+ */
+export function decayFisher<T>(halfLife: number | undefined): OperatorFunction<ContributedBatch<T>, ContributedBatch<T>> {
+  if (!halfLife) return (source) => source;
+  return map((item) => ({ ...item, decay: 0.5 ** (item.contribution.examples / halfLife) }));
+}
+
+/**
+ * Folds contributions, in arrival order, into running statistics and emits them after every batch.
+ * A `scan`: the statistics are per subscription, so a pipeline subscribed twice counts each pass once.
+ */
+export function foldFisher<T>(start: (first: ContributedBatch<T>) => MaskFisher): OperatorFunction<ContributedBatch<T>, FisherUpdate<T>> {
+  return (source) =>
+    source.pipe(
+      scan<ContributedBatch<T>, FisherUpdate<T> | undefined>((last, item) => {
+        const before = last?.stats ?? start(item);
+        const decayed = item.decay === undefined || item.decay === 1 ? before : decayStats(before, item.decay);
+        return { stats: addContribution(decayed, item.contribution), batch: item.batch };
+      }, undefined),
+      map((update) => update!),
+    );
+}
+
 /**
  * Runs each batch through the model's mask-gradient pass and emits the running Fisher statistics
  * after every batch. In batch mode each incoming batch is one Fisher batch, so the batching upstream
  * decides the paper's batch size.
  */
 export function accumulateFisher<T extends { tokens: TokenBatch }>(engine: Engine, opts: AccumulateFisherOptions): OperatorFunction<T, FisherUpdate<T>> {
-  return (source) => {
-    let stats: MaskFisher | undefined = opts.initial;
-    return source.pipe(
-      concatMap(async (batch) => {
-        const { tokens } = batch;
-        if (!tokens.labels) throw new Error('accumulateFisher needs labelled batches');
-        stats ??= emptyMaskFisher(
-          { numLayers: engine.config.numLayers, numHeads: engine.config.numHeads, intermediateSize: engine.config.intermediateSize },
-          { mode: opts.mode, batchSize: tokens.batchSize, task: opts.task, modelFingerprint: opts.modelFingerprint },
-        );
-        stats = addMaskGradients(stats, tokens, await engine.maskGradients(tokens));
-        return { stats, batch };
-      }),
+  const { numLayers, numHeads, intermediateSize } = engine.config;
+  return (source) =>
+    source.pipe(
+      maskFisherContributions(engine, opts.mode),
+      decayFisher(opts.decayHalfLife),
+      foldFisher((first) => opts.initial ?? emptyMaskFisher({ numLayers, numHeads, intermediateSize }, { mode: opts.mode, batchSize: first.batch.tokens.batchSize, task: opts.task, modelFingerprint: opts.modelFingerprint })),
     );
-  };
 }

@@ -76,24 +76,49 @@ export function addFingerprints(a: string, b: string): string {
 }
 
 /**
- * Adds one batch's per-example mask gradients. Batch mode squares the gradient of the batch's mean
- * loss (the mean of the per-example gradients); example mode sums each example's squared gradient.
- * Returns new statistics; the input is not changed.
+ * One batch's share of the statistics: what `addContribution` adds to the running sums. Computed on
+ * its own (by a worker, say) it gives bit for bit the sums of an in-process accumulation, because
+ * every accumulation adds contributions, in batch order.
  */
-export function addMaskGradients(stats: MaskFisher, batch: TokenBatch, grads: MaskGradients): MaskFisher {
+export interface FisherContribution {
+  head: Float64Array;
+  neuron: Float64Array;
+  examples: number;
+  dataFingerprint: string;
+}
+
+/**
+ * A batch's contribution from its per-example mask gradients. Batch mode squares the gradient of
+ * the batch's mean loss (the mean of the per-example gradients); example mode sums each example's
+ * squared gradient.
+ */
+export function maskFisherContribution(shape: MaskFisherShape, mode: FisherMode, batch: TokenBatch, grads: MaskGradients): FisherContribution {
   const { batchSize } = batch;
-  const head = stats.head.slice();
-  const neuron = stats.neuron.slice();
-  accumulateSquares(head, grads.headGrads, batchSize, stats.mode);
-  accumulateSquares(neuron, grads.neuronGrads, batchSize, stats.mode);
+  const head = new Float64Array(shape.numLayers * shape.numHeads);
+  const neuron = new Float64Array(shape.numLayers * shape.intermediateSize);
+  accumulateSquares(head, grads.headGrads, batchSize, mode);
+  accumulateSquares(neuron, grads.neuronGrads, batchSize, mode);
+  return { head, neuron, examples: batchSize, dataFingerprint: batchFingerprint(batch) };
+}
+
+/** The statistics after one more batch; the input is not changed. */
+export function addContribution(stats: MaskFisher, c: FisherContribution): MaskFisher {
+  if (c.head.length !== stats.head.length || c.neuron.length !== stats.neuron.length) {
+    throw new Error(`a Fisher contribution of ${c.head.length} head and ${c.neuron.length} neuron values does not fit statistics of ${stats.head.length} and ${stats.neuron.length}`);
+  }
   return {
     ...stats,
-    head,
-    neuron,
-    examples: stats.examples + batchSize,
+    head: stats.head.map((v, k) => v + c.head[k]!),
+    neuron: stats.neuron.map((v, k) => v + c.neuron[k]!),
+    examples: stats.examples + c.examples,
     batches: stats.batches + 1,
-    dataFingerprint: addFingerprints(stats.dataFingerprint, batchFingerprint(batch)),
+    dataFingerprint: addFingerprints(stats.dataFingerprint, c.dataFingerprint),
   };
+}
+
+/** Adds one batch's per-example mask gradients (`maskFisherContribution` then `addContribution`). */
+export function addMaskGradients(stats: MaskFisher, batch: TokenBatch, grads: MaskGradients): MaskFisher {
+  return addContribution(stats, maskFisherContribution(stats, stats.mode, batch, grads));
 }
 
 function accumulateSquares(into: Float64Array, perExample: Float32Array, batchSize: number, mode: FisherMode): void {

@@ -1,7 +1,7 @@
 import { concatMap, from, lastValueFrom, map, toArray, type Observable } from 'rxjs';
 import type { TokenBatch } from '@fisher-merge/core';
 import { GLUE_METRICS, computeMetrics, type MetricName } from '@fisher-merge/eval';
-import { FlowControl, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
+import { FlowControl, releaseCredits, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { loadEncoder, type Engine, type LoadedModel } from '@fisher-merge/model';
 import { checkTaskHead, loadTaskModel } from './task-model.ts';
@@ -44,10 +44,8 @@ function evalBatches(opts: EvalDataOptions, tokenizer: TextTokenizer, padTokenId
     ...(opts.limit ? { sample: { kind: 'first' as const, n: opts.limit } } : {}),
     ...(opts.maxLength ? { maxLength: opts.maxLength } : {}),
   }).pipe(
-    map(({ tokens, completedSources }) => {
-      flow.release(completedSources.length);
-      return tokens;
-    }),
+    releaseCredits(flow),
+    map(({ tokens }) => tokens),
   );
 }
 

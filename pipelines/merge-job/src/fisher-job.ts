@@ -1,6 +1,6 @@
 import { lastValueFrom, tap, type OperatorFunction } from 'rxjs';
 import { Progress } from '@fisher-merge/core';
-import { FlowControl, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
+import { FlowControl, releaseCredits, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { accumulateFisher, accumulateFullFisher, type FisherMode, type FullFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
@@ -64,10 +64,8 @@ async function accumulate<S>(
     const last = await lastValueFrom(
       batches.pipe(
         operator(engine, model),
-        tap(({ batch }) => {
-          flow.release(batch.completedSources.length);
-          progress?.add(batch.tokens.batchSize);
-        }),
+        releaseCredits(flow),
+        tap(({ batch }) => progress?.add(batch.tokens.batchSize)),
       ),
     );
     progress?.finish();

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { concatMap, lastValueFrom } from 'rxjs';
 import { UserError } from '@fisher-merge/core';
 import { loadEncoder } from '@fisher-merge/model';
-import { FlowControl, loadTokenizer, taskBatches } from '@fisher-merge/data';
+import { FlowControl, loadTokenizer, releaseCredits, taskBatches } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { fitTokenizer } from '@fisher-merge/merge-job';
 import { addTaskOptions, engineOption, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
@@ -46,13 +46,15 @@ export function registerPredict(program: Command): void {
         await lastValueFrom(
           batches.pipe(
             // concatMap keeps batches, and so examples, in input order.
-            concatMap(async ({ tokens, completedSources }) => {
+            concatMap(async (batch) => {
+              const { tokens } = batch;
               const logits = await engine.forward(tokens);
               let text = '';
               for (let b = 0; b < tokens.batchSize; b++) text += `${JSON.stringify({ logits: Array.from(logits.subarray(b * C, (b + 1) * C)) })}\n`;
               await writeStdout(text);
-              flow.release(completedSources.length);
+              return batch;
             }),
+            releaseCredits(flow),
           ),
           { defaultValue: undefined },
         );

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { concatMap, lastValueFrom } from 'rxjs';
-import { DEFAULT_MAX_LENGTH, FlowControl, loadTokenizer, openTaskSource, taskColumns, tokenize, TOKENIZED } from '@fisher-merge/data';
+import { DEFAULT_MAX_LENGTH, FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenize, TOKENIZED } from '@fisher-merge/data';
 import { addTaskOptions, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface TokenizeFlags extends TaskFlags {
@@ -36,8 +36,8 @@ export function registerTokenize(program: Command): void {
             }
             // Wait for a slow reader of stdout before taking the next batch.
             await writeStdout(text);
-            flow.release();
           }),
+          releaseCredits(flow, () => 1),
         ),
         { defaultValue: undefined },
       );
