@@ -32,7 +32,16 @@ export function arrowIpcSource(input: string | NodeJS.ReadableStream, options: A
     const handle = typeof input === 'string' && input !== STDIN ? await openFile(input) : undefined;
     try {
       const stream = typeof input === 'string' ? process.stdin : input;
-      const reader = await readIpc(name, async () => (await (handle ? RecordBatchReader.from(handle) : RecordBatchReader.from(stream))).open());
+      let open: () => Promise<RecordBatchReader>;
+      if (handle) {
+        const { buffer, bytesRead } = await handle.read(Buffer.alloc(IPC_HEAD_BYTES), 0, IPC_HEAD_BYTES, 0);
+        checkIpcHead(name, buffer.subarray(0, bytesRead));
+        open = () => RecordBatchReader.from(handle);
+      } else {
+        const checked = await checkedStream(name, stream);
+        open = () => RecordBatchReader.from(checked);
+      }
+      const reader = await readIpc(name, async () => (await open()).open());
       const batches = reader[Symbol.asyncIterator]();
       let batchIndex = 0;
       let rowOffset = 0;
@@ -57,6 +66,56 @@ function project(name: string, batch: RecordBatch, columns: readonly string[] | 
   if (!columns) return batch;
   checkColumns(name, batch.schema, columns);
   return batch.select([...columns]);
+}
+
+/** Bytes that tell Arrow IPC data from anything else: a stream's first message prefix, or a file's magic. */
+const IPC_HEAD_BYTES = 8;
+const FILE_MAGIC = Buffer.from('ARROW1');
+/** A message's metadata is a flatbuffer header; a length beyond this is not Arrow but some other bytes. */
+const MAX_METADATA_BYTES = 1 << 28;
+
+/**
+ * Refuses bytes that are not Arrow IPC before Arrow reads them: it would take their first bytes as a
+ * length and fail with a message about sizes. A stream starts with the continuation marker 0xFFFFFFFF
+ * and a metadata length; a file with `ARROW1`. Nothing at all is left to the empty-input rules.
+ */
+function checkIpcHead(name: string, head: Uint8Array): void {
+  if (head.length === 0) return;
+  const bytes = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  if (bytes.subarray(0, FILE_MAGIC.length).equals(FILE_MAGIC)) return;
+  if (bytes.length === IPC_HEAD_BYTES && bytes.readUInt32LE(0) === 0xffffffff) {
+    const length = bytes.readInt32LE(4);
+    if (length >= 0 && length <= MAX_METADATA_BYTES) return;
+  }
+  const shown = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+  throw new UserError(`${name}: not Arrow IPC data (it starts with bytes ${shown}; an Arrow IPC stream starts with ff ff ff ff, an Arrow file with "ARROW1")`);
+}
+
+/** The stream with its first bytes checked by `checkIpcHead`; they are read ahead and then passed on. */
+async function checkedStream(name: string, stream: NodeJS.ReadableStream): Promise<AsyncIterable<Uint8Array>> {
+  const chunks = (stream as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  const head: Uint8Array[] = [];
+  let length = 0;
+  let done = false;
+  while (length < IPC_HEAD_BYTES) {
+    const next = await readIpc(name, () => chunks.next());
+    if (next.done) {
+      done = true;
+      break;
+    }
+    head.push(next.value);
+    length += next.value.length;
+  }
+  checkIpcHead(name, Buffer.concat(head).subarray(0, IPC_HEAD_BYTES));
+  return (async function* () {
+    yield* head;
+    if (done) return;
+    for (;;) {
+      const next = await chunks.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  })();
 }
 
 async function openFile(path: string): Promise<fs.FileHandle> {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { isUserError } from '@fisher-merge/core';
 import { allowNonfiniteWeights } from '@fisher-merge/checkpoint';
@@ -11,8 +12,12 @@ import { registerRun } from './commands/run.ts';
 import { registerStream } from './commands/stream.ts';
 import { registerStatus } from './commands/status.ts';
 
+// The version of the package that installs the `fisher-merge` command (the workspace root).
+const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
+  .version(version)
   .showHelpAfterError()
   .option('--allow-nonfinite', 'load weights holding NaN or Inf instead of refusing them (debugging)')
   .hook('preAction', (command) => allowNonfiniteWeights(command.opts<{ allowNonfinite?: boolean }>().allowNonfinite === true));
