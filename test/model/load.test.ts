@@ -167,7 +167,7 @@ describe('bad checkpoints', () => {
     const tiny = tinyBert(36);
     tiny.config.model_type = 'gpt2';
     const dir = await writeModel(tiny);
-    expect(await loadError(dir)).toBe(`${dir}/config.json: has unknown model_type "gpt2" (known: bert, roberta, distilbert, electra)`);
+    expect(await loadError(dir)).toBe(`${dir}/config.json: has unknown model_type "gpt2" (known: bert, distilbert, electra, roberta)`);
   });
 
   it('rejects unsupported config values', async () => {

@@ -1,24 +1,7 @@
 import { UserError } from '@fisher-merge/core';
 import type { HfConfig } from '@fisher-merge/checkpoint';
 import type { ConfigValue, FamilyDescription } from './family.ts';
-import { FAMILIES } from './families/index.ts';
 import type { Activation, EncoderConfig } from './types.ts';
-
-/** The family description whose model_type matches config.json. */
-export function familyForConfig(hfConfig: HfConfig, label = 'config.json'): FamilyDescription {
-  const modelType = hfConfig.model_type;
-  const known = FAMILIES.flatMap((f) => f.modelTypes);
-  const family = FAMILIES.find((f) => typeof modelType === 'string' && f.modelTypes.includes(modelType));
-  if (!family) {
-    const what = modelType === undefined ? 'has no model_type' : `has unknown model_type ${JSON.stringify(modelType)}`;
-    throw new UserError(`${label}: ${what} (known: ${known.join(', ')})`);
-  }
-  const architectures = hfConfig.architectures;
-  if (architectures !== undefined && architectures !== null && !(Array.isArray(architectures) && architectures.every((a) => typeof a === 'string'))) {
-    throw new UserError(`${label}: "architectures" must be a list of class names, got ${JSON.stringify(architectures)}`);
-  }
-  return family;
-}
 
 // Hugging Face ACT2FN names -> the activations engines implement.
 const ACTIVATIONS: Record<string, Activation> = {

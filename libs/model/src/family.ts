@@ -1,12 +1,5 @@
+import type { LayerRole, ModuleKind } from './schema.ts';
 import type { Activation } from './types.ts';
-
-/** The per-layer roles every family maps its modules onto (shared/docs/method.md, "Families"). */
-export type LayerRole = 'query' | 'key' | 'value' | 'attnOut' | 'attnNorm' | 'ffnIn' | 'ffnOut' | 'ffnNorm';
-
-export const LAYER_ROLES: readonly LayerRole[] = ['query', 'key', 'value', 'attnOut', 'attnNorm', 'ffnIn', 'ffnOut', 'ffnNorm'];
-
-/** Norm roles, whose legacy checkpoints may name weight/bias gamma/beta. */
-export const NORM_LAYER_ROLES: readonly LayerRole[] = ['attnNorm', 'ffnNorm'];
 
 /** A config.json value: read from `key` (falling back to `default`, Hugging Face's config default) or fixed by the family. */
 export type ConfigValue<T> = { key: string; default?: T } | { value: T };
@@ -17,15 +10,21 @@ export interface HeadModule {
   activation: Activation;
 }
 
+/** Other names checkpoints give a parameter of a kind of module, tried after `weight` / `bias`. */
+export type ParamAliases = { readonly [K in ModuleKind]?: { readonly weight?: readonly string[]; readonly bias?: readonly string[] } };
+
 /**
- * An encoder architecture as data. Module paths are relative to the encoder prefix (embeddings,
- * layers, pooler) or to the checkpoint root (head); parameters are `<module>.weight` / `<module>.bias`.
- * Layer paths contain `{l}` for the layer index.
+ * An encoder architecture as data: one file in `families/` default-exports one of these, and the
+ * loader finds it there. Module paths are relative to the encoder prefix (embeddings, layers,
+ * pooler) or to the checkpoint root (classifier); parameters are `<module>.weight` / `<module>.bias`
+ * (or an alias). Layer paths contain `{l}` for the layer index.
  */
 export interface FamilyDescription {
   name: string;
   /** config.json `model_type` values this description reads. */
   modelTypes: readonly string[];
+  /** config.json `architectures` class names start with one of these (Bert: BertModel, BertForMaskedLM, ...). */
+  architecturePrefixes: readonly string[];
   config: {
     numLayers: ConfigValue<number>;
     hiddenSize: ConfigValue<number>;
@@ -43,8 +42,9 @@ export interface FamilyDescription {
   };
   positionStyle: 'absolute' | 'padding-offset';
   hasTokenTypes: boolean;
-  /** Tried in order; the first under which the word embeddings exist is the checkpoint's prefix. */
+  /** Tried in order; the first under which the embeddings and layer 0 exist is the checkpoint's prefix. */
   encoderPrefixes: readonly string[];
+  paramAliases: ParamAliases;
   embeddings: {
     word: string;
     position: string;
@@ -58,6 +58,6 @@ export interface FamilyDescription {
   pooler?: HeadModule;
   /** Whether the task head runs on the pooler's output (BERT) or on the first token directly. */
   headUsesPooler: boolean;
-  /** Task classifier layers, in order; the last one outputs numLabels. */
+  /** Task classifier layers, in order; the last one outputs numLabels. Other heads (pre-training, LM) are not loaded. */
   classifier: readonly HeadModule[];
 }

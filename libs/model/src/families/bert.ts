@@ -1,4 +1,4 @@
-import type { FamilyDescription } from '../family.ts';
+import type { FamilyDescription, ParamAliases } from '../family.ts';
 
 /** BERT layer modules (BertLayer), shared by RoBERTa and ELECTRA. */
 export const BERT_LAYER: FamilyDescription['layer'] = {
@@ -33,17 +33,25 @@ export const BERT_EMBEDDINGS: FamilyDescription['embeddings'] = {
   norm: 'embeddings.LayerNorm',
 };
 
-/** BertModel / BertForSequenceClassification: pooler (dense + tanh on [CLS]) feeds the classifier. */
+/** TF-converted checkpoints name LayerNorm weight/bias gamma/beta (Hugging Face renames them on load). */
+export const TF_NORM_ALIASES: ParamAliases = { norm: { weight: ['gamma'], bias: ['beta'] } };
+
+/**
+ * BertModel / BertForSequenceClassification: pooler (dense + tanh on [CLS]) feeds the classifier. */
 export const bert: FamilyDescription = {
   name: 'bert',
   modelTypes: ['bert'],
+  architecturePrefixes: ['Bert'],
   config: BERT_CONFIG,
   positionStyle: 'absolute',
   hasTokenTypes: true,
   encoderPrefixes: ['bert.', ''],
+  paramAliases: TF_NORM_ALIASES,
   embeddings: BERT_EMBEDDINGS,
   layer: BERT_LAYER,
   pooler: { module: 'pooler.dense', activation: 'tanh' },
   headUsesPooler: true,
   classifier: [{ module: 'classifier', activation: 'none' }],
 };
+
+export default bert;

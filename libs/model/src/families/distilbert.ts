@@ -1,12 +1,14 @@
 import type { FamilyDescription } from '../family.ts';
+import { TF_NORM_ALIASES } from './bert.ts';
 
 /**
  * DistilBertForSequenceClassification: no token types, no pooler; pre_classifier + ReLU then
  * classifier on [CLS]. Its LayerNorms use a fixed eps of 1e-12.
  */
-export const distilbert: FamilyDescription = {
+const distilbert: FamilyDescription = {
   name: 'distilbert',
   modelTypes: ['distilbert'],
+  architecturePrefixes: ['DistilBert'],
   config: {
     numLayers: { key: 'n_layers', default: 6 },
     hiddenSize: { key: 'dim', default: 768 },
@@ -22,6 +24,7 @@ export const distilbert: FamilyDescription = {
   positionStyle: 'absolute',
   hasTokenTypes: false,
   encoderPrefixes: ['distilbert.', ''],
+  paramAliases: TF_NORM_ALIASES,
   embeddings: {
     word: 'embeddings.word_embeddings',
     position: 'embeddings.position_embeddings',
@@ -43,3 +46,5 @@ export const distilbert: FamilyDescription = {
     { module: 'classifier', activation: 'none' },
   ],
 };
+
+export default distilbert;

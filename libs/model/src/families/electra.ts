@@ -1,13 +1,14 @@
 import type { FamilyDescription } from '../family.ts';
-import { BERT_EMBEDDINGS, BERT_LAYER } from './bert.ts';
+import { BERT_EMBEDDINGS, BERT_LAYER, TF_NORM_ALIASES } from './bert.ts';
 
 /**
  * ELECTRA discriminator with ElectraForSequenceClassification's head (dense + gelu, out_proj; no
  * pooler). Embeddings may be smaller than the hidden size and projected by `embeddings_project`.
  */
-export const electra: FamilyDescription = {
+const electra: FamilyDescription = {
   name: 'electra',
   modelTypes: ['electra'],
+  architecturePrefixes: ['Electra'],
   config: {
     numLayers: { key: 'num_hidden_layers', default: 12 },
     hiddenSize: { key: 'hidden_size', default: 256 },
@@ -24,6 +25,7 @@ export const electra: FamilyDescription = {
   positionStyle: 'absolute',
   hasTokenTypes: true,
   encoderPrefixes: ['electra.', ''],
+  paramAliases: TF_NORM_ALIASES,
   embeddings: { ...BERT_EMBEDDINGS, project: 'embeddings_project' },
   layer: BERT_LAYER,
   headUsesPooler: false,
@@ -32,3 +34,5 @@ export const electra: FamilyDescription = {
     { module: 'classifier.out_proj', activation: 'none' },
   ],
 };
+
+export default electra;
