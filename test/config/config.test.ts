@@ -50,7 +50,16 @@ describe('one config vocabulary', () => {
 
   it('merge rule parameters are checked where they are given, by the rule', () => {
     expect(stream({ out: 'o', tasks: [streamTask], parameters: { normalize: 'most' } })).toThrow("stream.yaml: parameters: parameter 'normalize' of 'mask-fisher' must be one of none, count, mass, got 'most'");
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'ties', base_model: 'b', parameters: { density: 2 } })).toThrow("stream.yaml: parameters: parameter 'density' of 'ties' must be a number in (0, 1], got 2");
     expect(run({ tasks: [runTask], methods: [{ merge_method: 'mask-fisher', parameters: { universal: 'yes' } }] })).toThrow("run.yaml: methods[0]: parameter 'universal' of 'mask-fisher' must be a boolean");
+  });
+
+  it('a stream job merges by any rule that needs no statistics beyond its running mask Fisher', () => {
+    const s = stream({ out: 'o', tasks: [streamTask], merge_method: 'mask-fisher-ties', base_model: 'b', parameters: { density: 0.5 } })();
+    expect([s.rule, s.params]).toEqual(['mask-fisher-ties', { density: 0.5, scale: 1, universal: true, normalize: 'none' }]);
+    expect(stream({ out: 'o', tasks: [streamTask] })().rule).toBe('mask-fisher');
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'full-fisher' })).toThrow('stream.yaml: merge_method: method full-fisher needs fullFisher statistics; a stream job accumulates mask Fisher only');
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'dare-ties' })).toThrow('stream.yaml: base_model: expected a base model folder (method dare-ties needs one), got nothing');
   });
 
   it('a mergekit-style merge config: merge_method, base_model, models with fisher or data, parameters, dtype, out', () => {

@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { resolveParams, resolveRule, type Params } from '@fisher-merge/merge';
-import { checked, choice, flag, int, mapping, number, positive, section, text } from './schema.ts';
-import { ENGINE, FISHER_KEYS, MAX_LENGTH, OUT, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
+import { isUserError } from '@fisher-merge/core';
+import { resolveRule } from '@fisher-merge/merge';
+import { checked, choice, flag, int, number, positive, section, text } from './schema.ts';
+import { BASE_RENAMED, ENGINE, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, OUT, ruleParams, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
 
 const WATCH_ONLY = ['ready', 'stable_ms', 'marker_suffix'] as const;
 
@@ -32,8 +33,10 @@ export const STREAM_KEYS = {
   engine: ENGINE,
   max_length: MAX_LENGTH,
   fisher: section({ ...FISHER_KEYS, decay_half_life: number(0).default(0) }, { max_length: "moved to the top level ('max_length')" }).prefault({}),
-  /** The mask-fisher rule's parameters (as `merge --param`). */
-  parameters: mapping().prefault({}).superRefine((p, ctx) => void checked((given: Params) => resolveParams(resolveRule('mask-fisher'), given))(p as Params, ctx)),
+  /** Any rule of the registry that needs no statistics beyond the job's running mask Fisher. */
+  ...METHOD_KEYS,
+  merge_method: METHOD_KEYS.merge_method.default('mask-fisher'),
+  base_model: text('a base model folder').optional(),
   publish: section({
     every_examples: int(1).optional(),
     relative_change: number(0).optional(),
@@ -50,6 +53,19 @@ export const STREAM_KEYS = {
   }),
 };
 
-export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rule's parameters are the top-level 'parameters' (was merge.params)" });
+export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rule's parameters are the top-level 'parameters' (was merge.params)", ...BASE_RENAMED })
+  .superRefine((c, ctx) => {
+    const rule = resolveRule(c.merge_method);
+    const missing = rule.needs.stats.filter((s) => s !== 'maskFisher');
+    if (missing.length > 0) ctx.addIssue({ code: 'custom', path: ['merge_method'], message: `method ${rule.name} needs ${missing.join(', ')} statistics; a stream job accumulates mask Fisher only`, input: c.merge_method });
+    if (rule.needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${rule.name} needs one), got nothing` });
+    try {
+      ruleParams(rule.name, c.parameters);
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      ctx.addIssue({ code: 'custom', path: ['parameters'], message: e.message, input: c.parameters });
+    }
+  })
+  .transform((c) => ({ ...c, ...ruleParams(c.merge_method, c.parameters) }));
 
 export type StreamConfigKeys = z.output<typeof STREAM_CONFIG>;

@@ -45,7 +45,8 @@ export interface StreamConfig {
   /** Model batches (of any task) between checkpoints. */
   checkpointEvery: number;
   logIntervalS: number;
-  mergeParams: Params;
+  /** The merge rule of every version, its effective parameters, and the base model it may need. */
+  merge: { method: string; params: Params; base?: string };
   publish: PublishPolicy;
   tasks: StreamTask[];
 }
@@ -73,7 +74,7 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
     flowWindow: Math.max(fisher.batch_size + 1, c.flow_window),
     checkpointEvery: c.checkpoint_every,
     logIntervalS: c.log_interval_s,
-    mergeParams: c.parameters as Params,
+    merge: { method: c.rule, params: c.params, ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}) },
     publish: {
       ...(publish.every_examples !== undefined ? { everyExamples: publish.every_examples } : {}),
       ...(publish.relative_change !== undefined ? { relativeChange: publish.relative_change } : {}),

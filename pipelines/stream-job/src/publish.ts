@@ -5,6 +5,7 @@ import { writeFileAtomic } from '@fisher-merge/core';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import { mergeModels } from '@fisher-merge/merge-job';
+import type { StreamConfig } from './config.ts';
 import { outLayout, type SourceCursor } from './state.ts';
 
 export interface VersionManifest {
@@ -12,8 +13,9 @@ export interface VersionManifest {
   time: string;
   /** The policy that fired: every_examples, relative_change, interval, trigger, stop. */
   reason: string;
-  method: 'mask-fisher';
+  method: string;
   params: Params;
+  base: string | null;
   tasks: Record<string, {
     model: string;
     /** Output folder of this task's model inside the version directory. */
@@ -32,7 +34,7 @@ export interface VersionManifest {
 
 export interface PublishInput {
   reason: string;
-  params: Params;
+  merge: StreamConfig['merge'];
   tasks: { name: string; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor }[];
 }
 
@@ -89,8 +91,9 @@ export class VersionPublisher {
     const result = await mergeModels({
       models: input.tasks.map((t) => t.model),
       maskFishers: input.tasks.map((t) => t.stats),
-      method: 'mask-fisher',
-      params: input.params,
+      method: input.merge.method,
+      params: input.merge.params,
+      ...(input.merge.base ? { base: input.merge.base } : {}),
       lambdas: input.tasks.map((t) => t.lambda),
       out: staging,
     });
@@ -99,8 +102,9 @@ export class VersionPublisher {
       version,
       time: new Date().toISOString(),
       reason: input.reason,
-      method: 'mask-fisher',
-      params: input.params,
+      method: input.merge.method,
+      params: input.merge.params,
+      base: input.merge.base ?? null,
       tasks: Object.fromEntries(input.tasks.map((t, j) => [t.name, {
         model: t.model,
         folder: folders[j]!,

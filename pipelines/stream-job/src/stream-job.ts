@@ -170,7 +170,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     const started = performance.now();
     const manifest = await publisher.publish({
       reason,
-      params: config.mergeParams,
+      merge: config.merge,
       tasks: snapshot.map((s) => ({ name: s.run.name, model: s.run.task.model, lambda: s.run.task.lambda, stats: s.stats, cursor: s.cursor })),
     });
     for (const s of snapshot) s.run.examplesSincePublish -= s.examples;
