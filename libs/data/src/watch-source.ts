@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { concatMap, defer, EMPTY, mergeMap, Observable, of, repeat, type OperatorFunction } from 'rxjs';
+import { concatMap, defer, EMPTY, finalize, mergeMap, Observable, of, repeat, type OperatorFunction } from 'rxjs';
 import { UserError } from '@fisher-merge/core';
 import type { FlowControl } from './flow-control.ts';
 import { parquetSource } from './parquet-source.ts';
@@ -30,6 +30,8 @@ export interface DirectoryWatcherOptions {
    * not, for this long: the input is finished. Default: wait forever.
    */
   idleMs?: number;
+  /** Once aborted, `next()` gives up as soon as no unread file is present (drain now, without waiting `idleMs`). */
+  drain?: AbortSignal;
   /** Time source (tests pass a virtual clock). */
   clock?: Clock;
 }
@@ -77,6 +79,7 @@ export class DirectoryWatcher {
   /** The next ready file (full path); undefined when `signal` aborts or the directory stayed idle for `idleMs`. */
   async next(signal?: AbortSignal): Promise<string | undefined> {
     let idleSince = this.clock.now();
+    const wake = anySignal(signal, this.options.drain);
     while (!signal?.aborted) {
       const { ready, pending } = await this.scan();
       if (ready) {
@@ -86,8 +89,8 @@ export class DirectoryWatcher {
         return ready;
       }
       if (pending > 0) idleSince = this.clock.now();
-      else if (this.options.idleMs !== undefined && this.clock.now() - idleSince >= this.options.idleMs) return undefined;
-      await this.clock.sleep(this.options.pollMs, signal);
+      else if (this.options.drain?.aborted || (this.options.idleMs !== undefined && this.clock.now() - idleSince >= this.options.idleMs)) return undefined;
+      await this.clock.sleep(this.options.pollMs, wake);
     }
     return undefined;
   }
@@ -166,10 +169,19 @@ export interface WatchedParquetSourceOptions {
  * costs nothing but directory listings; completes when the watcher gives up (idle or aborted).
  */
 export function watchedParquetSource(watcher: DirectoryWatcher, options: WatchedParquetSourceOptions): Observable<SourceBatch> {
+  return defer(() => {
+    // Per subscription: unsubscribing ends the wait for the next file.
+    const unsubscribed = new AbortController();
+    const signal = anySignal(options.signal, unsubscribed.signal);
+    return filesOf(watcher, signal!, options).pipe(finalize(() => unsubscribed.abort()));
+  });
+}
+
+function filesOf(watcher: DirectoryWatcher, signal: AbortSignal, options: WatchedParquetSourceOptions): Observable<SourceBatch> {
   let finished = false;
   const oneFile = defer(async () => {
     for (;;) {
-      const file = await watcher.next(options.signal);
+      const file = await watcher.next(signal);
       if (file === undefined) return undefined;
       const startRow = await options.prepare(file);
       if (startRow !== undefined) return { file, startRow };
@@ -196,6 +208,8 @@ export interface TailFileOptions {
   signal?: AbortSignal;
   /** Ends the stream after this long without new bytes (the writer is done). Default: never. */
   idleMs?: number;
+  /** Once aborted, the stream ends at the first read that finds no new bytes. */
+  drain?: AbortSignal;
   chunkBytes?: number;
   clock?: Clock;
 }
@@ -208,7 +222,9 @@ export interface TailFileOptions {
 export function tailFile(file: string, options: TailFileOptions): Readable {
   const chunkBytes = options.chunkBytes ?? 1 << 20;
   const clock = options.clock ?? systemClock;
-  const pause = () => clock.sleep(options.pollMs, options.signal);
+  const wake = anySignal(options.signal, options.drain);
+  const pause = () => clock.sleep(options.pollMs, wake);
+  const idle = (since: number): boolean => options.drain?.aborted === true || (options.idleMs !== undefined && clock.now() - since >= options.idleMs);
   async function* chunks(): AsyncGenerator<Buffer> {
     let lastData = clock.now();
     let handle: fs.FileHandle | undefined;
@@ -218,7 +234,7 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
         return undefined;
       });
       if (handle) break;
-      if (options.signal?.aborted || (options.idleMs !== undefined && clock.now() - lastData >= options.idleMs)) return;
+      if (options.signal?.aborted || idle(lastData)) return;
       await pause();
     }
     const buffer = Buffer.allocUnsafe(chunkBytes);
@@ -233,7 +249,7 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
           yield Buffer.from(buffer.subarray(0, bytesRead));
           continue;
         }
-        if (options.idleMs !== undefined && clock.now() - lastData >= options.idleMs) return;
+        if (idle(lastData)) return;
         await pause();
       }
     } finally {
@@ -241,4 +257,10 @@ export function tailFile(file: string, options: TailFileOptions): Readable {
     }
   }
   return Readable.from(chunks(), { objectMode: false });
+}
+
+/** A signal aborted when any of the given ones is; undefined when none is given. */
+function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const given = signals.filter((s): s is AbortSignal => s !== undefined);
+  return given.length <= 1 ? given[0] : AbortSignal.any(given);
 }

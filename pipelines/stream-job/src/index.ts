@@ -4,3 +4,4 @@ export * from './ledger.ts';
 export * from './publish.ts';
 export * from './status.ts';
 export * from './stream-job.ts';
+export * from './operators.ts';

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError, writeFileAtomic } from '@fisher-merge/core';
+import { UserError } from '@fisher-merge/core';
 import type { MaskFisher } from '@fisher-merge/fisher';
 
 /** Files and folders of a stream job's output directory. */
@@ -94,48 +94,4 @@ export async function readStreamState(file: string): Promise<StreamState | undef
       }
     : undefined;
   return { tasks, ...(published ? { published } : {}) };
-}
-
-/**
- * Writes checkpoints one at a time, each an atomic replacement of the file. Requests made while a
- * write runs collapse into one more write of the newest state, so a slow disk never queues states.
- */
-export class CheckpointWriter {
-  private running: Promise<void> | undefined;
-  private again = false;
-  private failure: unknown;
-  writes = 0;
-
-  constructor(private readonly file: string, private readonly snapshot: () => string) {}
-
-  /** Schedules a write; throws if an earlier write failed (the job must not run on unrecorded). */
-  request(): void {
-    if (this.failure) throw this.failure;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.loop();
-  }
-
-  /** Writes the current state now (after any write in progress) and rethrows a failed write. */
-  async flush(): Promise<void> {
-    this.request();
-    while (this.running) await this.running;
-    if (this.failure) throw this.failure;
-  }
-
-  private async loop(): Promise<void> {
-    try {
-      do {
-        this.again = false;
-        await writeFileAtomic(this.file, this.snapshot());
-        this.writes++;
-      } while (this.again);
-    } catch (e) {
-      this.failure = e;
-    } finally {
-      this.running = undefined;
-    }
-  }
 }

@@ -1,6 +1,32 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { concatMap, count, finalize, fromEvent, lastValueFrom, map, merge, of, takeUntil, tap, type Observable } from 'rxjs';
+import {
+  bufferCount,
+  concat,
+  concatMap,
+  connect,
+  defer,
+  EMPTY,
+  endWith,
+  exhaustMap,
+  filter,
+  finalize,
+  from,
+  fromEvent,
+  ignoreElements,
+  interval,
+  lastValueFrom,
+  map,
+  merge,
+  type Observable,
+  type OperatorFunction,
+  ReplaySubject,
+  share,
+  Subject,
+  take,
+  takeUntil,
+  tap,
+} from 'rxjs';
 import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
 import {
   arrowIpcSource,
@@ -9,6 +35,7 @@ import {
   padBatches,
   parquetRowCount,
   parquetSource,
+  releaseCredits,
   selectedRowCount,
   skipRowsBefore,
   tailFile,
@@ -20,13 +47,14 @@ import {
   type TextTokenizer,
 } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
-import { accumulateFisher, decayStats, emptyMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type FisherUpdate, type MaskFisher } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/merge-job';
-import type { Engine } from '@fisher-merge/model';
+import type { Engine, LoadedModel } from '@fisher-merge/model';
 import type { StreamConfig, StreamTask } from './config.ts';
 import { RowLedger } from './ledger.ts';
-import { readLatest, VersionPublisher } from './publish.ts';
-import { CheckpointWriter, outLayout, readStreamState, serializeState, type PublishedMark, type StreamState, type TaskState } from './state.ts';
+import { exhaustMapWithTrailing, takeControlFile } from './operators.ts';
+import { readLatest, VersionPublisher, type VersionManifest } from './publish.ts';
+import { outLayout, readStreamState, serializeState, type PublishedMark, type StreamState, type TaskState } from './state.ts';
 import { RateMeter, type JobStatus } from './status.ts';
 
 export interface StreamJobOptions {
@@ -37,12 +65,35 @@ export interface StreamJobOptions {
    * Without it the job runs until stopped, and a stop leaves an incomplete batch's rows unread.
    */
   exitWhenIdleMs?: number;
+  /** Drain mode from the moment this aborts: each input is finished as soon as it has nothing unread. */
+  drain?: AbortSignal;
   /** Stops the job (as the stop control file does) when aborted. */
   signal?: AbortSignal;
   /** SIGHUP publishes a version; SIGINT/SIGTERM stop the job (the CLI). */
   handleSignals?: boolean;
   /** How often status.json and the control files are looked at (default 500 ms). */
   statusIntervalMs?: number;
+  /**
+   * Where each task's batches become Fisher contributions: by default its engine in this process;
+   * the queue coordinator passes workers reached through Redis.
+   */
+  compute?: (task: TaskModel) => Promise<TaskCompute>;
+}
+
+/** A task's model as the stream job loaded it, for the code that computes its contributions. */
+export interface TaskModel {
+  name: string;
+  model: LoadedModel;
+  config: StreamConfig;
+}
+
+/** How one task's batches become contributions, in batch order. */
+export interface TaskCompute {
+  contributions: OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>>;
+  /** Batches the pipeline may hold between cutting and folding (the source's flow window is sized for them). */
+  inFlightBatches?: number;
+  /** Resolves once no computation runs; then `dispose` frees what `compute` opened. */
+  close(): Promise<void>;
 }
 
 export interface StreamJobResult {
@@ -59,7 +110,7 @@ interface TaskRun {
   name: string;
   tokenizer: TextTokenizer;
   padTokenId: number;
-  engine: Engine;
+  compute: TaskCompute;
   state: TaskState;
   ledger: RowLedger;
   watcher?: DirectoryWatcher;
@@ -68,13 +119,16 @@ interface TaskRun {
 }
 
 /**
- * `fisher-merge stream`: per task, a source of labelled rows (a watched Parquet directory or an
- * Arrow IPC stream) is tokenized, batched and run through the task's model into its running mask
- * Fisher statistics; all tasks form one RxJS graph. After every `checkpoint_every` batches the
- * statistics and, per source, the exact rows consumed are checkpointed atomically, so a restart
- * after `kill -9` re-reads exactly the rows not yet counted. Publish policies merge the latest
- * statistics into a new version (see VersionPublisher). Credits (FlowControl) bound what each task
- * holds in memory however large the backlog.
+ * `fisher-merge stream`: one RxJS graph. Per task, a source of labelled rows (a watched Parquet
+ * directory or an Arrow IPC stream) is tokenized, cut into batches, turned into Fisher
+ * contributions (by its engine, or by queue workers) and folded (`scan`, with decay as an operator)
+ * into its running statistics. Publish requests (policies, interval, control file, SIGHUP) are one
+ * merged stream into a publisher that runs one merge at a time; checkpoint requests (every
+ * `checkpoint_every` batches, after a version, after a skipped file) are another; a stop ends the
+ * batch streams (`takeUntil(stop$)`), and everything downstream completes behind them. Credits
+ * (FlowControl) bound what each task holds in memory however large the backlog; the checkpoint
+ * records, per source, exactly the rows in the statistics, so a restart after `kill -9` re-reads
+ * exactly the rows not yet counted.
  */
 export async function runStreamJob(config: StreamConfig, options: StreamJobOptions = {}): Promise<StreamJobResult> {
   const layout = outLayout(config.out);
@@ -82,84 +136,201 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
   // A stop file left by a run that died before acting on it must not stop this one at once.
   await fs.rm(layout.stopFile, { force: true });
   const saved = await readStreamState(layout.checkpoint);
-  const savedNames = Object.keys(saved?.tasks ?? {});
-  for (const name of savedNames) {
+  for (const name of Object.keys(saved?.tasks ?? {})) {
     if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
   }
+  const compute = options.compute ?? localCompute;
 
-  const runs = await Promise.all(config.tasks.map(async (task): Promise<TaskRun> => {
-    const name = task.spec.name;
-    const { model, tokenizer } = await loadTaskModel(task.model, task.spec);
-    const previous = saved?.tasks[name];
-    if (previous) checkResumable(layout.checkpoint, name, previous.stats, config, model.fingerprint);
-    const state: TaskState = previous ?? {
-      stats: emptyMaskFisher(
-        { numLayers: model.config.numLayers, numHeads: model.config.numHeads, intermediateSize: model.config.intermediateSize },
-        { mode: config.mode, batchSize: config.batchSize, task: name, modelFingerprint: model.fingerprint },
-      ),
-      cursor: { consumed: new Set() },
-      quarantined: 0,
-    };
-    const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }) });
-    return { task, name, tokenizer, padTokenId: model.config.padTokenId, engine, state, ledger: new RowLedger(state.cursor), rate: new RateMeter(), examplesSincePublish: state.stats.examples - (saved?.published?.tasks[name]?.examples ?? 0) };
-  }));
+  const runs: TaskRun[] = [];
+  try {
+    for (const task of config.tasks) runs.push(await openTask(task, config, saved, compute));
+    return await runTasks(config, options, runs, saved);
+  } finally {
+    await Promise.all(runs.map((r) => r.compute.close()));
+  }
+}
+
+async function openTask(task: StreamTask, config: StreamConfig, saved: StreamState | undefined, compute: (task: TaskModel) => Promise<TaskCompute>): Promise<TaskRun> {
+  const name = task.spec.name;
+  const { model, tokenizer } = await loadTaskModel(task.model, task.spec);
+  const previous = saved?.tasks[name];
+  if (previous) checkResumable(outLayout(config.out).checkpoint, name, previous.stats, config, model.fingerprint);
+  const state: TaskState = previous ?? {
+    stats: emptyMaskFisher(
+      { numLayers: model.config.numLayers, numHeads: model.config.numHeads, intermediateSize: model.config.intermediateSize },
+      { mode: config.mode, batchSize: config.batchSize, task: name, modelFingerprint: model.fingerprint },
+    ),
+    cursor: { consumed: new Set() },
+    quarantined: 0,
+  };
+  return {
+    task,
+    name,
+    tokenizer,
+    padTokenId: model.config.padTokenId,
+    compute: await compute({ name, model, config }),
+    state,
+    ledger: new RowLedger(state.cursor),
+    rate: new RateMeter(),
+    examplesSincePublish: state.stats.examples - (saved?.published?.tasks[name]?.examples ?? 0),
+  };
+}
+
+/** The task's own engine in this process; closing waits for a call a stop or an error left running. */
+async function localCompute({ name, model, config }: TaskModel): Promise<TaskCompute> {
+  const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }) });
+  const running = new Set<Promise<unknown>>();
+  const tracked: Engine = {
+    name: engine.name,
+    config: engine.config,
+    forward: (b) => engine.forward(b),
+    parameterFisher: (b, mode) => engine.parameterFisher(b, mode),
+    maskGradients: (b) => {
+      const call = engine.maskGradients(b);
+      running.add(call);
+      void call.catch(() => undefined).finally(() => running.delete(call));
+      return call;
+    },
+    dispose: () => engine.dispose(),
+  };
+  return {
+    contributions: maskFisherContributions(tracked, config.mode),
+    close: async () => {
+      await Promise.allSettled([...running]);
+      await engine.dispose();
+    },
+  };
+}
+
+async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: TaskRun[], saved: StreamState | undefined): Promise<StreamJobResult> {
+  const layout = outLayout(config.out);
   const streamState: StreamState = { tasks: Object.fromEntries(runs.map((r) => [r.name, r.state])), ...(saved?.published ? { published: saved.published } : {}) };
-  const checkpoint = new CheckpointWriter(layout.checkpoint, () => serializeState(streamState));
   const publisher = await VersionPublisher.open(config.out);
   // `latest` may be ahead of the checkpoint when a crash came between publishing and checkpointing.
   let lastVersion = (await readLatest(config.out)) ?? saved?.published?.version;
-
-  const stop = new AbortController();
-  const teardown = new AbortController();
-  const inflight = new Set<Promise<unknown>>();
-  let batchesSinceCheckpoint = 0;
-  let stoppedBy: StreamJobResult['stoppedBy'] = 'drained';
-  const requestStop = (why: string): void => {
-    if (stop.signal.aborted) return;
-    stoppedBy = 'stop';
-    logEvent('stream.stopping', { reason: why });
-    stop.abort();
+  const idle = {
+    ...(options.exitWhenIdleMs !== undefined ? { idleMs: options.exitWhenIdleMs } : {}),
+    ...(options.drain ? { drain: options.drain } : {}),
   };
-  options.signal?.addEventListener('abort', () => requestStop('signal'), { once: true });
 
-  // --- publishing: one merge at a time; requests during a merge collapse into one more -----------
-  let publishing: Promise<void> | undefined;
-  let pendingReason: string | undefined;
-  let publishFailure: unknown;
-  const hasNews = (): boolean => runs.some((r) => r.examplesSincePublish > 0);
-  const requestPublish = (reason: string): void => {
-    if (publishing) {
-      pendingReason ??= reason;
-      return;
-    }
-    publishing = (async () => {
-      try {
-        let why: string | undefined = reason;
-        while (why !== undefined) {
-          await publishOnce(why);
-          why = pendingReason;
-          pendingReason = undefined;
-        }
-      } catch (e) {
-        publishFailure = e;
-        requestStop('publish failed');
-      } finally {
-        publishing = undefined;
+  // --- control: ticks drive status and control files; stop$ ends the batch streams ---------------
+  const ticks$ = interval(options.statusIntervalMs ?? 500).pipe(share());
+  const controlFile = (file: string): Observable<unknown> => ticks$.pipe(exhaustMap(() => takeControlFile(file)), filter(Boolean));
+  const signals = (...names: NodeJS.Signals[]): Observable<unknown> => (options.handleSignals ? merge(...names.map((n) => fromEvent(process, n))) : EMPTY);
+  let stopReason: string | undefined;
+  const stop$ = merge(
+    options.signal ? (options.signal.aborted ? from(['signal']) : fromEvent(options.signal, 'abort').pipe(map(() => 'signal'))) : EMPTY,
+    controlFile(layout.stopFile).pipe(map(() => 'stop file')),
+    signals('SIGINT', 'SIGTERM').pipe(map(() => 'signal')),
+  ).pipe(
+    take(1),
+    tap((reason) => {
+      stopReason = reason;
+      logEvent('stream.stopping', { reason });
+    }),
+    share({ connector: () => new ReplaySubject(1) }),
+  );
+  // Files skipped whole (quarantined, empty) change the cursor without a batch: checkpoint them too.
+  const skippedFile$ = new Subject<void>();
+
+  // --- per task: source -> tokenize -> batches -> contributions -> decay -> fold -> commit --------
+  /** Emits the task's run after each batch it folded in. */
+  const taskUpdates = (run: TaskRun): Observable<TaskRun> => {
+    const flow = new FlowControl(Math.max(config.flowWindow, sourceBatchesFor(run.compute.inFlightBatches ?? 0, config)));
+    return sourceOf(run, flow).pipe(
+      tokenize(run.tokenizer, run.task.spec, { maxLength: config.maxLength }),
+      padBatches({ batchSize: config.batchSize, padTokenId: run.padTokenId, flow, allowEmpty: true }),
+      // A stop takes no more batches (an incomplete one stays unread); those already cut finish.
+      takeUntil(stop$),
+      run.compute.contributions,
+      decayFisher(config.decayHalfLife),
+      foldFisher(() => run.state.stats),
+      tap((update) => commit(run, update)),
+      releaseCredits(flow),
+      map(() => run),
+    );
+  };
+
+  /** Statistics and cursor change together, synchronously: every checkpoint is consistent. */
+  const commit = (run: TaskRun, { stats, batch }: FisherUpdate<ModelBatch>): void => {
+    run.state.stats = stats;
+    for (const file of run.ledger.advance(batch.tokens.batchSize)) logEvent('stream.file_done', { task: run.name, file });
+    run.examplesSincePublish += batch.tokens.batchSize;
+    run.rate.add(batch.tokens.batchSize);
+  };
+
+  const sourceOf = (run: TaskRun, flow: FlowControl): Observable<SourceBatch> => {
+    const columns = taskColumns(run.task.spec);
+    const input = run.task.input;
+    if (input.kind === 'watch') return watchedSource(run, input, flow, columns);
+    const startRow = run.state.cursor.current?.row ?? 0;
+    return defer(() => {
+      // Per subscription: unsubscribing stops following the file.
+      const unsubscribed = new AbortController();
+      const stream = input.path === '-' ? process.stdin : tailFile(input.path, { pollMs: input.pollMs, signal: unsubscribed.signal, ...idle });
+      return arrowIpcSource(stream, { columns, flow, name: input.path === '-' ? '<stdin>' : input.path, allowEmpty: true }).pipe(
+        skipRowsBefore(startRow, flow),
+        tap((b) => run.ledger.push(STREAM_CURSOR, b.source.rowOffset + (b.selection?.[0] ?? 0), selectedRowCount(b))),
+        finalize(() => unsubscribed.abort()),
+      );
+    });
+  };
+
+  const watchedSource = (run: TaskRun, input: Extract<StreamTask['input'], { kind: 'watch' }>, flow: FlowControl, columns: string[]): Observable<SourceBatch> => {
+    const { state, ledger, name } = run;
+    const watcher = new DirectoryWatcher(input.dir, { ready: input.ready, pollMs: input.pollMs, ignore: (file) => state.cursor.consumed.has(path.basename(file)), ...idle });
+    run.watcher = watcher;
+    const validate = async (file: string): Promise<number> => {
+      const rows = await parquetRowCount(file);
+      if (rows > 0) {
+        // Whole file first: a bad row must not leave part of a file in the statistics.
+        await lastValueFrom(parquetSource(file, { columns, batchSize: config.sourceBatchRows }).pipe(tokenize(run.tokenizer, run.task.spec, { maxLength: config.maxLength }), ignoreElements()), { defaultValue: undefined });
       }
-    })();
+      return rows;
+    };
+    return watchedParquetSource(watcher, {
+      columns,
+      batchSize: config.sourceBatchRows,
+      flow,
+      prepare: async (file) => {
+        const base = path.basename(file);
+        let rows: number;
+        try {
+          rows = await validate(file);
+        } catch (e) {
+          if (!(e instanceof UserError)) throw e;
+          await quarantine(layout.quarantine, name, file, input.ready, e.message);
+          if (state.cursor.current?.file === base) delete state.cursor.current;
+          state.quarantined++;
+          skippedFile$.next();
+          return undefined;
+        }
+        if (rows === 0) {
+          ledger.finish(base);
+          skippedFile$.next();
+          logEvent('stream.file_done', { task: name, file: base, rows: 0 });
+          return undefined;
+        }
+        ledger.expectFile(base, rows);
+        return state.cursor.current?.file === base ? state.cursor.current.row : 0;
+      },
+    }).pipe(tap((b) => ledger.push(path.basename(b.source.file), b.source.rowOffset + (b.selection?.[0] ?? 0), selectedRowCount(b))));
   };
+
+  // --- publishing: one merge at a time ------------------------------------------------------------
+  const hasNews = (): boolean => runs.some((r) => r.examplesSincePublish > 0);
   let deferredLogged = false;
-  const publishOnce = async (reason: string): Promise<void> => {
+  const publishOnce = async (reason: string): Promise<VersionManifest | undefined> => {
     if (!hasNews()) {
       // An operator who asked for a version should hear why none came.
       if (reason === 'trigger') logEvent('stream.publish_skipped', { reason, why: `no new examples since version ${lastVersion ?? 'none'}` });
-      return;
+      return undefined;
     }
     const empty = runs.filter((r) => r.state.stats.examples === 0).map((r) => r.name);
     if (empty.length > 0) {
       if (!deferredLogged) logEvent('stream.publish_deferred', { reason, waiting_for: empty });
       deferredLogged = true;
-      return;
+      return undefined;
     }
     const snapshot = runs.map((r) => ({
       run: r,
@@ -177,122 +348,18 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     const mark: PublishedMark = { version: manifest.version, tasks: Object.fromEntries(snapshot.map((s) => [s.run.name, { examples: s.stats.examples, head: s.stats.head, neuron: s.stats.neuron }])) };
     streamState.published = mark;
     lastVersion = manifest.version;
-    checkpoint.request();
     logEvent('stream.published', { version: manifest.version, reason, seconds: Number(((performance.now() - started) / 1000).toFixed(3)), examples: Object.fromEntries(snapshot.map((s) => [s.run.name, s.stats.examples])) });
+    return manifest;
   };
-  const checkPolicies = (run: TaskRun): void => {
+  const policyReason = (run: TaskRun): string | undefined => {
     const policy = config.publish;
-    if (policy.everyExamples !== undefined && run.examplesSincePublish >= policy.everyExamples) return requestPublish('every_examples');
-    if (policy.relativeChange !== undefined && relativeChange(run.state.stats, streamState.published?.tasks[run.name]) > policy.relativeChange) requestPublish('relative_change');
+    if (policy.everyExamples !== undefined && run.examplesSincePublish >= policy.everyExamples) return 'every_examples';
+    if (policy.relativeChange !== undefined && relativeChange(run.state.stats, streamState.published?.tasks[run.name]) > policy.relativeChange) return 'relative_change';
+    return undefined;
   };
+  const writeCheckpoint = () => writeFileAtomic(layout.checkpoint, serializeState(streamState));
 
-  // --- per-task pipelines ----------------------------------------------------------------------
-  const pipeline = (run: TaskRun): Observable<void> => {
-    const { task, name, state, ledger } = run;
-    const flow = new FlowControl(config.flowWindow);
-    const columns = taskColumns(task.spec);
-    const source = task.input.kind === 'watch'
-      ? watchedSource(run, task.input, flow, columns)
-      : ipcSource(task.input, flow, columns, state.cursor.current?.row ?? 0, (b) => ledger.push(STREAM_CURSOR, b.source.rowOffset + (b.selection?.[0] ?? 0), selectedRowCount(b)));
-    return source.pipe(
-      tokenize(run.tokenizer, task.spec, { maxLength: config.maxLength }),
-      padBatches({ batchSize: config.batchSize, padTokenId: run.padTokenId, flow, allowEmpty: true }),
-      concatMap((batch) => track(accumulateOne(run, batch))),
-      map(({ stats, batch }) => {
-        // Statistics and cursor change together, synchronously: every checkpoint is consistent.
-        state.stats = stats;
-        for (const file of ledger.advance(batch.tokens.batchSize)) logEvent('stream.file_done', { task: name, file });
-        flow.release(batch.completedSources.length);
-        run.examplesSincePublish += batch.tokens.batchSize;
-        run.rate.add(batch.tokens.batchSize);
-        if (++batchesSinceCheckpoint >= config.checkpointEvery) {
-          batchesSinceCheckpoint = 0;
-          checkpoint.request();
-        }
-        checkPolicies(run);
-      }),
-    );
-  };
-
-  const track = <T>(promise: Promise<T>): Promise<T> => {
-    inflight.add(promise);
-    return promise.finally(() => inflight.delete(promise));
-  };
-
-  const accumulateOne = (run: TaskRun, batch: ModelBatch) => {
-    const factor = config.decayHalfLife ? 0.5 ** (batch.tokens.batchSize / config.decayHalfLife) : 1;
-    const initial = factor === 1 ? run.state.stats : decayStats(run.state.stats, factor);
-    return lastValueFrom(of(batch).pipe(accumulateFisher<ModelBatch>(run.engine, { mode: config.mode, task: run.name, modelFingerprint: run.state.stats.modelFingerprint, initial })));
-  };
-
-  const watchedSource = (run: TaskRun, input: Extract<StreamTask['input'], { kind: 'watch' }>, flow: FlowControl, columns: string[]): Observable<SourceBatch> => {
-    const { state, ledger, name } = run;
-    const watcher = new DirectoryWatcher(input.dir, {
-      ready: input.ready,
-      pollMs: input.pollMs,
-      ignore: (file) => state.cursor.consumed.has(path.basename(file)),
-      ...(options.exitWhenIdleMs !== undefined ? { idleMs: options.exitWhenIdleMs } : {}),
-    });
-    run.watcher = watcher;
-    const validate = async (file: string): Promise<number> => {
-      const rows = await parquetRowCount(file);
-      if (rows > 0) {
-        // Whole file first: a bad row must not leave part of a file in the statistics.
-        await lastValueFrom(parquetSource(file, { columns, batchSize: config.sourceBatchRows }).pipe(tokenize(run.tokenizer, run.task.spec, { maxLength: config.maxLength }), count()));
-      }
-      return rows;
-    };
-    return watchedParquetSource(watcher, {
-      columns,
-      batchSize: config.sourceBatchRows,
-      flow,
-      signal: teardown.signal,
-      prepare: async (file) => {
-        const base = path.basename(file);
-        let rows: number;
-        try {
-          rows = await validate(file);
-        } catch (e) {
-          if (!(e instanceof UserError)) throw e;
-          await quarantine(name, file, input.ready, e.message);
-          if (state.cursor.current?.file === base) delete state.cursor.current;
-          state.quarantined++;
-          checkpoint.request();
-          return undefined;
-        }
-        if (rows === 0) {
-          ledger.finish(base);
-          checkpoint.request();
-          logEvent('stream.file_done', { task: name, file: base, rows: 0 });
-          return undefined;
-        }
-        ledger.expectFile(base, rows);
-        return state.cursor.current?.file === base ? state.cursor.current.row : 0;
-      },
-    }).pipe(tap((b) => ledger.push(path.basename(b.source.file), b.source.rowOffset + (b.selection?.[0] ?? 0), selectedRowCount(b))));
-  };
-
-  const ipcSource = (input: Extract<StreamTask['input'], { kind: 'ipc' }>, flow: FlowControl, columns: string[], startRow: number, record: (b: SourceBatch) => void): Observable<SourceBatch> => {
-    const stream = input.path === '-'
-      ? process.stdin
-      : tailFile(input.path, { pollMs: input.pollMs, signal: teardown.signal, ...(options.exitWhenIdleMs !== undefined ? { idleMs: options.exitWhenIdleMs } : {}) });
-    return arrowIpcSource(stream, { columns, flow, name: input.path === '-' ? '<stdin>' : input.path, allowEmpty: true }).pipe(skipRowsBefore(startRow, flow), tap(record));
-  };
-
-  const quarantine = async (task: string, file: string, ready: Extract<StreamTask['input'], { kind: 'watch' }>['ready'], reason: string): Promise<void> => {
-    const dir = path.join(layout.quarantine, task);
-    await fs.mkdir(dir, { recursive: true });
-    const target = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${path.basename(file)}`);
-    if (!(await moveFile(file, target))) {
-      logEvent('stream.file_vanished', { task, file: path.basename(file), reason });
-      return;
-    }
-    if (ready.kind === 'marker') await fs.rm(file + ready.suffix, { force: true });
-    await writeFileAtomic(`${target}.reason.txt`, `${reason}\n`);
-    logEvent('stream.quarantined', { task, file: path.basename(file), reason, moved_to: target });
-  };
-
-  // --- status, logs, control files, signals ------------------------------------------------------
+  // --- status -------------------------------------------------------------------------------------
   const startedAt = new Date().toISOString();
   const status = (running: boolean): JobStatus => ({
     pid: process.pid,
@@ -317,66 +384,60 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
   let lastLog = performance.now();
   const tick = async (): Promise<void> => {
     for (const r of runs) r.rate.sample();
-    if (await exists(layout.stopFile)) {
-      await fs.rm(layout.stopFile, { force: true });
-      requestStop('stop file');
-    }
-    if (await exists(layout.publishFile)) {
-      await fs.rm(layout.publishFile, { force: true });
-      requestPublish('trigger');
-    }
-    await writeStatus(true);
+    await writeStatus(true).catch((e: unknown) => logEvent('stream.status_failed', { error: (e as Error).message }));
     if (performance.now() - lastLog >= config.logIntervalS * 1000) {
       lastLog = performance.now();
       const s = status(true);
       for (const [task, t] of Object.entries(s.tasks)) logEvent('stream.progress', { task, examples: t.examples, examples_per_s: t.examples_per_s, backlog_files: t.backlog_files, last_version: s.last_version });
     }
   };
-  let ticking = Promise.resolve();
-  const tickTimer = setInterval(() => {
-    ticking = ticking.then(tick).catch((e: unknown) => logEvent('stream.status_failed', { error: (e as Error).message }));
-  }, options.statusIntervalMs ?? 500);
-  const intervalTimer = config.publish.intervalS !== undefined ? setInterval(() => requestPublish('interval'), config.publish.intervalS * 1000) : undefined;
-  const onHup = (): void => requestPublish('trigger');
-  const onStopSignal = (): void => requestStop('signal');
-  if (options.handleSignals) {
-    process.on('SIGHUP', onHup);
-    process.on('SIGINT', onStopSignal);
-    process.on('SIGTERM', onStopSignal);
-  }
+
+  // --- the job: every stream below completes once the batch streams have ------------------------
+  const job$ = merge(...runs.map(taskUpdates)).pipe(
+    connect((updates) => {
+      const end$ = updates.pipe(ignoreElements(), endWith(true));
+      const publishRequests$ = merge(
+        updates.pipe(map(policyReason), filter((r): r is string => r !== undefined)),
+        config.publish.intervalS !== undefined ? interval(config.publish.intervalS * 1000).pipe(map(() => 'interval')) : EMPTY,
+        controlFile(layout.publishFile).pipe(map(() => 'trigger')),
+        signals('SIGHUP').pipe(map(() => 'trigger')),
+      ).pipe(takeUntil(end$));
+      const published$ = publishRequests$.pipe(exhaustMapWithTrailing((reason) => from(publishOnce(reason)).pipe(filter(Boolean))));
+      const checkpoints$ = merge(updates.pipe(bufferCount(config.checkpointEvery)), skippedFile$.pipe(takeUntil(end$)), published$).pipe(exhaustMapWithTrailing(() => writeCheckpoint()));
+      const status$ = ticks$.pipe(takeUntil(end$), exhaustMap(tick));
+      return merge(checkpoints$, status$);
+    }),
+    ignoreElements(),
+  );
+  const lastPublish$ = defer(() => (config.publish.onStop && hasNews() ? from(publishOnce('stop')).pipe(concatMap(writeCheckpoint)) : EMPTY));
 
   logEvent('stream.started', { out: config.out, tasks: runs.map((r) => ({ task: r.name, examples: r.state.stats.examples, files_consumed: r.state.cursor.consumed.size, resume: r.state.cursor.current ?? null })), last_version: lastVersion ?? null });
   try {
-    await new Promise<void>((resolve, reject) => {
-      merge(...runs.map(pipeline))
-        .pipe(takeUntil(fromEvent(stop.signal, 'abort')), finalize(() => teardown.abort()))
-        .subscribe({ error: reject, complete: resolve });
-    });
-    // A stop unsubscribes mid-batch: let the engine calls end before the engines are disposed.
-    await Promise.allSettled([...inflight]);
-    await checkpoint.flush();
-    while (publishing) await publishing;
-    if (publishFailure) throw publishFailure;
-    if (config.publish.onStop && hasNews()) {
-      await publishOnce('stop');
-      await checkpoint.flush();
-    }
-    logEvent('stream.stopped', { by: stoppedBy, last_version: lastVersion ?? null, examples: Object.fromEntries(runs.map((r) => [r.name, r.state.stats.examples])) });
-    return { stats: Object.fromEntries(runs.map((r) => [r.name, r.state.stats])), ...(lastVersion !== undefined ? { lastVersion } : {}), stoppedBy };
+    await lastValueFrom(concat(job$, defer(writeCheckpoint), lastPublish$), { defaultValue: undefined });
   } finally {
-    teardown.abort();
-    clearInterval(tickTimer);
-    if (intervalTimer) clearInterval(intervalTimer);
-    if (options.handleSignals) {
-      process.off('SIGHUP', onHup);
-      process.off('SIGINT', onStopSignal);
-      process.off('SIGTERM', onStopSignal);
-    }
-    await ticking;
     await writeStatus(false).catch(() => undefined);
-    await Promise.allSettled([...inflight]);
-    await Promise.all(runs.map((r) => r.engine.dispose()));
   }
+  const stoppedBy = stopReason === undefined ? 'drained' : 'stop';
+  logEvent('stream.stopped', { by: stoppedBy, last_version: lastVersion ?? null, examples: Object.fromEntries(runs.map((r) => [r.name, r.state.stats.examples])) });
+  return { stats: Object.fromEntries(runs.map((r) => [r.name, r.state.stats])), ...(lastVersion !== undefined ? { lastVersion } : {}), stoppedBy };
+}
+
+/** Source batches needed to hold `batches` model batches between cutting and folding, plus one being filled. */
+function sourceBatchesFor(batches: number, config: StreamConfig): number {
+  return Math.ceil((batches * config.batchSize) / config.sourceBatchRows) + 2;
+}
+
+async function quarantine(root: string, task: string, file: string, ready: Extract<StreamTask['input'], { kind: 'watch' }>['ready'], reason: string): Promise<void> {
+  const dir = path.join(root, task);
+  await fs.mkdir(dir, { recursive: true });
+  const target = path.join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${path.basename(file)}`);
+  if (!(await moveFile(file, target))) {
+    logEvent('stream.file_vanished', { task, file: path.basename(file), reason });
+    return;
+  }
+  if (ready.kind === 'marker') await fs.rm(file + ready.suffix, { force: true });
+  await writeFileAtomic(`${target}.reason.txt`, `${reason}\n`);
+  logEvent('stream.quarantined', { task, file: path.basename(file), reason, moved_to: target });
 }
 
 function checkResumable(file: string, task: string, stats: MaskFisher, config: StreamConfig, modelFingerprint: string): void {
@@ -411,10 +472,6 @@ function memoryMB(): JobStatus['memory'] {
   const m = process.memoryUsage();
   const mb = (bytes: number) => Number((bytes / 2 ** 20).toFixed(1));
   return { rss_mb: mb(m.rss), heap_used_mb: mb(m.heapUsed), external_mb: mb(m.external) };
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(() => true, () => false);
 }
 
 /** Rename, or copy and delete when the quarantine is on another file system; false if `from` is gone. */
