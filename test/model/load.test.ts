@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UserError, type Tensor } from '@fisher-merge/core';
 import { saveCheckpoint } from '@fisher-merge/checkpoint';
-import { describeModel, encoderTensorRoles, headTensorNames, loadEncoder, toHfTensors } from '@fisher-merge/model';
+import { describeModel, encoderTensorRoles, headTensorNames, labelsFromConfig, loadEncoder, toHfTensors } from '@fisher-merge/model';
 import { rawSafetensors, tempDir } from '../checkpoint/helpers.ts';
 import { H, tinyBert, writeModel, type TinyModel } from './tiny.ts';
 
@@ -129,6 +129,13 @@ describe('legacy and low-precision checkpoints', () => {
 });
 
 describe('bad checkpoints', () => {
+  it('reads class names and ids from id2label / label2id (Hugging Face defaults where absent) and names a bad entry', () => {
+    expect(labelsFromConfig({ id2label: { 0: 'neg', 1: 'pos' }, label2id: { neg: 0, pos: 1, NEG: 0 } })).toEqual({ names: ['neg', 'pos'], ids: { neg: 0, pos: 1, NEG: 0 } });
+    expect(labelsFromConfig({ num_labels: 3 })).toEqual({ names: ['LABEL_0', 'LABEL_1', 'LABEL_2'], ids: { LABEL_0: 0, LABEL_1: 1, LABEL_2: 2 } });
+    expect(() => labelsFromConfig({ id2label: { 0: 'a', 1: 'b' }, label2id: { a: 0, b: 2 } }, 'c.json')).toThrow(new UserError('c.json: label2id "b" is 2, expected a class index in [0, 1]'));
+    expect(() => labelsFromConfig({ id2label: { 0: 'a', 2: 'b' } }, 'c.json')).toThrow(new UserError('c.json: id2label entry "2": "b" must map a class index in [0, 1] to a name'));
+  });
+
   it('names the tensor whose shape disagrees with config.json', async () => {
     const tiny = tinyBert(31);
     tiny.tensors['bert.encoder.layer.0.attention.self.query.weight'] = { dtype: 'F32', shape: [H, 4], data: new Float32Array(H * 4) };

@@ -14,6 +14,8 @@ export interface TaskSpec {
   numLabels: number;
   /** Class names by label index (classification only). */
   labelNames?: string[];
+  /** Class index of each string label (config.json label2id): a label column of strings is read through it. */
+  labelIds?: Readonly<Record<string, number>>;
 }
 
 function classification(name: string, text: string, pair: string | undefined, labelNames: string[]): TaskSpec {

@@ -103,21 +103,26 @@ function column(batch: RecordBatch, source: SourcePosition, name: string, expect
   return vector;
 }
 
+/** utf8, large utf8, or a dictionary of either. */
+function isStringType(t: DataType): boolean {
+  return DataType.isUtf8(t) || DataType.isLargeUtf8(t) || (DataType.isDictionary(t) && isStringType(t.dictionary));
+}
+
 function textColumn(batch: RecordBatch, source: SourcePosition, name: string): Vector {
   const vector = column(batch, source, name, 'a string column');
   const type = vector.type as DataType;
-  const isString = (t: DataType): boolean => DataType.isUtf8(t) || DataType.isLargeUtf8(t);
-  if (!isString(type) && !(DataType.isDictionary(type) && isString(type.dictionary))) {
+  if (!isStringType(type)) {
     throw new UserError(`${source.file}: column '${name}' has type ${type}, expected a string column (utf8)`);
   }
   return vector;
 }
 
 function labelColumn(batch: RecordBatch, source: SourcePosition, task: TaskSpec): Vector {
-  const expected = task.labelKind === 'class' ? 'an integer column (class index)' : 'a numeric column (regression target)';
+  const strings = task.labelKind === 'class' && task.labelIds !== undefined;
+  const expected = task.labelKind === 'regression' ? 'a numeric column (regression target)' : `an integer column (class index)${strings ? ' or strings named in label2id' : ''}`;
   const vector = column(batch, source, task.labelColumn, expected);
   const type = vector.type as DataType;
-  const ok = task.labelKind === 'class' ? DataType.isInt(type) : DataType.isInt(type) || DataType.isFloat(type);
+  const ok = task.labelKind === 'class' ? DataType.isInt(type) || (strings && isStringType(type)) : DataType.isInt(type) || DataType.isFloat(type);
   if (!ok) throw new UserError(`${source.file}: column '${task.labelColumn}' has type ${type}, expected ${expected}`);
   return vector;
 }
@@ -129,10 +134,13 @@ function readText(vector: Vector, source: SourcePosition, name: string, row: num
 }
 
 function readLabel(vector: Vector, source: SourcePosition, task: TaskSpec, row: number): number {
-  const raw = vector.get(row) as number | bigint | null;
+  const raw = vector.get(row) as number | bigint | string | null;
   const where = `${source.file}: label column '${task.labelColumn}' at row ${source.rowOffset + row} (0-based)`;
   if (raw === null) throw new UserError(`${where} is null`);
-  const value = Number(raw);
+  // String columns are accepted only with labelIds (labelColumn checks).
+  const ids = task.labelIds!;
+  if (typeof raw === 'string' && !Object.hasOwn(ids, raw)) throw new UserError(`${where} is ${JSON.stringify(raw)}, not a label of the model (label2id: ${Object.keys(ids).join(', ')})`);
+  const value = typeof raw === 'string' ? ids[raw]! : Number(raw);
   if (task.labelKind === 'class' && !(value >= 0 && value < task.numLabels)) {
     throw new UserError(`${where} is ${raw}, expected a class index in [0, ${task.numLabels - 1}]`);
   }

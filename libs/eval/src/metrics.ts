@@ -112,6 +112,22 @@ export const PRIMARY_METRIC: Record<string, MetricName> = {
   mrpc: 'f1', qqp: 'f1', cola: 'matthews_correlation', stsb: 'spearmanr',
 };
 
+/** The index of the largest value (the first on ties). */
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  for (let c = 1; c < values.length; c++) if (values[c]! > values[best]!) best = c;
+  return best;
+}
+
+/** Class probabilities from one example's logits, in float64 and shifted by the max so exp cannot overflow. */
+export function softmax(logits: ArrayLike<number>): number[] {
+  let max = -Infinity;
+  for (let c = 0; c < logits.length; c++) max = Math.max(max, logits[c]!);
+  const e = Array.from(logits, (v) => Math.exp(v - max));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / sum);
+}
+
 /** Computes metrics from logits [n, numLabels] (argmax, or the single value for regression). */
 export function computeMetrics(names: readonly MetricName[], logits: Float32Array, numLabels: number, labels: ArrayLike<number>): Record<string, number> {
   const n = labels.length;
@@ -121,9 +137,7 @@ export function computeMetrics(names: readonly MetricName[], logits: Float32Arra
       predictions[i] = logits[i];
       continue;
     }
-    let best = 0;
-    for (let c = 1; c < numLabels; c++) if (logits[i * numLabels + c] > logits[i * numLabels + best]) best = c;
-    predictions[i] = best;
+    predictions[i] = argmax(logits.subarray(i * numLabels, (i + 1) * numLabels));
   }
   const fns: Record<MetricName, (p: ArrayLike<number>, l: ArrayLike<number>) => number> = {
     accuracy, f1, matthews_correlation: matthews, pearson, spearmanr: spearman,

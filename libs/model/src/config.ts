@@ -40,6 +40,41 @@ export function numLabelsFromConfig(hfConfig: HfConfig, label = 'config.json'): 
   return n;
 }
 
+/** A classifier's labels as config.json names them. */
+export interface ConfigLabels {
+  /** Name of each class index: id2label, else Hugging Face's default LABEL_k. */
+  names: string[];
+  /** Class index of each name: label2id, else id2label inverted. */
+  ids: Record<string, number>;
+}
+
+/** The class names and ids of config.json (id2label, label2id), checked against the number of labels. */
+export function labelsFromConfig(hfConfig: HfConfig, label = 'config.json'): ConfigLabels {
+  const numLabels = numLabelsFromConfig(hfConfig, label);
+  const names = Array.from({ length: numLabels }, (_, k) => `LABEL_${k}`);
+  const id2label = hfConfig.id2label;
+  if (id2label !== undefined && id2label !== null) {
+    for (const [key, name] of Object.entries(id2label as Record<string, unknown>)) {
+      const k = Number(key);
+      if (!(Number.isInteger(k) && k >= 0 && k < numLabels) || typeof name !== 'string') {
+        throw new UserError(`${label}: id2label entry ${JSON.stringify(key)}: ${JSON.stringify(name)} must map a class index in [0, ${numLabels - 1}] to a name`);
+      }
+      names[k] = name;
+    }
+  }
+  const label2id = hfConfig.label2id;
+  if (label2id === undefined || label2id === null) return { names, ids: Object.fromEntries(names.map((n, k) => [n, k])) };
+  if (typeof label2id !== 'object' || Array.isArray(label2id)) throw new UserError(`${label}: "label2id" must be an object of names to class indices, got ${JSON.stringify(label2id)}`);
+  const ids: Record<string, number> = {};
+  for (const [name, k] of Object.entries(label2id as Record<string, unknown>)) {
+    if (typeof k !== 'number' || !Number.isInteger(k) || k < 0 || k >= numLabels) {
+      throw new UserError(`${label}: label2id ${JSON.stringify(name)} is ${JSON.stringify(k)}, expected a class index in [0, ${numLabels - 1}]`);
+    }
+    ids[name] = k;
+  }
+  return { names, ids };
+}
+
 /** Problem type as Hugging Face decides it: config's problem_type, else regression when num_labels == 1. */
 export function problemTypeFromConfig(hfConfig: HfConfig, numLabels: number, label = 'config.json'): EncoderConfig['problemType'] {
   const p = hfConfig.problem_type;

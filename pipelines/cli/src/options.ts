@@ -1,6 +1,9 @@
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { UserError } from '@fisher-merge/core';
+import { readHfConfig } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data';
+import { labelsFromConfig, numLabelsFromConfig } from '@fisher-merge/model';
 import { ENGINE_KINDS } from '@fisher-merge/engines';
 
 /** Flag parser for integers >= 1 with a message naming the flag. */
@@ -27,17 +30,14 @@ export interface TaskFlags {
   numLabels?: number;
 }
 
-/** The options that choose a task: a GLUE preset, or the columns of a custom one. */
-export function addTaskOptions(command: Command, { labels }: { labels: boolean }): Command {
+/** The options that choose a task: a GLUE preset, or the columns of a custom one (`numLabels` defaults to `labels`). */
+export function addTaskOptions(command: Command, { labels, numLabels = labels }: { labels: boolean; numLabels?: boolean }): Command {
   command
     .option('--task <name>', 'GLUE task giving the columns (sst2, cola, mrpc, qqp, stsb, qnli, rte, wnli, mnli)')
     .option('--text-column <name>', 'text column of a custom task (instead of --task)')
     .option('--text-pair-column <name>', 'second text column of a custom sentence-pair task');
-  if (labels) {
-    command
-      .option('--label-column <name>', 'label column of a custom task (default: label)')
-      .option('--num-labels <n>', 'classes of a custom task; 1 = regression (default: 2)', positiveInt('--num-labels'));
-  }
+  if (labels) command.option('--label-column <name>', 'label column of a custom task (default: label)');
+  if (numLabels) command.option('--num-labels <n>', "classes of a custom task; 1 = regression (default: the model's, from config.json)", positiveInt('--num-labels'));
   return command;
 }
 
@@ -54,6 +54,18 @@ export function resolveTask(flags: TaskFlags): TaskSpec {
   if (flags.textPairColumn !== undefined || flags.labelColumn !== undefined) throw new UserError('--text-pair-column and --label-column need --text-column');
   if (flags.task === undefined) throw new UserError('give --task NAME or --text-column NAME');
   return glueTask(flags.task);
+}
+
+/**
+ * The task as the model's config.json completes it: a custom task without --num-labels gets the
+ * model's number of labels, and a classification task reads string labels through label2id.
+ */
+export async function resolveModelTask(flags: TaskFlags, modelDir: string): Promise<TaskSpec> {
+  const hfConfig = await readHfConfig(modelDir);
+  const label = path.join(modelDir, 'config.json');
+  const numLabels = flags.textColumn !== undefined && flags.numLabels === undefined ? numLabelsFromConfig(hfConfig, label) : flags.numLabels;
+  const task = resolveTask({ ...flags, ...(numLabels !== undefined ? { numLabels } : {}) });
+  return task.labelKind === 'class' ? { ...task, labelIds: labelsFromConfig(hfConfig, label).ids } : task;
 }
 
 export const engineOption = (): Option => new Option('--engine <kind>', 'tensor engine (auto picks onnx when onnxruntime loads)').choices([...ENGINE_KINDS]).default('auto');

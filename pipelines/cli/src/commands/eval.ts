@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { EngineKind } from '@fisher-merge/engines';
 import { evaluateModel } from '@fisher-merge/merge-job';
-import { addTaskOptions, engineOption, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
+import { addTaskOptions, engineOption, positiveInt, resolveModelTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface EvalFlags extends TaskFlags {
   model: string;
@@ -27,7 +27,7 @@ export function registerEval(program: Command): void {
       const result = await evaluateModel({
         modelDir: flags.model,
         data: flags.data,
-        task: resolveTask(flags),
+        task: await resolveModelTask(flags, flags.model),
         engine: flags.engine,
         batchSize: flags.batchSize,
         ...(flags.limit ? { limit: flags.limit } : {}),

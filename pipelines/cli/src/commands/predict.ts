@@ -1,11 +1,13 @@
 import { Option, type Command } from 'commander';
 import { concatMap, lastValueFrom } from 'rxjs';
+import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
-import { loadEncoder } from '@fisher-merge/model';
+import { labelsFromConfig, loadEncoder } from '@fisher-merge/model';
 import { FlowControl, loadTokenizer, releaseCredits, taskBatches } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
-import { fitTokenizer } from '@fisher-merge/merge-job';
-import { addTaskOptions, engineOption, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
+import { argmax, softmax } from '@fisher-merge/eval';
+import { checkTaskHead, fitTokenizer } from '@fisher-merge/merge-job';
+import { addTaskOptions, engineOption, positiveInt, resolveModelTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface PredictFlags extends TaskFlags {
   model: string;
@@ -13,23 +15,32 @@ interface PredictFlags extends TaskFlags {
   limit?: number;
   engine: EngineKind;
   batchSize: number;
+  gold?: boolean;
 }
 
 export function registerPredict(program: Command): void {
   const command = program
     .command('predict')
-    .description('Print the logits of each example as JSON lines {"logits":[...]}, in input order.')
+    .description(
+      'Print one JSON line per example, in input order: {"row","label","probabilities","logits"} (label names from config.json id2label); ' +
+        'a regression model prints {"row","value"}.',
+    )
     .requiredOption('--model <dir>', 'Hugging Face checkpoint directory (config.json, weights, tokenizer.json)')
     .requiredOption('--data <path>', 'Parquet file, directory or glob; Arrow IPC file (.arrow) or - for an IPC stream on stdin');
-  addTaskOptions(command, { labels: false })
+  addTaskOptions(command, { labels: true, numLabels: false })
     .option('--limit <n>', 'only the first n examples', positiveInt('--limit'))
+    .option('--gold', "also print each row's label from the task's label column as \"gold\" (class indices, or strings through config.json label2id)")
     .addOption(engineOption())
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(32).argParser(positiveInt('--batch-size')))
     .action(async (flags: PredictFlags) => {
-      const task = resolveTask(flags);
+      const task = await resolveModelTask(flags, flags.model);
       const [model, tokenizer] = await Promise.all([loadEncoder(flags.model), loadTokenizer(flags.model)]);
       if (model.config.numLabels === 0) throw new UserError(`${flags.model}: the checkpoint has no classifier head to predict with`);
+      const gold = flags.gold === true;
+      if (gold) checkTaskHead(flags.model, model.config, task);
       fitTokenizer(flags.model, tokenizer, model.config);
+      const names = labelsFromConfig(model.hfConfig, path.join(flags.model, 'config.json')).names;
+      const regression = model.config.problemType === 'regression';
       const engine = await openEngine(flags.engine, model.weights);
       try {
         const flow = new FlowControl(4);
@@ -38,7 +49,7 @@ export function registerPredict(program: Command): void {
           tokenizer,
           batchSize: flags.batchSize,
           padTokenId: model.config.padTokenId,
-          labels: false,
+          labels: gold,
           flow,
           ...(flags.limit ? { sample: { kind: 'first' as const, n: flags.limit } } : {}),
         });
@@ -50,7 +61,14 @@ export function registerPredict(program: Command): void {
               const { tokens } = batch;
               const logits = await engine.forward(tokens);
               let text = '';
-              for (let b = 0; b < tokens.batchSize; b++) text += `${JSON.stringify({ logits: Array.from(logits.subarray(b * C, (b + 1) * C)) })}\n`;
+              for (let b = 0; b < tokens.batchSize; b++) {
+                const row = Array.from(logits.subarray(b * C, (b + 1) * C));
+                const line: Record<string, unknown> = { row: tokens.rowIds![b] };
+                if (regression) line.value = row[0];
+                else Object.assign(line, { label: names[argmax(row)], probabilities: softmax(row), logits: row });
+                if (gold) line.gold = regression ? tokens.labels![b] : names[tokens.labels![b]!];
+                text += `${JSON.stringify(line)}\n`;
+              }
               await writeStdout(text);
               return batch;
             }),
