@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { lastValueFrom, toArray } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readSafetensors } from '@fisher-merge/checkpoint';
+import { encodeSafetensors, fromFloat32, readSafetensors, writeSafetensors } from '@fisher-merge/checkpoint';
 import { addStats, readMaskFisher, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { glueTask, parquetSource, writeRowsParquet } from '@fisher-merge/data';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
@@ -102,6 +102,38 @@ describe('merge', () => {
     const cola = readSafetensors(path.join(out, 'cola', 'model.safetensors'));
     expectBitEqual(cola.float32('classifier.weight'), colaWeights.float32('classifier.weight'), 'classifier.weight');
     expectBitEqual(cola.float32('bert.pooler.dense.weight'), sst2Weights.float32('bert.pooler.dense.weight'), 'pooler');
+  });
+
+  it('writes float16 from float16 inputs (torch_dtype float16), --dtype float32 / bfloat16 on request, in the reference layout', async () => {
+    const halfModels = await Promise.all(['sst2', 'cola'].map(async (t) => {
+      const to = path.join(dir, 'f16', t);
+      cpSync(model(t), to, { recursive: true });
+      const weights = readSafetensors(path.join(model(t), 'model.safetensors'));
+      await writeSafetensors(path.join(to, 'model.safetensors'), Object.fromEntries(weights.names().map((name) => [name, { dtype: 'F16' as const, shape: weights.info(name).shape, data: fromFloat32('F16', weights.float32(name)) }])));
+      return to;
+    }));
+    const outs = { F16: path.join(dir, 'f16-out'), F32: path.join(dir, 'f32-out'), BF16: path.join(dir, 'bf16-out') };
+    await mergeModels({ models: halfModels, method: 'isotropic', out: outs.F16 });
+    await mergeModels({ models: halfModels, method: 'isotropic', dtype: 'F32', out: outs.F32 });
+    const run = cli('merge', '--model', halfModels[0]!, '--model', halfModels[1]!, '--method', 'isotropic', '--dtype', 'bfloat16', '--out', outs.BF16);
+    expect(run.status, run.stderr).toBe(0);
+    for (const folder of ['encoder', 'sst2', 'cola']) {
+      const wide = readSafetensors(path.join(outs.F32, folder, 'model.safetensors'));
+      for (const [dtype, out] of Object.entries(outs) as ['F16' | 'F32' | 'BF16', string][]) {
+        const config = JSON.parse(readFileSync(path.join(out, folder, 'config.json'), 'utf8')) as { torch_dtype: string };
+        expect(config.torch_dtype, `${out}/${folder}`).toBe({ F16: 'float16', F32: 'float32', BF16: 'bfloat16' }[dtype]);
+        const bytes = readFileSync(path.join(out, folder, 'model.safetensors'));
+        const file = readSafetensors(path.join(out, folder, 'model.safetensors'));
+        expect(file.names().sort()).toEqual(wide.names().sort());
+        const tensors = Object.fromEntries(file.names().map((name) => [name, file.tensor(name)]));
+        expect(Buffer.concat(encodeSafetensors(tensors)).equals(bytes), `${out}/${folder} layout`).toBe(true);
+        for (const name of file.names()) {
+          expect(file.info(name).dtype).toBe(dtype);
+          // The narrow files hold the float32 merge rounded to nearest even.
+          expect(Buffer.from(file.tensor(name).data.buffer).equals(Buffer.from(fromFloat32(dtype, wide.float32(name)).buffer)), `${out}/${folder} ${name}`).toBe(true);
+        }
+      }
+    }
   });
 });
 

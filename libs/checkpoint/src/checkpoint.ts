@@ -146,23 +146,32 @@ export async function readHfConfig(dir: string): Promise<HfConfig> {
 /** Tokenizer files a Hugging Face model folder may carry; copied along when saving a checkpoint. */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt', 'merges.txt', 'vocab.json'] as const;
 
-export interface SaveCheckpointOptions {
+export interface HfFolderFiles {
   hfConfig: HfConfig;
-  tensors: Record<string, Tensor>;
   /** A model folder whose tokenizer files are copied (those present). */
   copyFilesFrom?: string;
+}
+
+/** Writes a model folder's files other than its weights: config.json and the tokenizer files. */
+export async function writeHfFolderFiles(dir: string, options: HfFolderFiles): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  await fs.writeFile(path.join(dir, 'config.json'), `${JSON.stringify(options.hfConfig, null, 2)}\n`);
+  if (options.copyFilesFrom !== undefined) {
+    for (const name of TOKENIZER_FILES) {
+      const from = path.join(options.copyFilesFrom, name);
+      if (existsSync(from)) await fs.copyFile(from, path.join(dir, name));
+    }
+  }
+}
+
+export interface SaveCheckpointOptions extends HfFolderFiles {
+  tensors: Record<string, Tensor>;
 }
 
 /** Writes a Hugging Face model folder (config.json, model.safetensors, tokenizer files); it appears complete or not at all. */
 export async function saveCheckpoint(dir: string, options: SaveCheckpointOptions): Promise<void> {
   await writeDirAtomic(dir, async (tmp) => {
-    await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(options.hfConfig, null, 2)}\n`);
+    await writeHfFolderFiles(tmp, options);
     await writeSafetensors(path.join(tmp, 'model.safetensors'), options.tensors, { format: 'pt' });
-    if (options.copyFilesFrom !== undefined) {
-      for (const name of TOKENIZER_FILES) {
-        const from = path.join(options.copyFilesFrom, name);
-        if (existsSync(from)) await fs.copyFile(from, path.join(tmp, name));
-      }
-    }
   });
 }

@@ -87,3 +87,49 @@ function fillConverted(dtype: DType, data: TensorData, out: Float32Array | Float
     for (let i = 0; i < src.length; i++) out[i] = src[i]!;
   }
 }
+
+/** float32 bits -> IEEE 754 binary16 bits, rounded to nearest even (overflow to infinity, NaN stays NaN). */
+export function f32BitsToF16Bits(x: number): number {
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  const mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  const e = exp - 112; // rebiased exponent of binary16
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    // Subnormal: the significand with its implicit bit, shifted to units of 2^-24.
+    const full = mant | 0x800000;
+    const shift = 14 - e;
+    const h = full >>> shift;
+    const rest = full & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    return sign | (rest > half || (rest === half && (h & 1)) ? h + 1 : h);
+  }
+  const h = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  // A carry out of the significand steps into the exponent, which is the correctly rounded result (up to infinity).
+  return sign | (rest > 0x1000 || (rest === 0x1000 && (h & 1)) ? h + 1 : h);
+}
+
+/** float32 bits -> bfloat16 bits, rounded to nearest even (NaN stays NaN). */
+export function f32BitsToBf16Bits(x: number): number {
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return ((x >>> 16) | 0x40) & 0xffff;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** Float dtypes a merged checkpoint can be written in. */
+export type OutputDType = 'F32' | 'F16' | 'BF16';
+
+/** config.json's `torch_dtype` of each output dtype. */
+export const TORCH_DTYPE: Readonly<Record<OutputDType, string>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** Encodes float32 values in an output dtype (F16/BF16 as their bits, rounded to nearest even). */
+export function fromFloat32(dtype: OutputDType, values: Float32Array): TensorData {
+  if (dtype === 'F32') return values;
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  const encode = dtype === 'F16' ? f32BitsToF16Bits : f32BitsToBf16Bits;
+  for (let i = 0; i < bits.length; i++) out[i] = encode(bits[i]!);
+  return out;
+}

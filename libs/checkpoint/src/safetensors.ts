@@ -1,5 +1,6 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { UserError, numel, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
+import { UserError, numel, tempPath, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
 import { bufferSource, fileSource, type ByteSource } from './bytes.ts';
 import { DTYPE_ARRAY, DTYPE_SIZE, KNOWN_DTYPES, isDType, toFloat32, toFloat64, typedArrayFromBytes } from './dtype.ts';
 
@@ -168,26 +169,23 @@ function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
-/** Serialises tensors in the safetensors layout (header padded with spaces to 8 bytes). */
-export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: 'pt' }): Uint8Array[] {
-  const names = Object.keys(tensors).sort(
-    (a, b) => WRITE_ORDER.indexOf(tensors[a]!.dtype) - WRITE_ORDER.indexOf(tensors[b]!.dtype) || compareUtf8(a, b),
-  );
+/** Names in the order the reference writer lays tensors out: by dtype, then by UTF-8 name. */
+export function safetensorsOrder(infos: Readonly<Record<string, TensorInfo>>): string[] {
+  return Object.keys(infos).sort((a, b) => WRITE_ORDER.indexOf(infos[a]!.dtype) - WRITE_ORDER.indexOf(infos[b]!.dtype) || compareUtf8(a, b));
+}
+
+/** The length prefix and JSON header (padded with spaces to 8 bytes) of tensors laid out in the reference order. */
+function encodeHeader(infos: Readonly<Record<string, TensorInfo>>, metadata: Record<string, string>): { order: string[]; bytes: Uint8Array[] } {
+  const order = safetensorsOrder(infos);
   const header: Record<string, unknown> = {};
-  const chunks: Uint8Array[] = [];
   let offset = 0;
-  for (const name of names) {
-    const t = tensors[name]!;
+  for (const name of order) {
+    const { dtype, shape } = infos[name]!;
     if (name === '__metadata__') throw new UserError(`tensor name '__metadata__' is reserved by the safetensors format`);
-    if (!isDType(t.dtype)) throw new Error(`tensor '${name}': unsupported dtype ${String(t.dtype)}`);
-    if (!(t.data instanceof DTYPE_ARRAY[t.dtype])) {
-      throw new Error(`tensor '${name}': ${t.dtype} data must be a ${DTYPE_ARRAY[t.dtype].name}, got ${t.data.constructor.name}`);
-    }
-    if (t.data.length !== numel(t.shape)) throw new Error(`tensor '${name}': shape [${t.shape}] needs ${numel(t.shape)} elements, data has ${t.data.length}`);
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
-    chunks.push(bytes);
-    offset += bytes.byteLength;
+    if (!isDType(dtype)) throw new Error(`tensor '${name}': unsupported dtype ${String(dtype)}`);
+    const size = DTYPE_SIZE[dtype] * numel(shape);
+    header[name] = { dtype, shape, data_offsets: [offset, offset + size] };
+    offset += size;
   }
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -195,10 +193,113 @@ export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Rec
   if (padded !== json.byteLength) json = Buffer.concat([json, Buffer.alloc(padded - json.byteLength, 0x20)]);
   const len = new Uint8Array(8);
   new DataView(len.buffer).setBigUint64(0, BigInt(json.byteLength), true);
-  return [len, json, ...chunks];
+  return { order, bytes: [len, json] };
+}
+
+/** The tensor's bytes, after checking it is what the header declared. */
+function tensorBytes(name: string, t: Tensor, declared: TensorInfo = t): Uint8Array {
+  if (!isDType(t.dtype)) throw new Error(`tensor '${name}': unsupported dtype ${String(t.dtype)}`);
+  if (t.dtype !== declared.dtype || t.shape.join(',') !== declared.shape.join(',')) {
+    throw new Error(`tensor '${name}': declared ${declared.dtype} [${declared.shape}], written ${t.dtype} [${t.shape}]`);
+  }
+  if (!(t.data instanceof DTYPE_ARRAY[t.dtype])) {
+    throw new Error(`tensor '${name}': ${t.dtype} data must be a ${DTYPE_ARRAY[t.dtype].name}, got ${t.data.constructor.name}`);
+  }
+  if (t.data.length !== numel(t.shape)) throw new Error(`tensor '${name}': shape [${t.shape}] needs ${numel(t.shape)} elements, data has ${t.data.length}`);
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+/** Serialises tensors in the safetensors layout (header padded with spaces to 8 bytes). */
+export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: 'pt' }): Uint8Array[] {
+  const { order, bytes } = encodeHeader(tensors, metadata);
+  return [...bytes, ...order.map((name) => tensorBytes(name, tensors[name]!))];
 }
 
 /** Writes a safetensors file atomically. Metadata defaults to {"format":"pt"} as the PyTorch writer's. */
 export async function writeSafetensors(file: string, tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
   await writeFileAtomic(file, encodeSafetensors(tensors, metadata));
+}
+
+/**
+ * Writes a safetensors file one tensor at a time: the header is written first from the declared
+ * tensors, then each tensor's bytes as it arrives, so memory holds only the tensor being written.
+ * The layout is the reference writer's (the same bytes as `writeSafetensors`); a tensor written
+ * before its turn is held until the tensors ahead of it arrive. The file is built under a temporary
+ * name and renamed by `close`; `abort` (or any failure) leaves nothing behind.
+ */
+export class SafetensorsWriter {
+  private readonly order: string[];
+  private next = 0;
+  private readonly early = new Map<string, Tensor>();
+  private fd: number | undefined;
+
+  private constructor(
+    readonly file: string,
+    private readonly tmp: string,
+    private readonly infos: Readonly<Record<string, TensorInfo>>,
+    metadata: Record<string, string>,
+  ) {
+    const { order, bytes } = encodeHeader(infos, metadata);
+    this.order = order;
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.fd = openSync(tmp, 'w');
+    try {
+      for (const chunk of bytes) this.put(chunk);
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
+  }
+
+  static create(file: string, infos: Readonly<Record<string, TensorInfo>>, metadata: Record<string, string> = { format: 'pt' }): SafetensorsWriter {
+    return new SafetensorsWriter(file, tempPath(file), infos, metadata);
+  }
+
+  /** Tensor names in the order their bytes are laid out. */
+  get names(): readonly string[] {
+    return this.order;
+  }
+
+  write(name: string, tensor: Tensor): void {
+    const declared = this.infos[name];
+    if (!declared) throw new Error(`${path.basename(this.file)}: tensor '${name}' was not declared in the header`);
+    tensorBytes(name, tensor, declared);
+    if (this.order.indexOf(name) < this.next || this.early.has(name)) throw new Error(`${path.basename(this.file)}: tensor '${name}' written twice`);
+    this.early.set(name, tensor);
+    while (this.next < this.order.length && this.early.has(this.order[this.next]!)) {
+      const ready = this.order[this.next]!;
+      this.put(tensorBytes(ready, this.early.get(ready)!));
+      this.early.delete(ready);
+      this.next++;
+    }
+  }
+
+  /** Flushes and renames the file into place; every declared tensor must have been written. */
+  close(): void {
+    if (this.next < this.order.length) {
+      const missing = this.order[this.next]!;
+      this.abort();
+      throw new Error(`${path.basename(this.file)}: closed before tensor '${missing}' was written`);
+    }
+    fsyncSync(this.fd!);
+    closeSync(this.fd!);
+    this.fd = undefined;
+    renameSync(this.tmp, this.file);
+  }
+
+  /** Removes the partial file. */
+  abort(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    rmSync(this.tmp, { force: true });
+  }
+
+  private put(bytes: Uint8Array): void {
+    try {
+      for (let done = 0; done < bytes.byteLength;) done += writeSync(this.fd!, bytes, done, bytes.byteLength - done);
+    } catch (e) {
+      this.abort();
+      throw new UserError(`${this.file}: cannot write (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    }
+  }
 }

@@ -2,14 +2,15 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-function tempSibling(target: string): string {
+/** A unique temporary name next to `target` (same directory, so a rename puts it in place). */
+export function tempPath(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
 /** Writes a file so that readers see either the old content or the complete new one, never a part. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array | Uint8Array[]): Promise<void> {
   await fs.mkdir(path.dirname(target), { recursive: true });
-  const tmp = tempSibling(target);
+  const tmp = tempPath(target);
   const handle = await fs.open(tmp, 'w');
   try {
     const chunks = typeof data === 'string' ? [Buffer.from(data)] : Array.isArray(data) ? data : [data];
@@ -30,7 +31,7 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array 
  */
 export async function writeDirAtomic(target: string, fill: (dir: string) => Promise<void>): Promise<void> {
   await fs.mkdir(path.dirname(path.resolve(target)), { recursive: true });
-  const tmp = tempSibling(path.resolve(target));
+  const tmp = tempPath(path.resolve(target));
   await fs.mkdir(tmp);
   try {
     await fill(tmp);

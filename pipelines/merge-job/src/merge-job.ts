@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError, writeDirAtomic, type Tensor } from '@fisher-merge/core';
-import { saveCheckpoint } from '@fisher-merge/checkpoint';
+import { UserError, writeDirAtomic } from '@fisher-merge/core';
+import { SafetensorsWriter, TORCH_DTYPE, fromFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
 import { describeModel, encoderTensorRoles, headTensorNames, type ModelInfo } from '@fisher-merge/model';
@@ -20,6 +20,8 @@ export interface MergeJobOptions {
   modelParams?: readonly Params[];
   base?: string;
   lambdas?: readonly number[];
+  /** The dtype the merged checkpoints are written in; default: the inputs' dtype where they all agree, else F32. */
+  dtype?: OutputDType;
   out: string;
 }
 
@@ -30,8 +32,8 @@ export interface MergeJobResult {
 }
 
 /**
- * A model to merge, described but not loaded: its tensors are read one at a time while merging, so a
- * merge holds the merged encoder plus one tensor per model, not every model.
+ * A model to merge, described but not loaded: its tensors are read one at a time while merging, and
+ * each merged tensor is written as soon as it is computed, so a merge holds a few tensors, not a model.
  */
 interface MergeMember {
   dir: string;
@@ -113,6 +115,13 @@ function encoderConfig(model: ModelInfo): Record<string, unknown> {
   return { ...rest, ...(arch ? { architectures: [arch.replace(/For\w+$/, 'Model')] } : {}) };
 }
 
+/** The one float dtype every input tensor is stored in, or F32 when they differ (or are F64). */
+function inputsDType(members: readonly MergeMember[]): OutputDType {
+  const dtypes = new Set(members.flatMap((m) => [...m.slots.map((s) => s.name), ...headTensorNames(m.model)].map((name) => m.model.source.info(name).dtype)));
+  const [only] = dtypes;
+  return dtypes.size === 1 && (only === 'F16' || only === 'BF16') ? only : 'F32';
+}
+
 /**
  * Merges the encoders of fine-tuned models by a rule of the registry and writes out/encoder plus,
  * per input model, the merged encoder with that model's own classifier. Everything is checked
@@ -164,22 +173,45 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     ...(base ? { base: (slot: TensorSlot) => tensorOf(base, slot) } : {}),
     tensor: (j, slot) => tensorOf(members[j]!, slot),
   });
-  const merged = new Map(members[0]!.slots.map((slot) => [slot.name, merger.merge(slot)]));
-
+  const dtype = opts.dtype ?? inputsDType(base ? [...members, base] : members);
+  const first = members[0]!;
+  const prefix = first.model.encoderPrefix;
   const outputs = { encoder: path.join(opts.out, 'encoder'), models: {} as Record<string, string> };
   await writeDirAtomic(opts.out, async (tmp) => {
-    const first = members[0]!;
-    const prefix = first.model.encoderPrefix;
-    const encoderTensors: Record<string, Tensor> = {};
-    for (const slot of first.slots) encoderTensors[slot.name.slice(prefix.length)] = { dtype: 'F32', shape: slot.shape, data: merged.get(slot.name)! };
-    await saveCheckpoint(path.join(tmp, 'encoder'), { hfConfig: encoderConfig(first.model), tensors: encoderTensors, copyFilesFrom: first.dir });
-    for (const [j, m] of members.entries()) {
-      const tensors: Record<string, Tensor> = {};
-      for (const name of headTensorNames(m.model)) tensors[name] = { dtype: 'F32', shape: m.model.source.info(name).shape, data: m.model.source.float32(name) };
-      m.slots.forEach((slot, i) => {
-        tensors[slot.name] = { dtype: 'F32', shape: slot.shape, data: merged.get(first.slots[i]!.name)! };
+    // Every output file's header is known from the input headers, so each merged tensor goes to disk as soon as it is computed.
+    const info = (shape: readonly number[]): TensorInfo => ({ dtype, shape: [...shape] });
+    const writers: SafetensorsWriter[] = [];
+    try {
+      const encoderFile = SafetensorsWriter.create(
+        path.join(tmp, 'encoder', 'model.safetensors'),
+        Object.fromEntries(first.slots.map((s) => [s.name.slice(prefix.length), info(s.shape)])),
+      );
+      writers.push(encoderFile);
+      const modelFiles = members.map((m, j) => {
+        const heads = headTensorNames(m.model).map((name) => [name, info(m.model.source.info(name).shape)] as const);
+        const writer = SafetensorsWriter.create(path.join(tmp, names[j]!, 'model.safetensors'), Object.fromEntries([...heads, ...m.slots.map((s) => [s.name, info(s.shape)] as const)]));
+        writers.push(writer);
+        return writer;
       });
-      await saveCheckpoint(path.join(tmp, names[j]!), { hfConfig: m.model.hfConfig, tensors, copyFilesFrom: m.dir });
+      for (const [j, m] of members.entries()) {
+        for (const name of headTensorNames(m.model)) modelFiles[j]!.write(name, { ...info(m.model.source.info(name).shape), data: fromFloat32(dtype, m.model.source.float32(name)) });
+      }
+      // Slots in the encoder file's layout order, which is every model file's order too (same names under one prefix).
+      for (const name of encoderFile.names) {
+        const i = slotIndex.get(`${prefix}${name}`)!;
+        const tensor = { ...info(first.slots[i]!.shape), data: fromFloat32(dtype, merger.merge(first.slots[i]!)) };
+        encoderFile.write(name, tensor);
+        members.forEach((m, j) => modelFiles[j]!.write(m.slots[i]!.name, tensor));
+      }
+      for (const writer of writers) writer.close();
+    } catch (e) {
+      for (const writer of writers) writer.abort();
+      throw e;
+    }
+    const torchDtype = { torch_dtype: TORCH_DTYPE[dtype] };
+    await writeHfFolderFiles(path.join(tmp, 'encoder'), { hfConfig: { ...encoderConfig(first.model), ...torchDtype }, copyFilesFrom: first.dir });
+    for (const [j, m] of members.entries()) {
+      await writeHfFolderFiles(path.join(tmp, names[j]!), { hfConfig: { ...m.model.hfConfig, ...torchDtype }, copyFilesFrom: m.dir });
       outputs.models[names[j]!] = path.join(opts.out, names[j]!);
     }
     const provenance = {
@@ -187,6 +219,7 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
       params: merger.params,
       lambdas: opts.lambdas ?? members.map(() => 1),
       base: opts.base ?? null,
+      dtype,
       models: members.map((m, j) => ({
         dir: m.dir,
         fingerprint: m.model.fingerprint,

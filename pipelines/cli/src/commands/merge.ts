@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { logEvent, UserError } from '@fisher-merge/core';
+import { TORCH_DTYPE, type OutputDType } from '@fisher-merge/checkpoint';
 import { MERGE_RULES, type Params } from '@fisher-merge/merge';
 import { mergeModels } from '@fisher-merge/merge-job';
 import { collect } from '../options.ts';
@@ -11,8 +12,11 @@ interface MergeFlags {
   base?: string;
   lambda?: string;
   param: string[];
+  dtype?: string;
   out: string;
 }
+
+const DTYPE_BY_NAME = new Map(Object.entries(TORCH_DTYPE).map(([dtype, name]) => [name, dtype as OutputDType]));
 
 /** `--param key=value`: numbers and booleans are typed, the rest stays a string (the rule checks types). */
 function parseParams(pairs: readonly string[]): Params {
@@ -43,6 +47,7 @@ export function registerMerge(program: Command): void {
     .option('--base <dir>', 'pre-trained base model: task-arithmetic, or merge task vectors with any method')
     .option('--lambda <x,y,...>', 'per-model coefficients (default: all 1)')
     .option('--param <key=value>', `method parameter (repeatable): ${methods.flatMap((r) => r.params.map((p) => `${r.name} ${p.name} (default ${p.default})`)).join(', ')}`, collect, [])
+    .addOption(new Option('--dtype <name>', "dtype of the written weights (default: the inputs' dtype where they agree, else float32)").choices([...DTYPE_BY_NAME.keys()]))
     .requiredOption('--out <dir>', 'output directory (replaced atomically)')
     .action(async (flags: MergeFlags) => {
       const result = await mergeModels({
@@ -53,6 +58,7 @@ export function registerMerge(program: Command): void {
         out: flags.out,
         ...(flags.base ? { base: flags.base } : {}),
         ...(flags.lambda ? { lambdas: parseLambdas(flags.lambda) } : {}),
+        ...(flags.dtype ? { dtype: DTYPE_BY_NAME.get(flags.dtype)! } : {}),
       });
       logEvent('merge.written', { method: flags.method, encoder: result.outputs.encoder, models: Object.values(result.outputs.models), seconds: Number(result.seconds.toFixed(3)) });
     });
