@@ -146,11 +146,17 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
     interOpNumThreads: 1,
     executionMode: 'sequential',
   };
-  // One session per graph kind, built on first use.
-  const sessions = new Map<GraphKind, Promise<ort.InferenceSession>>();
+  // One session per graph kind, built on first use, with its weight feeds (views of `weights`, not copies).
+  interface Compiled { session: ort.InferenceSession; weightFeeds: Record<string, ort.Tensor> }
+  const sessions = new Map<GraphKind, Promise<Compiled>>();
+  const compile = async (kind: GraphKind): Promise<Compiled> => {
+    const graph = buildGraph(weights, kind);
+    const weightFeeds = Object.fromEntries([...graph.weights].map(([name, { data, dims }]) => [name, new ort.Tensor('float32', data, dims)]));
+    return { session: await ort.InferenceSession.create(graph.toBytes(), sessionOptions), weightFeeds };
+  };
   const session = (kind: GraphKind) => {
     let s = sessions.get(kind);
-    if (!s) sessions.set(kind, (s = ort.InferenceSession.create(buildGraph(weights, kind), sessionOptions)));
+    if (!s) sessions.set(kind, (s = compile(kind)));
     return s;
   };
 
@@ -169,7 +175,8 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
       if (!p.labels) throw new Error('engine-onnx: gradients need batch.labels');
       feeds.labels = new ort.Tensor('float32', p.labels, [B]);
     }
-    const out = await (await session(kind)).run(feeds);
+    const { session: s, weightFeeds } = await session(kind);
+    const out = await s.run({ ...weightFeeds, ...feeds });
     return (name: string) => out[name].data as Float32Array;
   };
 
@@ -208,7 +215,7 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
     async dispose() {
       const all = [...sessions.values()];
       sessions.clear();
-      for (const s of all) await (await s).release();
+      for (const s of all) await (await s).session.release();
     },
   };
 }

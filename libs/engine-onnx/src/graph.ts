@@ -29,6 +29,7 @@ export class Graph {
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly consts = new Map<string, string>();
+  private readonly weightFeeds = new Map<string, { data: Float32Array; dims: number[] }>();
   private count = 0;
 
   input(name: string, elem: ElemType, dims: (number | string)[]): string {
@@ -42,11 +43,21 @@ export class Graph {
     this.outputs.push(valueInfo(name, elem, dims));
   }
 
-  /** A float32 initializer (weights), named apart from outputs that may carry the same path. */
+  /**
+   * A float32 weight, named apart from outputs that may carry the same path. Weights are graph inputs fed
+   * from the caller's arrays (see `weights`), not initializers: nothing copies them into the serialized
+   * model, so building and loading a session costs the same for a tiny model as for BERT-large.
+   */
   weight(path: string, data: Float32Array, dims: number[]): string {
     const name = `param:${path}`;
-    this.inits.push({ name, dataType: DataType.FLOAT, dims, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    this.inputs.push(valueInfo(name, 'float', dims));
+    this.weightFeeds.set(name, { data, dims });
     return name;
+  }
+
+  /** The weights to feed to every run, by input name. */
+  get weights(): ReadonlyMap<string, { data: Float32Array; dims: number[] }> {
+    return this.weightFeeds;
   }
 
   /** A small constant, shared between uses. */

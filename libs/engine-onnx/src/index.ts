@@ -1,2 +1,3 @@
 export { createOnnxEngine, type OnnxEngineOptions } from './engine.ts';
 export { buildGraph, type GraphKind } from './model.ts';
+export { Graph } from './graph.ts';

@@ -24,7 +24,7 @@ const LOWEST = -3.4028234663852886e38;
  * per-example sums of the Fisher graphs, gather the packed rows into [B, S, F] (S: the longest example),
  * with zero rows in the padding slots.
  */
-export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
+export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const c = w.config;
   const g = new Graph();
   const L = c.numLayers, H = c.numHeads, D = c.hiddenSize, dh = D / H, I = c.intermediateSize, E = c.embeddingSize;
@@ -182,7 +182,7 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
   });
   const logits = h;
   g.output('logits', logits, 'float', ['B', c.numLabels]);
-  if (!backward || !labels) return g.toBytes();
+  if (!backward || !labels) return g;
 
   // ---- loss and its gradient to the logits (the seed)
   let seed: string;
@@ -266,5 +266,5 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Uint8Array {
     }
     g.output(EMBEDDING_GRAD, layerNormBack(embNorm, dy), 'float', ['N', E]);
   }
-  return g.toBytes();
+  return g;
 }
