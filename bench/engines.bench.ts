@@ -63,7 +63,7 @@ function torchPeer(config: ConfigName): Record<string, number> | undefined {
   if (args['no-torch']) return undefined;
   const python = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import torch']).status === 0);
   if (!python) return undefined;
-  const env = { ...process.env, OPENBLAS_CORETYPE: 'SkylakeX', OMP_WAIT_POLICY: 'PASSIVE' };
+  const env = { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' };
   const run = spawnSync(python, ['bench/engines_torch.py', '--configs', config, '--reps', String(reps), '--threads', String(threads)], { env, encoding: 'utf8' });
   if (run.status !== 0) {
     console.log(`torch peer failed: ${run.stderr.trim().split('\n').pop()}`);

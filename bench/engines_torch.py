@@ -1,7 +1,7 @@
 """PyTorch peer of bench/engines.bench.ts: the same BERT workload (random weights, float32, eval mode).
 
 Prints one JSON object per line: {"config", "fwd", "mask", "fisher_loop"} in examples/s.
-Run with OPENBLAS_CORETYPE=SkylakeX OMP_WAIT_POLICY=PASSIVE (see shared/docs/engines.md).
+Run with OMP_WAIT_POLICY=PASSIVE (OpenMP threads then do not spin against the BLAS threads).
 """
 import argparse
 import json

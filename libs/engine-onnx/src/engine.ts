@@ -60,8 +60,10 @@ interface PackedRows {
   positionIds: Int32Array; // [N]
   /** First packed token of each row, and N at the end [rows + 1]. */
   starts: Int32Array;
-  slotRows: Int32Array; // [rows, S]: packed token in slot t, or N (a zero row) past the row's end
+  slotTokens: Int32Array; // [rows, S]: packed token in slot t, or the row's token 0 past its end
+  slotRows: Int32Array; // [rows, S]: as slotTokens, or N (a zero row) past the row's end
   slotMask: Int32Array; // [rows, S]
+  exampleTokens: Float32Array; // [rows, N]: 1 where token n belongs to row r
   tokenSlots: Int32Array; // [N]: r * S + t
   labels?: Float32Array; // [rows]
 }
@@ -93,13 +95,17 @@ function packRows(config: EncoderConfig, b: TokenBatch, order: ArrayLike<number>
     tokenTypeIds: new Int32Array(N),
     positionIds: new Int32Array(N),
     starts,
+    slotTokens: new Int32Array(rows * slots),
     slotRows: new Int32Array(rows * slots).fill(N),
     slotMask: new Int32Array(rows * slots),
+    exampleTokens: new Float32Array(rows * N),
     tokenSlots: new Int32Array(N),
     labels: b.labels && Float32Array.from(order, (r) => b.labels![r]),
   };
   for (let i = 0; i < rows; i++) {
     const r = order[i];
+    p.slotTokens.fill(starts[i], i * slots, (i + 1) * slots);
+    p.exampleTokens.fill(1, i * N + starts[i], i * N + starts[i + 1]);
     for (let t = 0, n = starts[i]; t < T; t++) {
       const src = r * T + t;
       if (!mask[src]) continue;
@@ -107,6 +113,7 @@ function packRows(config: EncoderConfig, b: TokenBatch, order: ArrayLike<number>
       p.inputIds[n] = b.inputIds[src];
       p.tokenTypeIds[n] = b.tokenTypeIds[src];
       p.positionIds[n] = positions[src];
+      p.slotTokens[slot] = n;
       p.slotRows[slot] = n;
       p.slotMask[slot] = 1;
       p.tokenSlots[n] = slot;
@@ -162,21 +169,24 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
 
   const run = async (kind: GraphKind, p: PackedRows) => {
     const { rows: B, tokens: N, slots: S } = p;
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int32', p.inputIds, [N]),
-      position_ids: new ort.Tensor('int32', p.positionIds, [N]),
-      slot_rows: new ort.Tensor('int32', p.slotRows, [B, S]),
-      slot_mask: new ort.Tensor('int32', p.slotMask, [B, S]),
-      token_slots: new ort.Tensor('int32', p.tokenSlots, [N]),
-      first_tokens: new ort.Tensor('int32', p.starts.subarray(0, B), [B]),
+    if (kind !== 'forward' && !p.labels) throw new Error('engine-onnx: gradients need batch.labels');
+    // Every input a graph kind may take; each session is fed the ones it declares.
+    const inputs: Record<string, () => ort.Tensor> = {
+      input_ids: () => new ort.Tensor('int32', p.inputIds, [N]),
+      token_type_ids: () => new ort.Tensor('int32', p.tokenTypeIds, [N]),
+      position_ids: () => new ort.Tensor('int32', p.positionIds, [N]),
+      slot_tokens: () => new ort.Tensor('int32', p.slotTokens, [B, S]),
+      slot_rows: () => new ort.Tensor('int32', p.slotRows, [B, S]),
+      slot_mask: () => new ort.Tensor('int32', p.slotMask, [B, S]),
+      token_slots: () => new ort.Tensor('int32', p.tokenSlots, [N]),
+      first_tokens: () => new ort.Tensor('int32', p.starts.subarray(0, B), [B]),
+      example_tokens: () => new ort.Tensor('float32', p.exampleTokens, [B, N]),
+      labels: () => new ort.Tensor('float32', p.labels!, [B]),
     };
-    if (weights.embeddings.tokenType) feeds.token_type_ids = new ort.Tensor('int32', p.tokenTypeIds, [N]);
-    if (kind !== 'forward') {
-      if (!p.labels) throw new Error('engine-onnx: gradients need batch.labels');
-      feeds.labels = new ort.Tensor('float32', p.labels, [B]);
-    }
     const { session: s, weightFeeds } = await session(kind);
-    const out = await s.run({ ...weightFeeds, ...feeds });
+    const feeds: Record<string, ort.Tensor> = { ...weightFeeds };
+    for (const name of s.inputNames) feeds[name] ??= inputs[name]!();
+    const out = await s.run(feeds);
     return (name: string) => out[name].data as Float32Array;
   };
 

@@ -56,20 +56,22 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const fwd = (x: string, p: Lin) => g.op('Gemm', [x, p.w, p.b], { transB: 1 });
   const back = (dy: string, p: Lin) => mm(dy, p.w);
 
-  // Row layouts. Packed [N, F] -> [B, S, F]: gather with slot_rows (padding slots index an appended zero
-  // row); [B*S, F] -> packed: gather with token_slots. Token 0 only: [B, F] <-> [B, 1, F] by Reshape.
+  // Row layouts. Packed [N, F] -> [B, S, F]: gather with slot_tokens (padding slots repeat a real token,
+  // which attention masks out) or, where the padding must be zero, with slot_rows on an appended zero
+  // row. [B*S, F] -> packed: gather with token_slots. Token 0 only: [B, F] <-> [B, 1, F] by Reshape.
   const flat = (x: string, width: number) => reshape(x, [-1, width]);
-  const padded = (x: string, width: number) => g.op('Gather', [g.op('Concat', [x, g.const(new Array<number>(width).fill(0), 'float', [1, width])], { axis: 0 }), slotRows]);
+  const slotted = (x: string) => g.op('Gather', [x, slotTokens]);
+  const zeroPadded = (x: string, width: number) => g.op('Gather', [g.op('Concat', [x, g.const(new Array<number>(width).fill(0), 'float', [1, width])], { axis: 0 }), slotRows!]);
   const packed = (x: string, width: number) => g.op('Gather', [flat(x, width), tokenSlots]);
-  const perExample = (x: string, width: number, tokenZero: boolean) => (tokenZero ? reshape(x, [-1, 1, width]) : padded(x, width));
-  // Per-example sums over tokens [B, F].
-  const exampleSum = (x: string, width: number, tokenZero: boolean) => (tokenZero ? x : sum(padded(x, width), [1]));
+  const perExample = (x: string, width: number, tokenZero: boolean) => (tokenZero ? reshape(x, [-1, 1, width]) : zeroPadded(x, width));
+  // Per-example sums over tokens [B, F]: one MatMul with the [B, N] token-to-example indicator.
+  const exampleSum = (x: string, tokenZero: boolean) => (tokenZero ? x : mm(exampleTokens!, x));
   // Per-example dW_b = dy_b^T x_b summed over tokens, squared, summed over the batch.
   const fisherLinear = (p: Lin, x: string, dy: string, tokenZero = false) => {
     if (!fisher) return;
     const dy3 = perExample(dy, p.outF, tokenZero);
     out(`${p.path}.weight`, sum(sq(mm(tr(dy3, [0, 2, 1]), perExample(x, p.inF, tokenZero))), [0]));
-    out(`${p.path}.bias`, sum(sq(sum(dy3, [1])), [0]));
+    out(`${p.path}.bias`, sum(sq(exampleSum(dy, tokenZero)), [0]));
   };
 
   interface LN { x: string; y: string; mean: string; inv: string; gamma: string; path: string; width: number; tokenZero: boolean }
@@ -85,8 +87,8 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     const xhat = mul(sub(s.x, s.mean), s.inv);
     const dxhat = mul(dy, s.gamma);
     if (fisher) {
-      out(`${s.path}.weight`, sum(sq(exampleSum(mul(dy, xhat), s.width, s.tokenZero)), [0]));
-      out(`${s.path}.bias`, sum(sq(exampleSum(dy, s.width, s.tokenZero)), [0]));
+      out(`${s.path}.weight`, sum(sq(exampleSum(mul(dy, xhat), s.tokenZero)), [0]));
+      out(`${s.path}.bias`, sum(sq(exampleSum(dy, s.tokenZero)), [0]));
     }
     return mul(s.inv, sub(sub(dxhat, mean(dxhat)), mul(xhat, mean(mul(dxhat, xhat)))));
   };
@@ -95,11 +97,14 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const activation = (x: string, a: Activation): { y: string; dy: () => string } => {
     switch (a) {
       case 'gelu': {
-        // Written in the shape ORT's GeluFusion recognises (x * (erf(x / sqrt2) + 1) * 0.5): one fused op in
-        // the forward graph; the backward's reuse of `onePlusErf` keeps it unfused there.
-        const onePlusErf = add(g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])]), g.scalar(1));
-        const pdf = () => mul(g.scalar(1 / Math.sqrt(2 * Math.PI)), g.op('Exp', [mul(g.scalar(-0.5), sq(x))]));
-        return { y: mul(mul(x, onePlusErf), g.scalar(0.5)), dy: () => add(mul(onePlusErf, g.scalar(0.5)), mul(x, pdf())) };
+        if (!backward) {
+          // The shape ORT's GeluFusion recognises (x * (erf(x / sqrt2) + 1) * 0.5): one fused op.
+          return { y: mul(mul(x, add(g.op('Erf', [g.op('Div', [x, g.scalar(Math.SQRT2)])]), g.scalar(1))), g.scalar(0.5)), dy: () => g.scalar(1) };
+        }
+        // Unfused, sharing Phi(x) = (erf(x / sqrt2) + 1) / 2 with the derivative Phi(x) + x phi(x).
+        const Phi = mul(add(g.op('Erf', [mul(x, g.scalar(Math.SQRT1_2))]), g.scalar(1)), g.scalar(0.5));
+        const pdf = () => mul(g.op('Exp', [mul(sq(x), g.scalar(-0.5))]), g.scalar(1 / Math.sqrt(2 * Math.PI)));
+        return { y: mul(x, Phi), dy: () => add(Phi, mul(x, pdf())) };
       }
       case 'gelu_new': {
         const k = Math.sqrt(2 / Math.PI);
@@ -123,10 +128,12 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const ids = g.input('input_ids', 'int32', ['N']);
   const tokenTypes = w.embeddings.tokenType ? g.input('token_type_ids', 'int32', ['N']) : undefined;
   const positions = g.input('position_ids', 'int32', ['N']);
-  const slotRows = g.input('slot_rows', 'int32', ['B', 'S']); // packed row of each example's slot t, N when padding
+  const slotTokens = g.input('slot_tokens', 'int32', ['B', 'S']); // packed row of slot t of example b; padding: its token 0
   const slotMask = g.input('slot_mask', 'int32', ['B', 'S']); // 1 for a real token
   const tokenSlots = g.input('token_slots', 'int32', ['N']); // b*S + t of each packed token
   const firstTokens = g.input('first_tokens', 'int32', ['B']); // packed row of each example's token 0
+  const slotRows = fisher ? g.input('slot_rows', 'int32', ['B', 'S']) : undefined; // as slot_tokens, padding: N
+  const exampleTokens = backward ? g.input('example_tokens', 'float', ['B', 'N']) : undefined; // 1 where token n is in example b
   const labels = backward ? g.input('labels', 'float', ['B']) : undefined;
 
   // ---- embeddings
@@ -142,9 +149,11 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
 
   const maskF = g.op('Cast', [slotMask], { to: 1 });
   const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [1, 2]); // [B,1,1,S]
+  // Backward graphs zero the attention rows of padding queries, so their (repeated) inputs get no gradient.
+  const realQueries = backward ? unsqueeze(maskF, [1, 3]) : undefined; // [B,1,S,1]
 
   // Attention layouts: rows [R, D] -> heads [B,H,S,d] (token 0 only: [B,H,1,d]), and back.
-  const heads = (y: string, tokenZero: boolean) => tr(tokenZero ? reshape(y, [-1, 1, H, dh]) : reshape(padded(y, D), [0, 0, H, dh]), [0, 2, 1, 3]);
+  const heads = (y: string, tokenZero: boolean) => tr(tokenZero ? reshape(y, [-1, 1, H, dh]) : reshape(slotted(y), [0, 0, H, dh]), [0, 2, 1, 3]);
   const unheads = (y: string, tokenZero: boolean) => (tokenZero ? flat(tr(y, [0, 2, 1, 3]), D) : packed(tr(y, [0, 2, 1, 3]), D));
 
   // ---- encoder layers. Only token 0 reaches the head, so the last layer computes queries (and all that
@@ -159,7 +168,8 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     const q = heads(fwd(xq, Q), last);
     const k = heads(fwd(x, K), false);
     const v = heads(fwd(x, V), false);
-    const P = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Sq,S]
+    const probs = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Sq,S]
+    const P = realQueries && !last ? mul(probs, realQueries) : probs;
     const ctx = unheads(mm(P, v), last);
     const O = linear(lw.attnOut, `layers.${l}.attnOut`);
     const n1 = layerNorm(add(fwd(ctx, O), xq), lw.attnNorm, `layers.${l}.attnNorm`, last);
@@ -225,17 +235,17 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     const df = layerNormBack(s.n2, dy);
     fisherLinear(s.Fo, s.act.y, df, s.last);
     const dG = back(df, s.Fo);
-    if (masks) neuronGrads[l] = exampleSum(mul(dG, s.act.y), I, s.last); // [B,I]
+    if (masks) neuronGrads[l] = exampleSum(mul(dG, s.act.y), s.last); // [B,I]
     const dpre = mul(dG, s.act.dy());
     fisherLinear(s.Fi, s.n1.y, dpre, s.last);
     const da = layerNormBack(s.n1, add(df, back(dpre, s.Fi)));
     fisherLinear(s.O, s.ctx, da, s.last);
-    const dC = heads(back(da, s.O), s.last); // [B,H,Sq,d], zero in padding slots
+    const dC = heads(back(da, s.O), s.last); // [B,H,Sq,d]
     const dP = mm(dC, tr(s.v, [0, 1, 3, 2])); // [B,H,Sq,S]
     if (masks) headGrads[l] = sum(mul(dP, s.P), [2, 3]); // [B,H]
     if (l === 0 && !fisher) break; // the mask graph is done once layer 0's mask gradients exist
 
-    // Padding slots drop out: their keys have P = 0 exactly and their queries dC = 0, so dS is zero there.
+    // Padding slots drop out: P is exactly 0 in their key columns and query rows, so dS is zero there.
     const dS = mul(s.P, sub(dP, sum(mul(dP, s.P), [3], 1))); // softmax backward
     const dq = unheads(mm(dS, s.k), s.last); // gradient to the pre-scaled query
     const dk = unheads(mm(tr(dS, [0, 1, 3, 2]), s.q), false);
