@@ -50,7 +50,7 @@ async function writeBaseCheckpoint(dir: string): Promise<EncoderConfig> {
   const fixtureModel = await describeModel(fixture);
   const config = { ...fixtureModel.config, ...BASE, embeddingSize: BASE.hiddenSize };
   const weights = randomWeights(config, 7, undefined, 0.02);
-  await writeSafetensors(`${dir}/model.safetensors`, toHfTensors({ ...fixtureModel, config, weights, dir }, weights));
+  await writeSafetensors(`${dir}/model.safetensors`, toHfTensors({ ...fixtureModel, config }, weights));
   return config;
 }
 
