@@ -47,6 +47,17 @@ export const STREAM_KEYS = {
   flow_window: int(1).default(8),
   source_batch_rows: int(1).default(256),
   log_interval_s: positive().default(10),
+  /** Fisher work spread over `fisher-merge worker` processes through Redis Streams (this job coordinates). */
+  queue: section({
+    /** redis://HOST:PORT, or a unix socket path. */
+    url: text('redis://HOST:PORT or a unix socket path'),
+    /** Prefix of every key the job uses; one per job. */
+    prefix: text('a key prefix').default('fisher-merge'),
+    /** A worker's unacknowledged batch is taken over by another worker after this long. */
+    claim_idle_ms: int(1).default(30_000),
+    /** Batches per task in Redis, appended and not yet folded in; the coordinator waits beyond it. */
+    max_pending: int(1).default(64),
+  }).optional(),
   tasks: taskList(STREAM_TASK).superRefine((tasks, ctx) => {
     const stdin = tasks.flatMap((t, i) => (t.ipc === '-' ? [i] : []));
     if (stdin.length > 1) ctx.addIssue({ code: 'custom', path: [stdin[1]!, 'ipc'], message: "only one task can read stdin ('ipc: -')" });

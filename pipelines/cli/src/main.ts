@@ -9,7 +9,7 @@ import { registerFisherAdd } from './commands/fisher-add.ts';
 import { registerMerge } from './commands/merge.ts';
 import { registerEval } from './commands/eval.ts';
 import { registerRun } from './commands/run.ts';
-import { registerStream } from './commands/stream.ts';
+import { registerStream, registerWorker } from './commands/stream.ts';
 import { registerStatus } from './commands/status.ts';
 
 // The version of the package that installs the `fisher-merge` command (the workspace root).
@@ -30,6 +30,7 @@ registerMerge(program);
 registerEval(program);
 registerRun(program);
 registerStream(program);
+registerWorker(program);
 registerStatus(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -48,7 +48,17 @@ export interface StreamConfig {
   /** The merge rule of every version, its effective parameters, and the base model it may need. */
   merge: { method: string; params: Params; base?: string };
   publish: PublishPolicy;
+  /** With it, the job is a coordinator: workers compute the Fisher contributions (see @fisher-merge/queue). */
+  queue?: QueueConfig;
   tasks: StreamTask[];
+}
+
+export interface QueueConfig {
+  /** redis://HOST:PORT, or the absolute path of a unix socket. */
+  url: string;
+  prefix: string;
+  claimIdleMs: number;
+  maxPending: number;
 }
 
 /** Reads and checks a stream job's YAML config (the shared vocabulary of libs/config); paths in it are relative to the config file. */
@@ -81,6 +91,9 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
       ...(publish.interval_s !== undefined ? { intervalS: publish.interval_s } : {}),
       onStop: publish.on_stop,
     },
+    ...(c.queue
+      ? { queue: { url: /^rediss?:\/\//.test(c.queue.url) ? c.queue.url : resolve(c.queue.url), prefix: c.queue.prefix, claimIdleMs: c.queue.claim_idle_ms, maxPending: c.queue.max_pending } }
+      : {}),
     tasks: c.tasks.map((t): StreamTask => ({
       spec: t.spec,
       model: resolve(t.model),

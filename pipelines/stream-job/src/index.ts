@@ -5,3 +5,4 @@ export * from './publish.ts';
 export * from './status.ts';
 export * from './stream-job.ts';
 export * from './operators.ts';
+export * from './queue.ts';

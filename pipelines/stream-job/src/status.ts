@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
+import { openRedis, queueStatus, type TaskQueueStatus } from '@fisher-merge/queue';
 import { readLatest, type VersionManifest } from './publish.ts';
 import { outLayout, readStreamState } from './state.ts';
 
@@ -13,6 +14,8 @@ export interface JobStatus {
   last_version: number | null;
   /** The job process's memory, MB: resident set, JS heap in use, memory outside the JS heap (native buffers). */
   memory: { rss_mb: number; heap_used_mb: number; external_mb: number };
+  /** Set when the job coordinates workers through Redis (queue: in the config). */
+  queue?: { url: string; prefix: string };
   tasks: Record<string, {
     examples: number;
     batches: number;
@@ -57,6 +60,8 @@ export interface StreamStatusReport {
   job: (JobStatus & { alive: boolean }) | null;
   checkpoint: Record<string, { examples: number; batches: number; files_consumed: number; current: { file: string; row: number } | null; quarantined: number }> | null;
   latest: VersionManifest | null;
+  /** Per task, the coordinator's Redis queue; a line saying why not when Redis cannot be reached. */
+  queue: Record<string, TaskQueueStatus> | string | null;
 }
 
 /** Everything `fisher-merge status OUT` shows, from the files a stream job keeps in OUT. */
@@ -81,6 +86,7 @@ export async function readStreamStatus(out: string): Promise<StreamStatusReport>
         }]))
       : null,
     latest: latest ?? null,
+    queue: status?.queue ? await readQueue(status.queue, Object.keys(status.tasks)) : null,
   };
 }
 
@@ -107,9 +113,39 @@ export function formatStreamStatus(report: StreamStatusReport): string {
       position,
     ];
   });
+  table(lines, header, rows);
+  if (typeof report.queue === 'string') lines.push(`queue: ${report.queue}`);
+  else if (report.queue) {
+    lines.push(`queue: ${job?.queue?.url} prefix ${job?.queue?.prefix}`);
+    const queued = Object.entries(report.queue).map(([name, q]) => [
+      name,
+      String(q.backlog),
+      String(q.pending),
+      q.consumers.map((c) => `${c.name} (${c.pending} pending, idle ${c.idle_ms} ms)`).join(', ') || '-',
+      Object.entries(q.done).map(([w, n]) => `${w}: ${n}`).join(', ') || '-',
+    ]);
+    table(lines, ['task', 'backlog', 'pending', 'consumers', 'batches per worker'], queued);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function table(lines: string[], header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [header, ...rows]) lines.push(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
-  return `${lines.join('\n')}\n`;
+}
+
+async function readQueue(queue: { url: string; prefix: string }, tasks: string[]): Promise<Record<string, TaskQueueStatus> | string> {
+  let redis;
+  try {
+    redis = await openRedis(queue.url, 'status');
+  } catch (e) {
+    return (e as Error).message;
+  }
+  try {
+    return await queueStatus(redis, queue.prefix, tasks);
+  } finally {
+    redis.disconnect();
+  }
 }
 
 async function readJson<T>(file: string): Promise<T | undefined> {

@@ -78,6 +78,10 @@ export interface StreamJobOptions {
    * the queue coordinator passes workers reached through Redis.
    */
   compute?: (task: TaskModel) => Promise<TaskCompute>;
+  /** Called with each version once it is published (the coordinator announces it on Redis). */
+  published?: (manifest: VersionManifest, dir: string) => Promise<void>;
+  /** Extra fields of status.json (the coordinator's queue). */
+  status?: Partial<JobStatus>;
 }
 
 /** A task's model as the stream job loaded it, for the code that computes its contributions. */
@@ -89,7 +93,8 @@ export interface TaskModel {
 
 /** How one task's batches become contributions, in batch order. */
 export interface TaskCompute {
-  contributions: OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>>;
+  /** `stop$` fires when the job stops: no more batches come, and those still out may be dropped. */
+  contributions: (stop$: Observable<unknown>) => OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>>;
   /** Batches the pipeline may hold between cutting and folding (the source's flow window is sized for them). */
   inFlightBatches?: number;
   /** Resolves once no computation runs; then `dispose` frees what `compute` opened. */
@@ -194,7 +199,7 @@ async function localCompute({ name, model, config }: TaskModel): Promise<TaskCom
     dispose: () => engine.dispose(),
   };
   return {
-    contributions: maskFisherContributions(tracked, config.mode),
+    contributions: () => maskFisherContributions(tracked, config.mode),
     close: async () => {
       await Promise.allSettled([...running]);
       await engine.dispose();
@@ -242,7 +247,7 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
       padBatches({ batchSize: config.batchSize, padTokenId: run.padTokenId, flow, allowEmpty: true }),
       // A stop takes no more batches (an incomplete one stays unread); those already cut finish.
       takeUntil(stop$),
-      run.compute.contributions,
+      run.compute.contributions(stop$),
       decayFisher(config.decayHalfLife),
       foldFisher(() => run.state.stats),
       tap((update) => commit(run, update)),
@@ -348,6 +353,7 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
     const mark: PublishedMark = { version: manifest.version, tasks: Object.fromEntries(snapshot.map((s) => [s.run.name, { examples: s.stats.examples, head: s.stats.head, neuron: s.stats.neuron }])) };
     streamState.published = mark;
     lastVersion = manifest.version;
+    await options.published?.(manifest, path.join(layout.versions, String(manifest.version)));
     logEvent('stream.published', { version: manifest.version, reason, seconds: Number(((performance.now() - started) / 1000).toFixed(3)), examples: Object.fromEntries(snapshot.map((s) => [s.run.name, s.stats.examples])) });
     return manifest;
   };
@@ -368,6 +374,7 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
     updated: new Date().toISOString(),
     last_version: lastVersion ?? null,
     memory: memoryMB(),
+    ...options.status,
     tasks: Object.fromEntries(runs.map((r) => [r.name, {
       examples: r.state.stats.examples,
       batches: r.state.stats.batches,

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { loadStreamConfig, runStreamJob } from '@fisher-merge/stream-job';
+import { UserError } from '@fisher-merge/core';
+import { loadStreamConfig, runCoordinator, runStreamJob, runWorker } from '@fisher-merge/stream-job';
 import { nonNegativeInt } from '../options.ts';
 
 interface StreamFlags {
@@ -15,6 +16,25 @@ export function registerStream(program: Command): void {
     .option('--exit-when-idle <ms>', 'drain: treat each input as finished once nothing new arrived for ms, count the last partial batch, publish and exit', nonNegativeInt('--exit-when-idle'))
     .action(async (file: string, flags: StreamFlags) => {
       const config = await loadStreamConfig(file);
-      await runStreamJob(config, { handleSignals: true, ...(flags.exitWhenIdle !== undefined ? { exitWhenIdleMs: flags.exitWhenIdle } : {}) });
+      const options = { handleSignals: true, ...(flags.exitWhenIdle !== undefined ? { exitWhenIdleMs: flags.exitWhenIdle } : {}) };
+      const queue = config.queue;
+      await (queue ? runCoordinator({ ...config, queue }, options) : runStreamJob(config, options));
+    });
+}
+
+export function registerWorker(program: Command): void {
+  program
+    .command('worker')
+    .description("Compute mask Fisher contributions for a stream job's coordinator through Redis Streams (the config's queue:); any number, on any machine that reaches Redis and reads the models. Runs until SIGTERM or SIGINT.")
+    .argument('<config>', "the stream job's YAML config (the same file as the coordinator's)")
+    .action(async (file: string) => {
+      const config = await loadStreamConfig(file);
+      const queue = config.queue;
+      if (!queue) throw new UserError(`${file}: 'queue' is not set; a worker needs queue.url and queue.prefix`);
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.once('SIGTERM', onSignal);
+      process.once('SIGINT', onSignal);
+      await runWorker({ ...config, queue }, stop.signal);
     });
 }

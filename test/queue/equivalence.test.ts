@@ -1,0 +1,100 @@
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { glueTask } from '@fisher-merge/data';
+import type { MaskFisher } from '@fisher-merge/fisher';
+import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
+import { loadStreamConfig, readLatest, readStreamStatus, runCoordinator, runStreamJob, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
+import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { eventually, RedisServer, startWorker, stopWorker } from './helpers.ts';
+
+const TASKS = ['sst2', 'cola'] as const;
+// Sizes that are not multiples of the batch size: batches straddle files, and the last is smaller.
+const PARTS = [13, 30, 7, 41, 5];
+const ROWS = PARTS.reduce((a, b) => a + b, 0);
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await RedisServer.start();
+});
+afterAll(() => redis?.stop());
+
+/** Every task's rows, as PARTS files in its watched directory, before any job starts. */
+async function incoming(dir: string): Promise<Record<string, string>> {
+  const dirs: Record<string, string> = {};
+  for (const task of TASKS) {
+    dirs[task] = path.join(dir, 'incoming', task);
+    mkdirSync(dirs[task], { recursive: true });
+    split(await taskRows(task, ROWS), PARTS).forEach((part, i) => publishParquet(path.join(dirs[task]!, `part-${i}.parquet`), part));
+  }
+  return dirs;
+}
+
+async function configFor(dir: string, name: string, watch: Record<string, string>, mode: 'batch' | 'example', queue?: Record<string, unknown>): Promise<{ file: string; config: StreamConfig }> {
+  const file = writeStreamConfig(path.join(dir, `${name}.yaml`), path.join(dir, name), TASKS.map((task) => ({ task, watch: watch[task]! })), { fisher: { mode, batch_size: 8 }, ...(queue ? { queue } : {}) });
+  return { file, config: await loadStreamConfig(file) };
+}
+
+/** The coordinator drains the files through `workers` worker processes; returns its result and the queue status it left. */
+async function throughWorkers(dir: string, watch: Record<string, string>, mode: 'batch' | 'example', workers: number) {
+  const name = `queue-${mode}-${workers}`;
+  const { file, config } = await configFor(dir, name, watch, mode, { url: redis.socket, prefix: name, max_pending: 4 });
+  const client = redis.client();
+  const running = runCoordinator(config as StreamConfig & { queue: QueueConfig }, { exitWhenIdleMs: 200, statusIntervalMs: 50 });
+  // Workers join once the coordinator announced its job under the prefix.
+  await eventually('job announced', async () => (await client.hget(`${name}:job`, 'run')) !== null);
+  const started = Array.from({ length: workers }, () => startWorker(file));
+  const result = await running;
+  const status = await readStreamStatus(config.out);
+  const exits = await Promise.all(started.map((w) => stopWorker(w.child)));
+  expect(exits, started.map((w) => w.stderr()).join('\n')).toEqual(started.map(() => 0));
+  client.disconnect();
+  return { result, status, out: config.out };
+}
+
+function expectSameStats(got: MaskFisher, want: MaskFisher): void {
+  expect(got.examples).toBe(want.examples);
+  expect(got.batches).toBe(want.batches);
+  expect(got.dataFingerprint).toBe(want.dataFingerprint);
+  expect(Array.from(got.head)).toEqual(Array.from(want.head));
+  expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
+}
+
+describe('coordinator and workers on Redis Streams', () => {
+  for (const mode of ['batch', 'example'] as const) {
+    it(`${mode} mode: 1, 2 and 3 workers give statistics bit-identical to the single-process job and to one-shot fisher; the last version equals merge`, async () => {
+      const dir = tempDir();
+      const watch = await incoming(dir);
+      const single = await runStreamJob((await configFor(dir, 'single', watch, mode)).config, { exitWhenIdleMs: 200 });
+      const oneShot: MaskFisher[] = [];
+      for (const task of TASKS) {
+        const file = path.join(dir, `${task}-all.parquet`);
+        publishParquet(file, await taskRows(task, ROWS));
+        oneShot.push((await computeMaskFisher({ modelDir: modelDir(task), data: file, task: glueTask(task), batchSize: 8, mode, engine: 'onnx' })).stats);
+      }
+      TASKS.forEach((task, t) => expectSameStats(single.stats[task]!, oneShot[t]!));
+
+      for (const workers of mode === 'batch' ? [1, 2, 3] : [2]) {
+        const { result, status, out } = await throughWorkers(dir, watch, mode, workers);
+        expect(result.stoppedBy).toBe('drained');
+        TASKS.forEach((task, t) => expectSameStats(result.stats[task]!, oneShot[t]!));
+        // Every batch was acknowledged; the workers' counts add up to the batches folded.
+        const queue = status.queue as Exclude<typeof status.queue, string | null>;
+        for (const task of TASKS) {
+          expect(queue[task]!.pending).toBe(0);
+          expect(queue[task]!.backlog).toBe(0);
+          expect(Object.values(queue[task]!.done).reduce((a, b) => a + b, 0)).toBe(oneShot[TASKS.indexOf(task)]!.batches);
+        }
+        if (workers === 2) {
+          const version = await readLatest(out);
+          const merged = path.join(dir, `merged-${mode}`);
+          await mergeModels({ models: TASKS.map(modelDir), maskFishers: oneShot, method: 'mask-fisher', out: merged });
+          for (const folder of ['encoder', ...TASKS]) {
+            const tensors = (d: string) => readFileSync(path.join(d, folder, 'model.safetensors'));
+            expect(tensors(path.join(out, 'versions', String(version))).equals(tensors(merged))).toBe(true);
+          }
+        }
+      }
+    });
+  }
+});
