@@ -74,7 +74,7 @@ describe('coordinator and workers on Redis Streams', () => {
       }
       TASKS.forEach((task, t) => expectSameStats(single.stats[task]!, oneShot[t]!));
 
-      for (const workers of mode === 'batch' ? [1, 2, 3] : [2]) {
+      for (const workers of [1, 2, 3]) {
         const { result, status, out } = await throughWorkers(dir, watch, mode, workers);
         expect(result.stoppedBy).toBe('drained');
         TASKS.forEach((task, t) => expectSameStats(result.stats[task]!, oneShot[t]!));
