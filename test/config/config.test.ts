@@ -30,7 +30,7 @@ describe('one config vocabulary', () => {
     const task = (extra: object) => [runTask, { ...runTask, task: 'cola', ...extra }];
     expect(run({ tasks: task({ num_labels: 'x' }) })).toThrow('run.yaml: tasks[1].num_labels: expected an integer >= 1, got "x"');
     expect(stream({ out: 'o', tasks: [streamTask, { ...streamTask, task: 'cola', num_labels: 'x' }] })).toThrow('stream.yaml: tasks[1].num_labels: expected an integer >= 1, got "x"');
-    expect(merge({ out: 'o', models: [{ model: 'a', fisher: 'f' }, { model: 'b', data: 'd', task: 'cola', num_labels: 'x' }] })).toThrow('merge.yaml: models[1].num_labels: expected an integer >= 1, got "x"');
+    expect(merge({ out: 'o', models: [{ model: 'a', fisher: 'f' }, { model: 'b', data: { path: 'd', task: 'cola', num_labels: 'x' } }] })).toThrow('merge.yaml: models[1].data.num_labels: expected an integer >= 1, got "x"');
     for (const parse of [run({ tasks: [runTask], engine: 'gpu' }), stream({ out: 'o', tasks: [streamTask], engine: 'gpu' }), merge({ out: 'o', models: [{ model: 'a', fisher: 'f' }, { model: 'b', fisher: 'g' }], engine: 'gpu' })]) {
       expect(parse).toThrow(/\.yaml: engine: expected one of auto, onnx, tfjs, got "gpu"$/);
     }
@@ -62,21 +62,30 @@ describe('one config vocabulary', () => {
     expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'dare-ties' })).toThrow('stream.yaml: base_model: expected a base model folder (method dare-ties needs one), got nothing');
   });
 
-  it('a mergekit-style merge config: merge_method, base_model, models with fisher or data, parameters, dtype, out', () => {
+  it('a mergekit-style merge config: merge_method, base_model, models with fisher or data and parameters, parameters, dtype, out', () => {
     const c = merge({
-      merge_method: 'task-arithmetic',
+      merge_method: 'mask-fisher-ties',
       base_model: 'base',
-      parameters: { scale: 0.5 },
+      parameters: { density: 0.5 },
       dtype: 'float16',
       out: 'merged',
-      models: [{ model: 'a', fisher: 'a.safetensors', lambda: 0.7 }, { model: 'b', data: 'b.parquet', task: 'rte' }],
+      models: [{ model: 'a', fisher: 'a.safetensors', parameters: { weight: 0.7, density: 0.3 } }, { model: 'b', data: { path: 'b.parquet', task: 'rte', samples: 64 } }],
     })();
-    expect([c.rule, c.params, c.dtype, c.out, c.base_model]).toEqual(['task-arithmetic', resolveParams(resolveRule('task-arithmetic'), { scale: 0.5 }), 'float16', 'merged', 'base']);
-    expect(c.models[0]).toMatchObject({ model: 'a', fisher: 'a.safetensors', lambda: 0.7 });
-    expect(c.models[1]!.spec).toEqual(glueTask('rte'));
-    expect(merge({ out: 'o', merge_method: 'task-arithmetic', models: [{ model: 'a', fisher: 'f' }, { model: 'b', fisher: 'g' }] })).toThrow('merge.yaml: base_model: expected a base model folder (method task-arithmetic needs one), got nothing');
-    expect(merge({ out: 'o', models: [{ model: 'a', fisher: 'f', data: 'd' }, { model: 'b', fisher: 'g' }] })).toThrow("merge.yaml: models[0]: needs exactly one of 'fisher' (a Fisher file) or 'data'");
-    expect(merge({ out: 'o', dtype: 'f8', models: [{ model: 'a', fisher: 'f' }, { model: 'b', fisher: 'g' }] })).toThrow('merge.yaml: dtype: expected one of float32, float16, bfloat16, got "f8"');
+    expect([c.rule, c.params, c.dtype, c.out, c.base_model]).toEqual(['mask-fisher-ties', resolveParams(resolveRule('mask-fisher-ties'), { density: 0.5 }), 'float16', 'merged', 'base']);
+    expect(c.models[0]).toMatchObject({ model: 'a', fisher: 'a.safetensors', weight: 0.7 });
+    expect(c.models[1]!.weight).toBe(1);
+    expect(c.modelParams).toEqual([{ density: 0.3 }, { density: 0.5 }]);
+    expect(c.models[1]!.data).toMatchObject({ path: 'b.parquet', samples: 64, spec: glueTask('rte') });
+    const two = [{ model: 'a', fisher: 'f' }, { model: 'b', fisher: 'g' }];
+    expect(merge({ out: 'o', merge_method: 'task-arithmetic', models: [{ model: 'a' }, { model: 'b' }] })).toThrow('merge.yaml: base_model: expected a base model folder (method task-arithmetic needs one), got nothing');
+    expect(merge({ out: 'o', models: [{ model: 'a', fisher: 'f', data: { path: 'd', task: 'rte' } }, { model: 'b', fisher: 'g' }] })).toThrow("merge.yaml: models[0]: needs at most one of 'fisher' (a Fisher file) or 'data'");
+    expect(merge({ out: 'o', models: [{ model: 'a' }, { model: 'b', fisher: 'g' }] })).toThrow("merge.yaml: models[0]: method mask-fisher needs 'fisher' (a Fisher file) or 'data'");
+    expect(merge({ out: 'o', merge_method: 'isotropic', models: two })).toThrow('merge.yaml: models[0].fisher: method isotropic uses no Fisher statistics; leave it out');
+    expect(merge({ out: 'o', models: [{ model: 'a', fisher: 'f', lambda: 2 }, { model: 'b', fisher: 'g' }] })).toThrow("merge.yaml: models[0].lambda: renamed to 'parameters.weight'");
+    expect(merge({ out: 'o', models: [{ model: 'a', fisher: 'f', parameters: { weight: -1 } }, { model: 'b', fisher: 'g' }] })).toThrow('merge.yaml: models[0]: parameters.weight: expected a number >= 0, got -1');
+    expect(merge({ out: 'o', merge_method: 'ties', base_model: 'b', models: [{ model: 'a', parameters: { density: 2 } }, { model: 'b' }] })).toThrow("merge.yaml: (top level): models[0].parameters: parameter 'density' of model 1 of 'ties' must be a number in (0, 1], got 2");
+    expect(merge({ out: 'o', merge_method: 'ties', base_model: 'b', models: [{ model: 'a', parameters: { scale: 2 } }, { model: 'b' }] })).toThrow("models[0].parameters: merge method 'ties' has no per-model parameter 'scale' (its per-model parameters: density)");
+    expect(merge({ out: 'o', dtype: 'f8', models: two })).toThrow('merge.yaml: dtype: expected one of float32, float16, bfloat16, got "f8"');
   });
 });
 

@@ -3,7 +3,7 @@ import { UserError } from '@fisher-merge/core';
 import { customTask, DEFAULT_MAX_LENGTH, GLUE_TASKS, glueTask, type TaskSpec } from '@fisher-merge/data';
 import { ENGINE_KINDS } from '@fisher-merge/engines';
 import { resolveParams, resolveRule, type Params } from '@fisher-merge/merge';
-import { choice, expected, int, mapping, text } from './schema.ts';
+import { choice, expected, int, mapping, section, text } from './schema.ts';
 
 /**
  * The key names every config shares (run, stream, merge): one vocabulary, one definition each.
@@ -24,6 +24,13 @@ export const SAMPLE_KEYS = {
   samples: int(1).optional(),
   seed: int(0).optional(),
 };
+/** Full diagonal Fisher (Matena & Raffel): examples, batch size, expectation and loop. */
+export const FULL_FISHER_SECTION = section({
+  ...SAMPLE_KEYS,
+  batch_size: int(1).default(8),
+  mode: choice(['empirical', 'expected']).default('empirical'),
+  loop: choice(['batched', 'classic']).default('batched'),
+}).prefault({});
 
 /** What a dataset's columns mean: a GLUE preset (`task`), or a custom task named by `name`. */
 export const TASK_KEYS = {

@@ -3,20 +3,13 @@ import path from 'node:path';
 import { logEvent, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
-import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
-import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
 import { mergeModels } from './merge-job.ts';
 import { fitTokenizer } from './task-model.ts';
 import type { RunConfig, RunTask } from './run-config.ts';
-
-export interface FisherTiming {
-  examples: number;
-  seconds: number;
-  file: string;
-}
+import { STATISTIC_JOBS, type FisherKind, type FisherTiming } from './statistics.ts';
 
 export interface RunResults {
   config: string;
@@ -35,32 +28,6 @@ export const mergeName = (group: readonly string[]): string => group.join('_');
  * need), every merge group by every method, evaluation of each task's own model and of every merged
  * model, and a results table (results.md, results.json, results.parquet) under the output folder.
  */
-type FisherKind = 'mask' | 'full';
-
-/** How a run computes each statistic a method can declare, for one task, into a file. */
-const STATISTIC_JOBS: { [K in Statistic]: { kind: FisherKind; compute(config: RunConfig, task: RunTask, file: string): Promise<FisherTiming & { engine: string }> } } = {
-  maskFisher: {
-    kind: 'mask',
-    async compute(config, task, file) {
-      const f = config.fisher;
-      const r = await computeMaskFisher({ ...fisherInput(config, task), ...optional(f), batchSize: f.batchSize, mode: f.mode, progressLabel: `mask Fisher ${task.name}` });
-      await writeMaskFisher(file, r.stats);
-      return { examples: r.stats.examples, seconds: r.seconds, file, engine: r.engine };
-    },
-  },
-  fullFisher: {
-    kind: 'full',
-    async compute(config, task, file) {
-      const f = config.fullFisher;
-      const r = await computeFullFisher({ ...fisherInput(config, task), ...optional(f), batchSize: f.batchSize, mode: f.mode, loop: f.loop, progressLabel: `full Fisher ${task.name}` });
-      await writeFullFisher(file, r.fisher);
-      return { examples: r.fisher.examples, seconds: r.seconds, file, engine: r.engine };
-    },
-  },
-};
-
-const fisherInput = (config: RunConfig, task: RunTask) => ({ modelDir: task.model, data: task.train, task: task.spec, maxLength: config.maxLength, engine: config.engine });
-
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
   const needed = [...new Set(config.methods.flatMap((m) => resolveRule(m.rule).needs.stats))];
@@ -71,7 +38,7 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
   for (const task of config.tasks) {
     results.fisher[task.name] = {};
     for (const kind of needed) {
-      const { engine, ...timing } = await STATISTIC_JOBS[kind].compute(config, task, fisherFile(task.name, kind));
+      const { engine, ...timing } = await STATISTIC_JOBS[kind].compute(config, { ...task, data: task.train }, fisherFile(task.name, kind));
       results.fisher[task.name]![STATISTIC_JOBS[kind].kind] = timing;
       results.engine = engine;
     }

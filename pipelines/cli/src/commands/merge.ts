@@ -1,8 +1,7 @@
 import { Option, type Command } from 'commander';
 import { logEvent, UserError } from '@fisher-merge/core';
-import { TORCH_DTYPE, type OutputDType } from '@fisher-merge/checkpoint';
 import { MERGE_RULES, type Params } from '@fisher-merge/merge';
-import { mergeModels } from '@fisher-merge/merge-job';
+import { mergeModels, OUTPUT_DTYPES, readMergeConfig, runMergeConfig, type MergeJobOptions } from '@fisher-merge/merge-job';
 import { collect } from '../options.ts';
 
 interface MergeFlags {
@@ -13,10 +12,8 @@ interface MergeFlags {
   lambda?: string;
   param: string[];
   dtype?: string;
-  out: string;
+  out?: string;
 }
-
-const DTYPE_BY_NAME = new Map(Object.entries(TORCH_DTYPE).map(([dtype, name]) => [name, dtype as OutputDType]));
 
 /** `--param key=value`: numbers and booleans are typed, the rest stays a string (the rule checks types). */
 function parseParams(pairs: readonly string[]): Params {
@@ -41,25 +38,40 @@ export function registerMerge(program: Command): void {
   program
     .command('merge')
     .description('Merge the encoders of fine-tuned models; writes OUT/encoder and OUT/<model folder> per model (merged encoder + its own classifier).')
-    .requiredOption('--model <dir>', 'fine-tuned checkpoint (repeat per model)', collect, [])
+    .argument('[config]', 'one merge in one YAML file, as mergekit-yaml: merge_method, base_model, models: [{model, fisher | data, parameters: {weight, density, ...}}], parameters, dtype, out (instead of the flags)')
+    .option('--model <dir>', 'fine-tuned checkpoint (repeat per model)', collect, [])
     .option('--fisher <file>', "the model's Fisher file from `fisher-merge fisher` (repeat, in --model order)", collect, [])
     .addOption(new Option('--method <name>', methods.map((r) => `${r.name}: ${r.summary}`).join('; ')).choices(methods.map((r) => r.name)).default('mask-fisher'))
-    .option('--base <dir>', 'pre-trained base model: task-arithmetic, or merge task vectors with any method')
+    .option('--base <dir>', 'pre-trained base model: task-arithmetic, ties, dare-*, or merge task vectors with any method')
     .option('--lambda <x,y,...>', 'per-model coefficients (default: all 1)')
     .option('--param <key=value>', `method parameter (repeatable): ${methods.flatMap((r) => r.params.map((p) => `${r.name} ${p.name} (default ${p.default})`)).join(', ')}`, collect, [])
-    .addOption(new Option('--dtype <name>', "dtype of the written weights (default: the inputs' dtype where they agree, else float32)").choices([...DTYPE_BY_NAME.keys()]))
-    .requiredOption('--out <dir>', 'output directory (replaced atomically)')
-    .action(async (flags: MergeFlags) => {
-      const result = await mergeModels({
-        models: flags.model,
-        fishers: flags.fisher,
-        method: flags.method,
-        params: parseParams(flags.param),
-        out: flags.out,
-        ...(flags.base ? { base: flags.base } : {}),
-        ...(flags.lambda ? { lambdas: parseLambdas(flags.lambda) } : {}),
-        ...(flags.dtype ? { dtype: DTYPE_BY_NAME.get(flags.dtype)! } : {}),
-      });
-      logEvent('merge.written', { method: flags.method, encoder: result.outputs.encoder, models: Object.values(result.outputs.models), seconds: Number(result.seconds.toFixed(3)) });
+    .addOption(new Option('--dtype <name>', "dtype of the written weights (default: the inputs' dtype where they agree, else float32)").choices([...OUTPUT_DTYPES.keys()]))
+    .option('--out <dir>', 'output directory (replaced atomically)')
+    .action(async (file: string | undefined, flags: MergeFlags) => {
+      const result = file === undefined ? await mergeModels(flagJob(flags)) : await runMergeConfig(await readMergeConfig(configOnly(file, flags)));
+      logEvent('merge.written', { encoder: result.outputs.encoder, models: Object.values(result.outputs.models), seconds: Number(result.seconds.toFixed(3)) });
     });
+}
+
+/** A config file says everything; flags beside it would be silently overridden or ignored. */
+function configOnly(file: string, flags: MergeFlags): string {
+  if (flags.model.length > 0 || flags.fisher.length > 0 || flags.out !== undefined || flags.base !== undefined || flags.lambda !== undefined || flags.param.length > 0 || flags.dtype !== undefined) {
+    throw new UserError(`give either ${file} or the --model/--fisher/--out flags, not both`);
+  }
+  return file;
+}
+
+function flagJob(flags: MergeFlags): MergeJobOptions {
+  if (flags.model.length === 0) throw new UserError('merge needs CONFIG.yaml, or --model DIR (repeat per model) and --out DIR');
+  if (flags.out === undefined) throw new UserError("required option '--out <dir>' not specified");
+  return {
+    models: flags.model,
+    fishers: flags.fisher,
+    method: flags.method,
+    params: parseParams(flags.param),
+    out: flags.out,
+    ...(flags.base ? { base: flags.base } : {}),
+    ...(flags.lambda ? { lambdas: parseLambdas(flags.lambda) } : {}),
+    ...(flags.dtype ? { dtype: OUTPUT_DTYPES.get(flags.dtype)! } : {}),
+  };
 }

@@ -1,0 +1,100 @@
+import path from 'node:path';
+import { loadConfig, MERGE_CONFIG, parseConfig } from '@fisher-merge/config';
+import { TORCH_DTYPE, type OutputDType } from '@fisher-merge/checkpoint';
+import { UserError } from '@fisher-merge/core';
+import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
+import { mergeModels, type MergeJobOptions, type MergeJobResult } from './merge-job.ts';
+import { STATISTIC_JOBS, type StatisticSettings, type StatisticSource } from './statistics.ts';
+
+/** Output dtypes by the name config.json's `torch_dtype` gives them (float32, float16, bfloat16). */
+export const OUTPUT_DTYPES: ReadonlyMap<string, OutputDType> = new Map(Object.entries(TORCH_DTYPE).map(([dtype, name]) => [name, dtype as OutputDType]));
+
+/** `fisher-merge merge CONFIG.yaml`: one merge in one file (mergekit's vocabulary). Paths are relative to the file. */
+export interface MergeConfig extends StatisticSettings {
+  file: string;
+  method: string;
+  params: Params;
+  base?: string;
+  out: string;
+  /** Default: the inputs' dtype where they agree, else float32. */
+  dtype?: OutputDType;
+  models: {
+    dir: string;
+    weight: number;
+    params: Params;
+    /** A Fisher file, or the examples to compute the method's statistics from. */
+    fisher?: string;
+    data?: StatisticSource;
+  }[];
+}
+
+export async function readMergeConfig(file: string): Promise<MergeConfig> {
+  return mergeConfig(file, await loadConfig(MERGE_CONFIG, file));
+}
+
+export function parseMergeConfig(file: string, doc: unknown): MergeConfig {
+  return mergeConfig(file, parseConfig(MERGE_CONFIG, doc, file));
+}
+
+function mergeConfig(file: string, c: ReturnType<typeof MERGE_CONFIG.parse>): MergeConfig {
+  const resolve = (p: string): string => path.resolve(path.dirname(file), p);
+  return {
+    file,
+    method: c.rule,
+    params: c.params,
+    ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}),
+    out: resolve(c.out),
+    ...(c.dtype !== undefined ? { dtype: OUTPUT_DTYPES.get(c.dtype)! } : {}),
+    engine: c.engine,
+    maxLength: c.max_length,
+    fisher: { batchSize: c.fisher.batch_size, mode: c.fisher.mode, ...defined({ samples: c.fisher.samples, seed: c.fisher.seed }) },
+    fullFisher: { batchSize: c.full_fisher.batch_size, mode: c.full_fisher.mode, loop: c.full_fisher.loop, ...defined({ samples: c.full_fisher.samples, seed: c.full_fisher.seed }) },
+    models: c.models.map((m, j) => ({
+      dir: resolve(m.model),
+      weight: m.weight,
+      params: c.modelParams[j]!,
+      ...(m.fisher !== undefined ? { fisher: resolve(m.fisher) } : {}),
+      ...(m.data !== undefined
+        ? { data: { name: path.basename(resolve(m.model)), model: resolve(m.model), data: resolve(m.data.path), spec: m.data.spec, ...defined({ samples: m.data.samples, seed: m.data.seed }) } }
+        : {}),
+    })),
+  };
+}
+
+function defined<T extends Record<string, number | undefined>>(o: T): { [K in keyof T]?: number } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: number };
+}
+
+/**
+ * Runs one merge config: statistics of models given `data` are computed first, into `OUT.fisher/`
+ * beside the output (kept: they are additive and reusable as `fisher:` files), then the merge.
+ */
+export async function runMergeConfig(config: MergeConfig): Promise<MergeJobResult> {
+  const rule = resolveRule(config.method);
+  const statistics: { [K in Statistic]?: string[] } = {};
+  for (const kind of rule.needs.stats) {
+    statistics[kind] = [];
+    for (const [j, m] of config.models.entries()) {
+      if (m.fisher !== undefined) {
+        if (rule.needs.stats.length > 1) throw new UserError(`${config.file}: models[${j}].fisher: method ${rule.name} needs several kinds of statistics; give 'data' to compute them`);
+        statistics[kind].push(m.fisher);
+        continue;
+      }
+      const file = path.join(`${config.out}.fisher`, `${path.basename(m.dir)}.${STATISTIC_JOBS[kind].kind}.safetensors`);
+      await STATISTIC_JOBS[kind].compute(config, m.data!, file);
+      statistics[kind].push(file);
+    }
+  }
+  const job: MergeJobOptions = {
+    models: config.models.map((m) => m.dir),
+    statistics,
+    method: rule.name,
+    params: config.params,
+    modelParams: config.models.map((m) => m.params),
+    lambdas: config.models.map((m) => m.weight),
+    ...(config.base ? { base: config.base } : {}),
+    ...(config.dtype ? { dtype: config.dtype } : {}),
+    out: config.out,
+  };
+  return mergeModels(job);
+}

@@ -1,0 +1,62 @@
+import type { TaskSpec } from '@fisher-merge/data';
+import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
+import type { Statistic } from '@fisher-merge/merge';
+import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
+import type { RunConfig } from './run-config.ts';
+
+export type FisherKind = 'mask' | 'full';
+
+export interface FisherTiming {
+  examples: number;
+  seconds: number;
+  file: string;
+}
+
+/** How a job computes statistics: the `fisher` and `full_fisher` sections of a run or merge config. */
+export type StatisticSettings = Pick<RunConfig, 'engine' | 'maxLength' | 'fisher' | 'fullFisher'>;
+
+/** A model and the labelled examples its statistics come from; `samples`/`seed` override the settings'. */
+export interface StatisticSource {
+  name: string;
+  model: string;
+  data: string;
+  spec: TaskSpec;
+  samples?: number;
+  seed?: number;
+}
+
+/** How a job computes each statistic a merge rule can declare, for one model, into a file. */
+export const STATISTIC_JOBS: { [K in Statistic]: { kind: FisherKind; compute(settings: StatisticSettings, source: StatisticSource, file: string): Promise<FisherTiming & { engine: string }> } } = {
+  maskFisher: {
+    kind: 'mask',
+    async compute(settings, source, file) {
+      const f = settings.fisher;
+      const r = await computeMaskFisher({ ...fisherInput(settings, source, f), batchSize: f.batchSize, mode: f.mode, progressLabel: `mask Fisher ${source.name}` });
+      await writeMaskFisher(file, r.stats);
+      return { examples: r.stats.examples, seconds: r.seconds, file, engine: r.engine };
+    },
+  },
+  fullFisher: {
+    kind: 'full',
+    async compute(settings, source, file) {
+      const f = settings.fullFisher;
+      const r = await computeFullFisher({ ...fisherInput(settings, source, f), batchSize: f.batchSize, mode: f.mode, loop: f.loop, progressLabel: `full Fisher ${source.name}` });
+      await writeFullFisher(file, r.fisher);
+      return { examples: r.fisher.examples, seconds: r.seconds, file, engine: r.engine };
+    },
+  },
+};
+
+function fisherInput(settings: StatisticSettings, source: StatisticSource, section: { samples?: number; seed?: number }) {
+  const samples = source.samples ?? section.samples;
+  const seed = source.seed ?? section.seed;
+  return {
+    modelDir: source.model,
+    data: source.data,
+    task: source.spec,
+    maxLength: settings.maxLength,
+    engine: settings.engine,
+    ...(samples !== undefined ? { samples } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+  };
+}

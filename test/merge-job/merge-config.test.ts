@@ -1,0 +1,82 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readSafetensors } from '@fisher-merge/checkpoint';
+import { tempDir } from '../support.ts';
+
+/** `fisher-merge merge CONFIG.yaml` (mergekit's vocabulary) against the flag form of the same merge. */
+const root = path.resolve(import.meta.dirname, '../..');
+const dir = tempDir('fisher-merge-merge-config-');
+const models = path.join(root, 'data/models');
+
+function cli(...args: string[]) {
+  const run = spawnSync(process.execPath, [path.join(root, 'bin/fisher-merge.mjs'), ...args], { encoding: 'utf8', cwd: root });
+  return { status: run.status, stderr: run.stderr.trim() };
+}
+
+function sameEncoder(a: string, b: string): void {
+  const [x, y] = [a, b].map((d) => readSafetensors(path.join(d, 'encoder', 'model.safetensors')));
+  expect(x!.names()).toEqual(y!.names());
+  for (const name of x!.names()) expect(Buffer.from(x!.float32(name).buffer).equals(Buffer.from(y!.float32(name).buffer)), name).toBe(true);
+}
+
+describe('merge CONFIG.yaml', () => {
+  it('equals the flag form (dtype included), and merge.json records the effective parameters with their defaults', () => {
+    writeFileSync(path.join(dir, 'ties.yaml'), [
+      'merge_method: ties',
+      `base_model: ${models}/base`,
+      'parameters: { density: 0.4 }',
+      'models:',
+      `  - model: ${models}/sst2`,
+      '    parameters: { weight: 0.6 }',
+      `  - model: ${models}/cola`,
+      '    parameters: { weight: 1.4 }',
+      'dtype: bfloat16',
+      'out: ties-out',
+    ].join('\n'));
+    const fromConfig = cli('merge', path.join(dir, 'ties.yaml'));
+    expect(fromConfig.status, fromConfig.stderr).toBe(0);
+    const flags = cli('merge', '--method', 'ties', '--base', `${models}/base`, '--model', `${models}/sst2`, '--model', `${models}/cola`, '--lambda', '0.6,1.4', '--param', 'density=0.4', '--dtype', 'bfloat16', '--out', path.join(dir, 'ties-flags'));
+    expect(flags.status, flags.stderr).toBe(0);
+    sameEncoder(path.join(dir, 'ties-out'), path.join(dir, 'ties-flags'));
+    const written = readSafetensors(path.join(dir, 'ties-out', 'sst2', 'model.safetensors'));
+    expect(written.info('bert.pooler.dense.weight').dtype).toBe('BF16');
+    expect(JSON.parse(readFileSync(path.join(dir, 'ties-out', 'sst2', 'config.json'), 'utf8')).torch_dtype).toBe('bfloat16');
+    const provenance = JSON.parse(readFileSync(path.join(dir, 'ties-out', 'merge.json'), 'utf8'));
+    expect(provenance).toMatchObject({ method: 'ties', params: { density: 0.4, scale: 1 }, lambdas: [0.6, 1.4], base: `${models}/base` });
+    expect(provenance.models.map((m: { params: unknown }) => m.params)).toEqual([{ density: 0.4 }, { density: 0.4 }]);
+  });
+
+  it("computes a model's Fisher from `data`, beside the output, and merges with it", () => {
+    writeFileSync(path.join(dir, 'fisher.yaml'), [
+      'merge_method: mask-fisher',
+      'fisher: { samples: 16, batch_size: 8 }',
+      'models:',
+      `  - model: ${models}/sst2`,
+      `    data: { path: ${root}/data/glue/sst2/train-00000-of-00001.parquet, task: sst2 }`,
+      `  - model: ${models}/cola`,
+      `    data: { path: ${root}/data/glue/cola/train-00000-of-00001.parquet, task: cola, samples: 8 }`,
+      `out: ${dir}/fisher-out`,
+    ].join('\n'));
+    const run = cli('merge', path.join(dir, 'fisher.yaml'));
+    expect(run.status, run.stderr).toBe(0);
+    const fishers = ['sst2', 'cola'].map((t) => path.join(dir, 'fisher-out.fisher', `${t}.mask.safetensors`));
+    expect(fishers.map((f) => readSafetensors(f).metadata.examples)).toEqual(['16', '8']);
+    const flags = cli('merge', '--model', `${models}/sst2`, '--fisher', fishers[0]!, '--model', `${models}/cola`, '--fisher', fishers[1]!, '--out', path.join(dir, 'fisher-flags'));
+    expect(flags.status, flags.stderr).toBe(0);
+    sameEncoder(path.join(dir, 'fisher-out'), path.join(dir, 'fisher-flags'));
+    expect(JSON.parse(readFileSync(path.join(dir, 'fisher-out', 'merge.json'), 'utf8')).params).toEqual({ universal: true, normalize: 'none' });
+  });
+
+  it('a bad config is one line naming the file and the key; a config and flags together are refused', () => {
+    writeFileSync(path.join(dir, 'bad.yaml'), `merge_method: ties\nmodels: [{ model: ${models}/sst2 }, { model: ${models}/cola }]\nout: bad-out\n`);
+    const bad = cli('merge', path.join(dir, 'bad.yaml'));
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toBe(`fisher-merge: ${path.join(dir, 'bad.yaml')}: base_model: expected a base model folder (method ties needs one), got nothing`);
+    const both = cli('merge', path.join(dir, 'bad.yaml'), '--out', path.join(dir, 'x'));
+    expect(both.status).toBe(1);
+    expect(both.stderr).toMatch(/give either .*bad\.yaml or the --model\/--fisher\/--out flags, not both/);
+    expect(existsSync(path.join(dir, 'bad-out'))).toBe(false);
+  });
+});
