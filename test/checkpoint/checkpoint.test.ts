@@ -32,13 +32,13 @@ describe('sharded checkpoints', () => {
     const source = openTensorSource(dir);
     expect(source.names().sort()).toEqual(['a', 'b']);
     expect(source.files.map((f) => path.basename(f))).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
-    expect(source.fileOf('b')).toBe('model-00002-of-00002.safetensors');
+    expect(source.fileOf('b')).toBe(path.join(dir, 'model-00002-of-00002.safetensors'));
     expect(source.float32('b')).toEqual(b.data);
     expect(source.info('a')).toEqual({ dtype: 'F32', shape: [3, 2] });
     // Lazy: a corrupt shard that is never asked for does not matter.
     writeFileSync(path.join(dir, 'model-00001-of-00002.safetensors'), 'garbage');
     expect(openTensorSource(dir).float32('b')).toEqual(b.data);
-    await expectUserError(() => openTensorSource(dir).tensor('a'), 'model-00001-of-00002.safetensors: file is 7 bytes, too short for a safetensors header');
+    await expectUserError(() => openTensorSource(dir).tensor('a'), `${dir}/model-00001-of-00002.safetensors: file is 7 bytes, too short for a safetensors header`);
   });
 
   it('reports missing shards, bad shard names and tensors absent from their shard', async () => {
@@ -46,11 +46,11 @@ describe('sharded checkpoints', () => {
     await writeSafetensors(path.join(dir, 's1.safetensors'), { a: randomF32([1], rng(2)) });
     const index = (weightMap: Record<string, string>) => writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
     index({ a: 's1.safetensors', b: 's2.safetensors' });
-    await expectUserError(() => openTensorSource(dir), `model.safetensors.index.json: shard file 's2.safetensors' does not exist in ${dir}`);
+    await expectUserError(() => openTensorSource(dir), `${dir}/model.safetensors.index.json: shard file 's2.safetensors' does not exist in ${dir}`);
     index({ a: '../s1.safetensors' });
-    await expectUserError(() => openTensorSource(dir), "model.safetensors.index.json: tensor 'a' maps to an invalid shard file name \"../s1.safetensors\"");
+    await expectUserError(() => openTensorSource(dir), `${dir}/model.safetensors.index.json: tensor 'a' maps to an invalid shard file name "../s1.safetensors"`);
     index({ a: 's1.safetensors', z: 's1.safetensors' });
-    await expectUserError(() => openTensorSource(dir).tensor('z'), "s1.safetensors: tensor 'z' is listed in model.safetensors.index.json but missing from the shard");
+    await expectUserError(() => openTensorSource(dir).tensor('z'), `${dir}/s1.safetensors: tensor 'z' is listed in ${dir}/model.safetensors.index.json but missing from the shard`);
   });
 
   it('reads sharded pytorch_model.bin checkpoints through their index', () => {

@@ -1,5 +1,4 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
 
 /** Random access to bytes: a file read by exact ranges, or a buffer. */
@@ -22,7 +21,9 @@ export function fileSource(file: string): ByteSource {
   }
   let size: number;
   try {
-    size = fstatSync(fd).size;
+    const stat = fstatSync(fd);
+    if (stat.isDirectory()) throw new UserError(`${file}: is a directory, expected a file`);
+    size = stat.size;
   } finally {
     closeSync(fd);
   }
@@ -30,7 +31,7 @@ export function fileSource(file: string): ByteSource {
     size,
     read(offset, length) {
       if (offset < 0 || length < 0 || offset + length > size) {
-        throw new UserError(`${path.basename(file)}: read of ${length} bytes at ${offset} is beyond the file (${size} bytes)`);
+        throw new UserError(`${file}: read of ${length} bytes at ${offset} is beyond the file (${size} bytes)`);
       }
       const out = new Uint8Array(length);
       const handle = openSync(file, 'r');
@@ -38,7 +39,7 @@ export function fileSource(file: string): ByteSource {
         let done = 0;
         while (done < length) {
           const n = readSync(handle, out, done, length - done, offset + done);
-          if (n === 0) throw new UserError(`${path.basename(file)}: file ended early (changed while reading?)`);
+          if (n === 0) throw new UserError(`${file}: file ended early (changed while reading?)`);
           done += n;
         }
       } finally {

@@ -65,7 +65,7 @@ function singleFileSource(file: string, reader: TensorFile): TensorSource {
 
 /** Sharded checkpoints: an index maps each tensor to its shard; shards are opened on first use. */
 function shardedSource(dir: string, indexFile: string, open: (file: string) => TensorFile): TensorSource {
-  const label = path.basename(indexFile);
+  const label = indexFile;
   let index: unknown;
   try {
     index = JSON.parse(readFileSync(indexFile, 'utf8'));
@@ -96,7 +96,7 @@ function shardedSource(dir: string, indexFile: string, open: (file: string) => T
       reader = open(path.join(dir, shard));
       opened.set(shard, reader);
     }
-    if (!reader.has(name)) throw new UserError(`${shard}: tensor '${name}' is listed in ${label} but missing from the shard`);
+    if (!reader.has(name)) throw new UserError(`${reader.label}: tensor '${name}' is listed in ${label} but missing from the shard`);
     return reader;
   };
   return {
@@ -106,7 +106,7 @@ function shardedSource(dir: string, indexFile: string, open: (file: string) => T
     info: (name) => readerFor(name).info(name),
     tensor: (name) => readerFor(name).tensor(name),
     float32: (name) => finiteFloat32(readerFor(name), name),
-    fileOf: (name) => shardOf.get(name) ?? label,
+    fileOf: (name) => (shardOf.has(name) ? path.join(dir, shardOf.get(name)!) : label),
   };
 }
 

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { UserError, numel, type DType, type Tensor } from '@fisher-merge/core';
 import { fileSource, type ByteSource } from './bytes.ts';
 import type { TensorFile } from './checkpoint.ts';
@@ -62,7 +61,7 @@ function isIntegerList(v: unknown): v is number[] {
  * are read when a tensor is asked for.
  */
 export function readPytorchBin(file: string): TensorFile {
-  return parsePytorchBin(fileSource(file), path.basename(file));
+  return parsePytorchBin(fileSource(file), file);
 }
 
 export function parsePytorchBin(source: ByteSource, label: string): TensorFile {
@@ -84,7 +83,7 @@ export function parsePytorchBin(source: ByteSource, label: string): TensorFile {
     allowGlobal: (module, name) => ALLOWED_GLOBALS.has(`${module}.${name}`),
     persistentLoad(pid) {
       const [kind, storageType, key, , count] = Array.isArray(pid) ? pid : [];
-      if (kind !== 'storage' || !isGlobal(storageType) || typeof key !== 'string' || !Number.isSafeInteger(count)) {
+      if (kind !== 'storage' || !isGlobal(storageType) || typeof key !== 'string' || !Number.isSafeInteger(count) || (count as number) < 0) {
         return fail('unsupported persistent id in data.pkl');
       }
       const dtype = STORAGE_DTYPES[(storageType as PyGlobal).name];
@@ -101,6 +100,7 @@ export function parsePytorchBin(source: ByteSource, label: string): TensorFile {
         if (s?.kind !== 'storage' || !Number.isSafeInteger(offset) || !isIntegerList(shape) || !isIntegerList(stride) || shape.length !== stride.length) {
           return fail('malformed tensor in data.pkl');
         }
+        if ((offset as number) < 0) return fail(`a tensor in data.pkl has storage offset ${offset as number}, expected an offset >= 0`);
         return { kind: 'tensor', storage: s, offset: offset as number, shape: [...shape], stride: [...stride] } satisfies TensorRef;
       }
       return fail(`unsupported call of '${qualified}' in data.pkl`);

@@ -74,7 +74,7 @@ export class SafetensorsFile {
 
 /** Opens a safetensors file and validates its header; tensor data is read lazily, by exact ranges. */
 export function readSafetensors(file: string): SafetensorsFile {
-  return SafetensorsFile.parse(path.basename(file), fileSource(file));
+  return SafetensorsFile.parse(file, fileSource(file));
 }
 
 /** Parses safetensors bytes already in memory; `label` names the data in messages. */

@@ -1,38 +1,50 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { UserError, fileSystemReason, isFileSystemError } from './errors.ts';
 
 /** A unique temporary name next to `target` (same directory, so a rename puts it in place). */
 export function tempPath(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
-/** Writes a file so that readers see either the old content or the complete new one, never a part. */
+/** A file-system failure while writing `target` (its temporary name included) as one line naming the target. */
+function writeError(target: string, e: unknown): unknown {
+  return isFileSystemError(e) ? new UserError(`${target}: cannot write: ${fileSystemReason(e)}`) : e;
+}
+
+/** Writes a file so that readers see either the old content or the complete new one, never a part; nothing is left behind on failure. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array | Uint8Array[]): Promise<void> {
-  await fs.mkdir(path.dirname(target), { recursive: true });
   const tmp = tempPath(target);
-  const handle = await fs.open(tmp, 'w');
   try {
-    const chunks = typeof data === 'string' ? [Buffer.from(data)] : Array.isArray(data) ? data : [data];
-    for (const chunk of chunks) await handle.write(chunk);
-    await handle.sync();
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    const handle = await fs.open(tmp, 'w');
+    try {
+      const chunks = typeof data === 'string' ? [Buffer.from(data)] : Array.isArray(data) ? data : [data];
+      for (const chunk of chunks) await handle.write(chunk);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, target);
   } catch (e) {
-    await handle.close();
     await fs.rm(tmp, { force: true });
-    throw e;
+    throw writeError(target, e);
   }
-  await handle.close();
-  await fs.rename(tmp, target);
 }
 
 /**
  * Builds a directory under a temporary name and renames it into place only when `fill` succeeds.
- * An existing target is replaced; on failure nothing is left behind.
+ * An existing target is replaced; on failure nothing is left behind and the old target stays.
  */
 export async function writeDirAtomic(target: string, fill: (dir: string) => Promise<void>): Promise<void> {
-  await fs.mkdir(path.dirname(path.resolve(target)), { recursive: true });
   const tmp = tempPath(path.resolve(target));
-  await fs.mkdir(tmp);
+  try {
+    await fs.mkdir(path.dirname(path.resolve(target)), { recursive: true });
+    await fs.mkdir(tmp);
+  } catch (e) {
+    throw writeError(target, e);
+  }
   try {
     await fill(tmp);
   } catch (e) {
@@ -41,6 +53,12 @@ export async function writeDirAtomic(target: string, fill: (dir: string) => Prom
   }
   const old = `${tmp}.old`;
   const hadOld = await fs.rename(target, old).then(() => true, () => false);
-  await fs.rename(tmp, target);
+  try {
+    await fs.rename(tmp, target);
+  } catch (e) {
+    if (hadOld) await fs.rename(old, target);
+    await fs.rm(tmp, { recursive: true, force: true });
+    throw writeError(target, e);
+  }
   if (hadOld) await fs.rm(old, { recursive: true, force: true });
 }

@@ -10,3 +10,21 @@ export class UserError extends Error {
 export function isUserError(e: unknown): e is UserError {
   return e instanceof UserError;
 }
+
+export type FileSystemError = NodeJS.ErrnoException & { path: string; code: string; dest?: string };
+
+/** An error from a file-system call (it carries the path and an errno code such as EISDIR, EPERM, ENOSPC). */
+export function isFileSystemError(e: unknown): e is FileSystemError {
+  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string' && typeof (e as NodeJS.ErrnoException).path === 'string';
+}
+
+/** What failed, without Node's code prefix and quoted paths: "permission denied (EACCES on open)". */
+export function fileSystemReason(e: NodeJS.ErrnoException): string {
+  const reason = e.code === 'EISDIR' ? 'is a directory, expected a file' : e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*$/, '');
+  return `${reason} (${e.code ?? 'error'}${e.syscall ? ` on ${e.syscall}` : ''})`;
+}
+
+/** One line for a file-system error: the path, then what failed. */
+export function fileSystemErrorLine(e: FileSystemError): string {
+  return `${e.path}: ${fileSystemReason(e)}${e.dest ? ` (to ${e.dest})` : ''}`;
+}

@@ -5,3 +5,4 @@ export * from './atomic.ts';
 export * from './progress.ts';
 export * from './fingerprint.ts';
 export * from './random.ts';
+export * from './paths.ts';

@@ -128,6 +128,10 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
   const { family, encoderPrefix } = await chooseFamily(hfConfig, source, configLabel, dir);
 
   const hasClassifier = source.has(`${family.classifier[0]!.module}.weight`);
+  // Part of a head (a bias without its weight, say) is a broken checkpoint, not a bare encoder.
+  if (!hasClassifier && family.classifier.some((m) => source.has(`${m.module}.weight`) || source.has(`${m.module}.bias`))) {
+    throw missing(source, dir, `${family.classifier[0]!.module}.weight`, family);
+  }
   const poolerInCheckpoint = family.pooler !== undefined && source.has(`${encoderPrefix}${family.pooler.module}.weight`);
   const wantsPooler = family.pooler !== undefined && hasClassifier && family.headUsesPooler;
   if (wantsPooler && !poolerInCheckpoint) throw missing(source, dir, `${encoderPrefix}${family.pooler!.module}.weight`, family);

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { isUserError } from '@fisher-merge/core';
+import { fileSystemErrorLine, isFileSystemError, isUserError } from '@fisher-merge/core';
 import { allowNonfiniteWeights } from '@fisher-merge/checkpoint';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerPredict } from './commands/predict.ts';
@@ -36,6 +36,7 @@ registerStatus(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Errors caused by input are one clear line; anything else is a bug and keeps its stack.
   if (isUserError(e)) process.stderr.write(`fisher-merge: ${e.message}\n`);
+  else if (isFileSystemError(e)) process.stderr.write(`fisher-merge: ${fileSystemErrorLine(e)}\n`);
   else process.stderr.write(`fisher-merge: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 });

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { UserError } from '@fisher-merge/core';
+import { UserError, type NamedPath } from '@fisher-merge/core';
 import { readHfConfig } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data';
 import { labelsFromConfig, numLabelsFromConfig } from '@fisher-merge/model';
@@ -18,6 +18,11 @@ export const nonNegativeInt = (flag: string) => (value: string): number => {
   if (!Number.isInteger(n) || n < 0) throw new UserError(`${flag} must be an integer >= 0, got '${value}'`);
   return n;
 };
+
+/** `--data` as an input an output must not land on: a file or directory (stdin and patterns name no single path). */
+export function dataInputs(data: string): NamedPath[] {
+  return data === '-' || /[*?]/.test(data) ? [] : [{ what: '--data', path: data }];
+}
 
 /** Commander accumulator for repeatable options. */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];

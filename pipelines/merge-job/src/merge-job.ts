@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError, writeDirAtomic } from '@fisher-merge/core';
+import { UserError, refuseOutputOnInputs, writeDirAtomic } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, fromFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
@@ -130,6 +130,11 @@ function inputsDType(members: readonly MergeMember[]): OutputDType {
 export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult> {
   const started = performance.now();
   if (opts.models.length < 1) throw new UserError('merge needs at least one --model');
+  refuseOutputOnInputs({ what: 'merge output', path: opts.out }, [
+    ...opts.models.map((dir) => ({ what: 'model', path: dir })),
+    ...(opts.base ? [{ what: 'base model', path: opts.base }] : []),
+    ...(opts.fishers ?? []).map((file) => ({ what: 'Fisher file', path: file })),
+  ]);
   const rule = resolveRule(opts.method);
   const names = outputNames(opts.models);
   if (opts.maskFishers && opts.maskFishers.length !== opts.models.length) {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { logEvent, UserError } from '@fisher-merge/core';
+import { logEvent, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
 import { addStats, readMaskFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import { collect } from '../options.ts';
 
@@ -11,6 +11,7 @@ export function registerFisherAdd(program: Command): void {
     .requiredOption('--out <file>', 'output .safetensors file')
     .action(async (flags: { fisher: string[]; out: string }) => {
       if (flags.fisher.length < 2) throw new UserError('fisher-add needs two or more --fisher files');
+      refuseOutputOnInputs({ what: '--out', path: flags.out }, flags.fisher.map((file) => ({ what: '--fisher', path: file })));
       const parts = await Promise.all(flags.fisher.map(readMaskFisher));
       let total = parts[0]!;
       parts.slice(1).forEach((part, i) => {

@@ -1,10 +1,10 @@
 import { Option, type Command } from 'commander';
-import { logEvent } from '@fisher-merge/core';
+import { logEvent, refuseOutputOnInputs } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import { computeFullFisher, computeMaskFisher } from '@fisher-merge/merge-job';
-import { addTaskOptions, engineOption, nonNegativeInt, positiveInt, resolveModelTask, type TaskFlags } from '../options.ts';
+import { addTaskOptions, dataInputs, engineOption, nonNegativeInt, positiveInt, resolveModelTask, type TaskFlags } from '../options.ts';
 
 interface FisherFlags extends TaskFlags {
   model: string;
@@ -39,6 +39,7 @@ export function registerFisher(program: Command): void {
     .addOption(new Option('--max-length <n>', 'maximum tokens per example').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
     .requiredOption('--out <file>', 'output .safetensors file')
     .action(async (flags: FisherFlags) => {
+      refuseOutputOnInputs({ what: '--out', path: flags.out }, [{ what: '--model', path: flags.model }, ...dataInputs(flags.data)]);
       const task = await resolveModelTask(flags, flags.model);
       const common = {
         modelDir: flags.model,

@@ -28,9 +28,10 @@ function parseParams(pairs: readonly string[]): Params {
 }
 
 function parseLambdas(text: string): number[] {
-  const values = text.split(',').map((s) => Number(s.trim()));
-  if (values.some((v) => !Number.isFinite(v))) throw new UserError(`--lambda must be comma-separated numbers, got '${text}'`);
-  return values;
+  const items = text.split(',').map((s) => s.trim());
+  // Number('') is 0, so an empty item must be refused before converting.
+  if (items.some((s) => s === '' || !Number.isFinite(Number(s)))) throw new UserError(`--lambda must be comma-separated numbers, got '${text}'`);
+  return items.map(Number);
 }
 
 export function registerMerge(program: Command): void {
