@@ -1,12 +1,12 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { glueTask } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
 import { loadStreamConfig, readLatest, readStreamStatus, runCoordinator, runStreamJob, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
-import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
-import { eventually, RedisServer, startWorker, stopWorker } from './helpers.ts';
+import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
 
 const TASKS = ['sst2', 'cola'] as const;
 // Sizes that are not multiples of the batch size: batches straddle files, and the last is smaller.
@@ -18,17 +18,6 @@ beforeAll(async () => {
   redis = await RedisServer.start();
 });
 afterAll(() => redis?.stop());
-
-/** Every task's rows, as PARTS files in its watched directory, before any job starts. */
-async function incoming(dir: string): Promise<Record<string, string>> {
-  const dirs: Record<string, string> = {};
-  for (const task of TASKS) {
-    dirs[task] = path.join(dir, 'incoming', task);
-    mkdirSync(dirs[task], { recursive: true });
-    split(await taskRows(task, ROWS), PARTS).forEach((part, i) => publishParquet(path.join(dirs[task]!, `part-${i}.parquet`), part));
-  }
-  return dirs;
-}
 
 async function configFor(dir: string, name: string, watch: Record<string, string>, mode: 'batch' | 'example', queue?: Record<string, unknown>): Promise<{ file: string; config: StreamConfig }> {
   const file = writeStreamConfig(path.join(dir, `${name}.yaml`), path.join(dir, name), TASKS.map((task) => ({ task, watch: watch[task]! })), { fisher: { mode, batch_size: 8 }, ...(queue ? { queue } : {}) });
@@ -52,19 +41,11 @@ async function throughWorkers(dir: string, watch: Record<string, string>, mode: 
   return { result, status, out: config.out };
 }
 
-function expectSameStats(got: MaskFisher, want: MaskFisher): void {
-  expect(got.examples).toBe(want.examples);
-  expect(got.batches).toBe(want.batches);
-  expect(got.dataFingerprint).toBe(want.dataFingerprint);
-  expect(Array.from(got.head)).toEqual(Array.from(want.head));
-  expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
-}
-
 describe('coordinator and workers on Redis Streams', () => {
   for (const mode of ['batch', 'example'] as const) {
     it(`${mode} mode: 1, 2 and 3 workers give statistics bit-identical to the single-process job and to one-shot fisher; the last version equals merge`, async () => {
       const dir = tempDir();
-      const watch = await incoming(dir);
+      const watch = await incoming(dir, TASKS, PARTS);
       const single = await runStreamJob((await configFor(dir, 'single', watch, mode)).config, { exitWhenIdleMs: 200 });
       const oneShot: MaskFisher[] = [];
       for (const task of TASKS) {

@@ -3,7 +3,10 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { REPO, tempDir } from '../stream-job/helpers.ts';
+import { mkdirSync } from 'node:fs';
+import { expect } from 'vitest';
+import type { MaskFisher } from '@fisher-merge/fisher';
+import { publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
 
 export const CLI = path.join(REPO, 'bin/fisher-merge.mjs');
 
@@ -89,4 +92,25 @@ export async function stopWorker(child: ChildProcess): Promise<number | null> {
   const exited = once(child, 'exit');
   child.kill('SIGTERM');
   return (await exited)[0] as number | null;
+}
+
+/** Each task's first rows as files of the given sizes in DIR/incoming/TASK, before any job starts; returns the directories. */
+export async function incoming(dir: string, tasks: readonly string[], parts: readonly number[]): Promise<Record<string, string>> {
+  const dirs: Record<string, string> = {};
+  const rows = parts.reduce((a, b) => a + b, 0);
+  for (const task of tasks) {
+    const watch = path.join(dir, 'incoming', task);
+    mkdirSync(watch, { recursive: true });
+    split(await taskRows(task, rows), parts).forEach((part, i) => publishParquet(path.join(watch, `part-${String(i).padStart(3, '0')}.parquet`), part));
+    dirs[task] = watch;
+  }
+  return dirs;
+}
+
+export function expectSameStats(got: MaskFisher, want: MaskFisher): void {
+  expect(got.examples).toBe(want.examples);
+  expect(got.batches).toBe(want.batches);
+  expect(got.dataFingerprint).toBe(want.dataFingerprint);
+  expect(Array.from(got.head)).toEqual(Array.from(want.head));
+  expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
 }

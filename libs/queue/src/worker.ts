@@ -39,26 +39,35 @@ export async function serveTask(redis: Redis, prefix: string, task: string, comp
     try {
       entry = await nextEntry(redis, k.batches, opts);
     } catch (e) {
-      if (!/NOGROUP/.test((e as Error).message)) throw e;
-      // The coordinator is (re)starting the task's stream: wait for it.
+      if (!RESTARTED_STREAM.test((e as Error).message)) throw e;
+      // The coordinator is (re)creating the task's stream: wait for it.
       await new Promise((resolve) => setTimeout(resolve, opts.blockMs ?? 1000));
       continue;
     }
     if (!entry) continue;
     const batch = readBatch(entry);
     const contribution = await compute(batch.tokens);
-    await redis
-      .multi()
-      .xadd(k.results, '*', ...resultFields(batch, opts.consumer, contribution))
-      .xack(k.batches, WORKERS, entry.id)
-      .xdel(k.batches, entry.id)
-      .hincrby(k.done, opts.consumer, 1)
-      .exec();
+    try {
+      await redis
+        .multi()
+        .xadd(k.results, '*', ...resultFields(batch, opts.consumer, contribution))
+        .xack(k.batches, WORKERS, entry.id)
+        .xdel(k.batches, entry.id)
+        .hincrby(k.done, opts.consumer, 1)
+        .exec();
+    } catch (e) {
+      // Lost with the connection (a Redis restart): the entry stays pending and is claimed again.
+      logEvent('worker.result_lost', { task, seq: batch.seq, error: (e as Error).message });
+      continue;
+    }
     served++;
     logEvent('worker.batch', { task, seq: batch.seq, examples: batch.tokens.batchSize });
   }
   return served;
 }
+
+/** Errors of a read whose stream or group the coordinator just dropped to start a new run. */
+const RESTARTED_STREAM = /NOGROUP|UNBLOCKED/;
 
 async function nextEntry(redis: Redis, stream: string, opts: ServeOptions): Promise<StreamEntry | undefined> {
   const claimed = (await redis.callBuffer('XAUTOCLAIM', stream, WORKERS, opts.consumer, String(opts.claimIdleMs), '0-0', 'COUNT', '1')) as [Buffer, unknown[]];

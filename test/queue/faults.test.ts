@@ -1,0 +1,130 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { glueTask } from '@fisher-merge/data';
+import type { MaskFisher } from '@fisher-merge/fisher';
+import { computeMaskFisher } from '@fisher-merge/merge-job';
+import { queueStatus } from '@fisher-merge/queue';
+import { loadStreamConfig, outLayout, readStreamState, runCoordinator, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
+import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { CLI, eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
+
+const TASKS = ['sst2', 'cola'] as const;
+const PARTS = [37, 64, 29, 62];
+const ROWS = PARTS.reduce((a, b) => a + b, 0);
+
+let reference: MaskFisher[];
+beforeAll(async () => {
+  const dir = tempDir();
+  reference = [];
+  for (const task of TASKS) {
+    const file = path.join(dir, `${task}.parquet`);
+    publishParquet(file, await taskRows(task, ROWS));
+    reference.push((await computeMaskFisher({ modelDir: modelDir(task), data: file, task: glueTask(task), batchSize: 8, mode: 'batch', engine: 'onnx' })).stats);
+  }
+});
+
+async function setup(redis: RedisServer, name: string, queue: Record<string, unknown> = {}) {
+  const dir = tempDir();
+  const watch = await incoming(dir, TASKS, PARTS);
+  const file = writeStreamConfig(path.join(dir, 'config.yaml'), path.join(dir, 'out'), TASKS.map((task) => ({ task, watch: watch[task]! })), {
+    queue: { url: redis.socket, prefix: name, max_pending: 2, claim_idle_ms: 300, ...queue },
+  });
+  const config = (await loadStreamConfig(file)) as StreamConfig & { queue: QueueConfig };
+  return { file, config, checkpoint: outLayout(config.out).checkpoint };
+}
+
+const folded = async (checkpoint: string): Promise<number> => Object.values((await readStreamState(checkpoint).catch(() => undefined))?.tasks ?? {}).reduce((n, t) => n + t.stats.examples, 0);
+const midway = (checkpoint: string) => async () => {
+  const n = await folded(checkpoint);
+  return n > 0 && n < TASKS.length * ROWS;
+};
+
+function expectReference(stats: Record<string, MaskFisher>): void {
+  TASKS.forEach((task, t) => expectSameStats(stats[task]!, reference[t]!));
+}
+
+describe('coordinator and workers under faults', () => {
+  it('kill -9 of a worker mid-batch: another worker claims its entries after claim_idle_ms and finishes them', async () => {
+    const redis = await RedisServer.start();
+    const client = redis.client();
+    try {
+      const { file, config } = await setup(redis, 'killed-worker');
+      const running = runCoordinator(config, { exitWhenIdleMs: 200 });
+      await eventually('job announced', async () => (await client.hget('killed-worker:job', 'run')) !== null);
+      // Kill workers while they hold an entry, until one died holding one (its entries stay pending).
+      const pendingOf = async (consumer: string) => {
+        const queue = await queueStatus(client, 'killed-worker', TASKS);
+        return TASKS.some((task) => (queue[task]!.consumers.find((c) => c.name === consumer)?.pending ?? 0) > 0);
+      };
+      let orphaned = false;
+      for (let attempt = 0; attempt < 5 && !orphaned; attempt++) {
+        const victim = startWorker(file);
+        const consumer = () => `${hostname()}:${victim.child.pid}`;
+        await eventually('the worker holds an entry', () => pendingOf(consumer()));
+        victim.child.kill('SIGKILL');
+        await once(victim.child, 'exit');
+        orphaned = await pendingOf(consumer());
+      }
+      expect(orphaned).toBe(true);
+      const rescuer = startWorker(file);
+      const result = await running;
+      expect(await stopWorker(rescuer.child), rescuer.stderr()).toBe(0);
+      expect(rescuer.stderr()).toContain('"worker.claimed"');
+      expectReference(result.stats);
+    } finally {
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+
+  it('kill -9 of the coordinator: the restarted coordinator resumes from its checkpoint, nothing counted twice or lost', async () => {
+    const redis = await RedisServer.start();
+    const client = redis.client();
+    try {
+      const { file, checkpoint } = await setup(redis, 'killed-coordinator');
+      const coordinator = spawn(process.execPath, [CLI, 'stream', file], { stdio: 'ignore' });
+      await eventually('job announced', async () => (await client.hget('killed-coordinator:job', 'run')) !== null);
+      const worker = startWorker(file);
+      await eventually('the coordinator folded part of the data', midway(checkpoint));
+      coordinator.kill('SIGKILL');
+      await once(coordinator, 'exit');
+      const atKill = await folded(checkpoint);
+      expect(atKill).toBeLessThan(TASKS.length * ROWS);
+      const restarted = spawn(process.execPath, [CLI, 'stream', file, '--exit-when-idle', '200'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      restarted.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const [code] = await once(restarted, 'exit');
+      expect(code, stderr).toBe(0);
+      expect(await stopWorker(worker.child), worker.stderr()).toBe(0);
+      expectReference(Object.fromEntries(Object.entries((await readStreamState(checkpoint))!.tasks).map(([t, s]) => [t, s.stats])));
+    } finally {
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+
+  it('a Redis restart with AOF on: coordinator and workers reconnect and end with the uninterrupted statistics', async () => {
+    const redis = await RedisServer.start({ aof: true });
+    const client = redis.client();
+    const workers: ChildProcess[] = [];
+    try {
+      const { file, config, checkpoint } = await setup(redis, 'restarted-redis');
+      const running = runCoordinator(config, { exitWhenIdleMs: 200 });
+      await eventually('job announced', async () => (await client.hget('restarted-redis:job', 'run')) !== null);
+      for (let i = 0; i < 2; i++) workers.push(startWorker(file).child);
+      await eventually('the coordinator folded part of the data', midway(checkpoint));
+      await redis.restart(true);
+      const result = await running;
+      expect(await folded(checkpoint)).toBe(TASKS.length * ROWS);
+      expectReference(result.stats);
+      for (const w of workers) expect(await stopWorker(w)).toBe(0);
+    } finally {
+      for (const w of workers) await stopWorker(w);
+      client.disconnect();
+      await redis.stop();
+    }
+  });
+});
