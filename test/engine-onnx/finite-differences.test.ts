@@ -5,7 +5,7 @@ import type { TokenBatch } from '@fisher-merge/core';
 import { mapWeights, positionIds, type Activation, type EncoderConfig, type EncoderWeights } from '@fisher-merge/model';
 import { createOnnxEngine } from '@fisher-merge/engine-onnx';
 import { classicParameterFisher } from '@fisher-merge/fisher';
-import { bertConfig, randomWeights, rng } from './random.ts';
+import { bertConfig, paddedBatch, randomWeights } from './random.ts';
 import { params, reference, type Example, type Masks, type Params } from './reference.ts';
 
 interface Case {
@@ -30,22 +30,9 @@ const cases: Case[] = [
 
 /** Three examples of lengths 6, 4, 3 padded to 6, with a repeated token in the first. */
 function makeBatch(c: EncoderConfig, seed: number): TokenBatch {
-  const r = rng(seed);
-  const lengths = [6, 4, 3];
-  const B = lengths.length, T = 6;
-  const inputIds = new Int32Array(B * T).fill(c.padTokenId);
-  const attentionMask = new Int32Array(B * T);
-  const tokenTypeIds = new Int32Array(B * T);
-  lengths.forEach((len, b) => {
-    for (let t = 0; t < len; t++) {
-      inputIds[b * T + t] = 2 + Math.floor(((r() + 1) / 2) * (c.vocabSize - 2));
-      attentionMask[b * T + t] = 1;
-      tokenTypeIds[b * T + t] = c.typeVocabSize > 0 && t >= len / 2 ? 1 : 0;
-    }
-  });
-  inputIds[3] = inputIds[1]; // a token repeated within one example
-  const labels = Float32Array.from(lengths, (_, b) => (c.problemType === 'regression' ? r() * 2 : b % c.numLabels));
-  return { batchSize: B, seqLen: T, inputIds, attentionMask, tokenTypeIds, labels };
+  const batch = paddedBatch(c, [6, 4, 3], 6, seed, (b, r) => (c.problemType === 'regression' ? r() * 2 : b % c.numLabels));
+  batch.inputIds[3] = batch.inputIds[1]; // a token repeated within one example
+  return batch;
 }
 
 function examples(c: EncoderConfig, b: TokenBatch): Example[] {

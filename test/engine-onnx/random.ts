@@ -1,4 +1,5 @@
 import { rng as unitRng } from '../support.ts';
+import type { TokenBatch } from '@fisher-merge/core';
 import type { Activation, EncoderConfig, EncoderWeights, HeadLayer, Linear } from '@fisher-merge/model';
 
 /** Deterministic uniform [-1, 1) generator. */
@@ -62,4 +63,21 @@ export function randomWeights(c: EncoderConfig, seed = 1, head?: { out: number; 
     })),
     head: headLayers,
   };
+}
+
+/** Rows of the given lengths right-padded to `width` with random ids; token type 1 on each row's second half. */
+export function paddedBatch(c: EncoderConfig, lengths: number[], width: number, seed: number, label = (b: number, _r: () => number) => b % c.numLabels): TokenBatch {
+  const r = rng(seed);
+  const B = lengths.length;
+  const inputIds = new Int32Array(B * width).fill(c.padTokenId);
+  const attentionMask = new Int32Array(B * width);
+  const tokenTypeIds = new Int32Array(B * width);
+  lengths.forEach((len, b) => {
+    for (let t = 0; t < len; t++) {
+      inputIds[b * width + t] = 2 + Math.floor(((r() + 1) / 2) * (c.vocabSize - 2));
+      attentionMask[b * width + t] = 1;
+      tokenTypeIds[b * width + t] = c.typeVocabSize > 0 && t >= len / 2 ? 1 : 0;
+    }
+  });
+  return { batchSize: B, seqLen: width, inputIds, attentionMask, tokenTypeIds, labels: Float32Array.from(lengths, (_, b) => label(b, r)) };
 }

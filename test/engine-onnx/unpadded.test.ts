@@ -4,27 +4,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { TokenBatch } from '@fisher-merge/core';
 import { createOnnxEngine } from '@fisher-merge/engine-onnx';
 import { flattenWeights, type EncoderConfig } from '@fisher-merge/model';
-import { bertConfig, randomWeights, rng } from './random.ts';
+import { bertConfig, paddedBatch, randomWeights } from './random.ts';
 
 const config: EncoderConfig = bertConfig({ numLayers: 2, hiddenSize: 16, numHeads: 4, intermediateSize: 24, vocabSize: 50, maxPositions: 32, numLabels: 3 });
 const LENGTHS = [5, 9, 2, 7];
 
-/** Rows of the given lengths right-padded to `width`, with labels; ids drawn from `seed`. */
-function batch(lengths: number[], width: number, seed: number): TokenBatch {
-  const r = rng(seed);
-  const B = lengths.length;
-  const inputIds = new Int32Array(B * width).fill(config.padTokenId);
-  const attentionMask = new Int32Array(B * width);
-  const tokenTypeIds = new Int32Array(B * width);
-  lengths.forEach((len, b) => {
-    for (let t = 0; t < len; t++) {
-      inputIds[b * width + t] = 2 + Math.floor(((r() + 1) / 2) * (config.vocabSize - 2));
-      attentionMask[b * width + t] = 1;
-      tokenTypeIds[b * width + t] = t >= len / 2 ? 1 : 0;
-    }
-  });
-  return { batchSize: B, seqLen: width, inputIds, attentionMask, tokenTypeIds, labels: Float32Array.from(lengths, (_, b) => b % config.numLabels) };
-}
+const batch = (lengths: number[], width: number, seed: number) => paddedBatch(config, lengths, width, seed);
 
 /** Row `b` of a batch on its own, cut to its real tokens. */
 function alone(x: TokenBatch, b: number, len: number): TokenBatch {
