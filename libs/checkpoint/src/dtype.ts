@@ -124,6 +124,9 @@ export type OutputDType = 'F32' | 'F16' | 'BF16';
 /** config.json's `torch_dtype` of each output dtype. */
 export const TORCH_DTYPE: Readonly<Record<OutputDType, string>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
+/** Output dtypes by the name config.json's `torch_dtype` gives them (float32, float16, bfloat16). */
+export const OUTPUT_DTYPES: ReadonlyMap<string, OutputDType> = new Map(Object.entries(TORCH_DTYPE).map(([dtype, name]) => [name, dtype as OutputDType]));
+
 /** Encodes float32 values in an output dtype (F16/BF16 as their bits, rounded to nearest even). */
 export function fromFloat32(dtype: OutputDType, values: Float32Array): TensorData {
   if (dtype === 'F32') return values;

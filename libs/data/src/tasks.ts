@@ -23,6 +23,9 @@ function classification(name: string, text: string, pair: string | undefined, la
 }
 
 /** GLUE tasks with the Hugging Face `glue` dataset's column names and label order. */
+/** Tokens per example, special tokens included, unless a command or config says otherwise. */
+export const DEFAULT_MAX_LENGTH = 128;
+
 export const GLUE_TASKS = {
   sst2: classification('sst2', 'sentence', undefined, ['negative', 'positive']),
   cola: classification('cola', 'sentence', undefined, ['unacceptable', 'acceptable']),

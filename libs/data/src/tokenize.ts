@@ -3,7 +3,8 @@ import { DataType, Field, Float32, Float64, Int32, List, makeData, RecordBatch, 
 import { UserError } from '@fisher-merge/core';
 import type { SourceBatch, SourcePosition } from './source-batch.ts';
 import type { TaskSpec } from './tasks.ts';
-import { DEFAULT_MAX_LENGTH, type TextTokenizer } from './tokenizer.ts';
+import { DEFAULT_MAX_LENGTH } from './tasks.ts';
+import type { TextTokenizer } from './tokenizer.ts';
 
 export interface TokenizeOptions {
   maxLength?: number;

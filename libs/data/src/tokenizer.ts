@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { UserError, type TokenLimits } from '@fisher-merge/core';
+import { DEFAULT_MAX_LENGTH } from './tasks.ts';
 
 /** One piece of a special-token template: fixed ids, or the first/second text. */
 type TemplatePiece = { ids: number[]; typeId: number } | { text: 0 | 1; typeId: number };
@@ -15,8 +16,6 @@ export interface EncodedExample {
   ids: number[];
   typeIds: number[];
 }
-
-export const DEFAULT_MAX_LENGTH = 128;
 
 /**
  * A tokenizer loaded from a checkpoint's tokenizer.json. Texts are encoded without special tokens,

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { UserError, type NamedPath } from '@fisher-merge/core';
 import { readHfConfig } from '@fisher-merge/checkpoint';
-import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data';
+import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data/tasks';
 import { labelsFromConfig, numLabelsFromConfig } from '@fisher-merge/model';
 import { ENGINE_KINDS } from '@fisher-merge/engines';
 

@@ -1,13 +1,10 @@
 import path from 'node:path';
 import { loadConfig, MERGE_CONFIG, parseConfig } from '@fisher-merge/config';
-import { TORCH_DTYPE, type OutputDType } from '@fisher-merge/checkpoint';
+import { OUTPUT_DTYPES, type OutputDType } from '@fisher-merge/checkpoint';
 import { UserError } from '@fisher-merge/core';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { mergeModels, type MergeJobOptions, type MergeJobResult } from './merge-job.ts';
 import { STATISTIC_JOBS, type StatisticSettings, type StatisticSource } from './statistics.ts';
-
-/** Output dtypes by the name config.json's `torch_dtype` gives them (float32, float16, bfloat16). */
-export const OUTPUT_DTYPES: ReadonlyMap<string, OutputDType> = new Map(Object.entries(TORCH_DTYPE).map(([dtype, name]) => [name, dtype as OutputDType]));
 
 /** `fisher-merge merge CONFIG.yaml`: one merge in one file (mergekit's vocabulary). Paths are relative to the file. */
 export interface MergeConfig extends StatisticSettings {

@@ -1,6 +1,5 @@
 import { Option, type Command } from 'commander';
 import type { EngineKind } from '@fisher-merge/engines';
-import { evaluateModel } from '@fisher-merge/merge-job';
 import { addTaskOptions, engineOption, positiveInt, resolveModelTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface EvalFlags extends TaskFlags {
@@ -24,6 +23,7 @@ export function registerEval(program: Command): void {
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(64).argParser(positiveInt('--batch-size')))
     .option('--json', 'print exactly one JSON object {"task","examples","metrics"}')
     .action(async (flags: EvalFlags) => {
+      const { evaluateModel } = await import('@fisher-merge/merge-job');
       const result = await evaluateModel({
         modelDir: flags.model,
         data: flags.data,

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { logEvent, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
-import { addStats, readMaskFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import { collect } from '../options.ts';
 
 export function registerFisherAdd(program: Command): void {
@@ -12,6 +11,7 @@ export function registerFisherAdd(program: Command): void {
     .action(async (flags: { fisher: string[]; out: string }) => {
       if (flags.fisher.length < 2) throw new UserError('fisher-add needs two or more --fisher files');
       refuseOutputOnInputs({ what: '--out', path: flags.out }, flags.fisher.map((file) => ({ what: '--fisher', path: file })));
+      const { addStats, readMaskFisher, writeMaskFisher } = await import('@fisher-merge/fisher');
       const parts = await Promise.all(flags.fisher.map(readMaskFisher));
       let total = parts[0]!;
       parts.slice(1).forEach((part, i) => {

@@ -1,9 +1,7 @@
 import { Option, type Command } from 'commander';
 import { logEvent, refuseOutputOnInputs } from '@fisher-merge/core';
-import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data';
+import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data/tasks';
 import type { EngineKind } from '@fisher-merge/engines';
-import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
-import { computeFullFisher, computeMaskFisher } from '@fisher-merge/merge-job';
 import { addTaskOptions, dataInputs, engineOption, nonNegativeInt, positiveInt, resolveModelTask, type TaskFlags } from '../options.ts';
 
 interface FisherFlags extends TaskFlags {
@@ -40,6 +38,7 @@ export function registerFisher(program: Command): void {
     .requiredOption('--out <file>', 'output .safetensors file')
     .action(async (flags: FisherFlags) => {
       refuseOutputOnInputs({ what: '--out', path: flags.out }, [{ what: '--model', path: flags.model }, ...dataInputs(flags.data)]);
+      const [{ writeFullFisher, writeMaskFisher }, { computeFullFisher, computeMaskFisher }] = await Promise.all([import('@fisher-merge/fisher'), import('@fisher-merge/merge-job')]);
       const task = await resolveModelTask(flags, flags.model);
       const common = {
         modelDir: flags.model,

@@ -1,12 +1,9 @@
 import { Option, type Command } from 'commander';
-import { concatMap, lastValueFrom } from 'rxjs';
 import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
 import { labelsFromConfig, loadEncoder } from '@fisher-merge/model';
-import { FlowControl, loadTokenizer, releaseCredits, taskBatches } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { argmax, softmax } from '@fisher-merge/eval';
-import { checkTaskHead, fitTokenizer } from '@fisher-merge/merge-job';
 import { addTaskOptions, engineOption, positiveInt, resolveModelTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface PredictFlags extends TaskFlags {
@@ -33,6 +30,9 @@ export function registerPredict(program: Command): void {
     .addOption(engineOption())
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(32).argParser(positiveInt('--batch-size')))
     .action(async (flags: PredictFlags) => {
+      const [{ concatMap, lastValueFrom }, { FlowControl, loadTokenizer, releaseCredits, taskBatches }, { checkTaskHead, fitTokenizer }] = await Promise.all([
+        import('rxjs'), import('@fisher-merge/data'), import('@fisher-merge/merge-job'),
+      ]);
       const task = await resolveModelTask(flags, flags.model);
       const [model, tokenizer] = await Promise.all([loadEncoder(flags.model), loadTokenizer(flags.model)]);
       if (model.config.numLabels === 0) throw new UserError(`${flags.model}: the checkpoint has no classifier head to predict with`);

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { formatStreamStatus, readStreamStatus } from '@fisher-merge/stream-job';
 import { writeStdout } from '../options.ts';
 
 export function registerStatus(program: Command): void {
@@ -9,6 +8,7 @@ export function registerStatus(program: Command): void {
     .argument('<out>', "the stream job's out directory")
     .option('--json', 'print the report as JSON')
     .action(async (out: string, flags: { json?: boolean }) => {
+      const { formatStreamStatus, readStreamStatus } = await import('@fisher-merge/stream-job');
       const report = await readStreamStatus(out);
       await writeStdout(flags.json ? `${JSON.stringify(report, null, 2)}\n` : formatStreamStatus(report));
     });

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { UserError } from '@fisher-merge/core';
-import { loadStreamConfig, runCoordinator, runStreamJob, runWorker } from '@fisher-merge/stream-job';
 import { nonNegativeInt } from '../options.ts';
 
 interface StreamFlags {
@@ -15,6 +14,7 @@ export function registerStream(program: Command): void {
     .argument('<config>', 'YAML config: tasks (task, model, watch DIR | ipc PATH|-), fisher, publish, out')
     .option('--exit-when-idle <ms>', 'drain: treat each input as finished once nothing new arrived for ms, count the last partial batch, publish and exit', nonNegativeInt('--exit-when-idle'))
     .action(async (file: string, flags: StreamFlags) => {
+      const { loadStreamConfig, runCoordinator, runStreamJob } = await import('@fisher-merge/stream-job');
       const config = await loadStreamConfig(file);
       const options = { handleSignals: true, ...(flags.exitWhenIdle !== undefined ? { exitWhenIdleMs: flags.exitWhenIdle } : {}) };
       const queue = config.queue;
@@ -28,6 +28,7 @@ export function registerWorker(program: Command): void {
     .description("Compute mask Fisher contributions for a stream job's coordinator through Redis Streams (the config's queue:); any number, on any machine that reaches Redis and reads the models. Runs until SIGTERM or SIGINT.")
     .argument('<config>', "the stream job's YAML config (the same file as the coordinator's)")
     .action(async (file: string) => {
+      const { loadStreamConfig, runWorker } = await import('@fisher-merge/stream-job');
       const config = await loadStreamConfig(file);
       const queue = config.queue;
       if (!queue) throw new UserError(`${file}: 'queue' is not set; a worker needs queue.url and queue.prefix`);

@@ -1,6 +1,5 @@
 import { Option, type Command } from 'commander';
-import { concatMap, lastValueFrom } from 'rxjs';
-import { DEFAULT_MAX_LENGTH, FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenize, TOKENIZED } from '@fisher-merge/data';
+import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data/tasks';
 import { addTaskOptions, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface TokenizeFlags extends TaskFlags {
@@ -20,6 +19,7 @@ export function registerTokenize(program: Command): void {
     .option('--limit <n>', 'only the first n examples', positiveInt('--limit'))
     .addOption(new Option('--max-length <n>', 'maximum tokens per example, special tokens included').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
     .action(async (flags: TokenizeFlags) => {
+      const [{ concatMap, lastValueFrom }, { FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenize, TOKENIZED }] = await Promise.all([import('rxjs'), import('@fisher-merge/data')]);
       const task = resolveTask(flags);
       const tokenizer = await loadTokenizer(flags.model);
       const flow = new FlowControl(4);
