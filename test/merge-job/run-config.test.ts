@@ -34,6 +34,9 @@ describe('run config', () => {
     expect(bad({ tasks, methods: ['task-arithmetic'] })).toThrow(`${file}: base_model: expected a base model folder (method task-arithmetic needs one), got nothing`);
     expect(bad({ tasks, merges: [['sst2', 'qqp']] })).toThrow(`${file}: merges[0][1]: expected one of sst2, cola, got "qqp"`);
     expect(bad({ tasks: [tasks[0], { task: 'cola', model: 'm', train: 't' }] })).toThrow(`${file}: tasks[1].validation: expected a validation split path (or set evaluation: false), got nothing`);
+    expect(bad({ tasks, search: { methods: ['ties'] } })).toThrow(`${file}: search.methods[0]: expected one of mask-fisher, got "ties"`);
+    expect(bad({ tasks, search: { holdout: 1 } })).toThrow(`${file}: search.holdout: expected a number in (0, 1), got 1`);
+    expect(bad({ tasks, evaluation: false, search: {} })).toThrow(`${file}: search: needs evaluation (a search scores merges on validation data)`);
     expect(bad({ tasks, fisher: { samples: 0 } })).toThrow(`${file}: fisher.samples: expected an integer >= 1, got 0`);
     const dir = tempDir();
     writeFileSync(path.join(dir, 'broken.yaml'), 'tasks: [unclosed');

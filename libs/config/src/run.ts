@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { resolveRule } from '@fisher-merge/merge';
-import { checked, expected, int, section, text } from './schema.ts';
+import { checked, choice, expected, int, number, section, text } from './schema.ts';
 import { BASE_RENAMED, ENGINE, FULL_FISHER_SECTION, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, METHOD_RENAMED, OUT, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
 
 /** `fisher-merge run CONFIG.yaml`: Fisher of every task, merges of task groups by every method, evaluation. */
@@ -28,6 +28,20 @@ export const RUN_KEYS = {
   methods: z.array(RUN_METHOD, expected('a non-empty list of methods')).min(1, expected('a non-empty list of methods')).prefault(['mask-fisher']),
   base_model: text('a base model folder').optional(),
   merges: z.array(MERGE_GROUP, expected('a non-empty list of merges')).min(1, expected('a non-empty list of merges')).optional(),
+  /**
+   * Coefficient search: per-model weights (and `scale` where the rule has one) chosen on a held-out
+   * share of each validation split, whose rows are then left out of every reported score.
+   */
+  search: section({
+    holdout: z.number(expected('a number in (0, 1)')).gt(0, expected('a number in (0, 1)')).lt(1, expected('a number in (0, 1)')).default(0.5),
+    seed: int(0).default(0),
+    strategy: choice(['coordinate', 'grid']).default('coordinate'),
+    budget: int(1).default(12),
+    weights: z.array(number(0), expected('a list of numbers >= 0')).min(1, expected('a list of numbers >= 0')).default([0.5, 1, 1.5]),
+    scale: z.array(number(0), expected('a list of numbers >= 0')).min(1, expected('a list of numbers >= 0')).default([0.5, 1, 1.5]),
+    /** Method labels to search; default: every method. */
+    methods: z.array(text('a method label')).optional(),
+  }).optional(),
   /** `false` evaluates nothing. */
   evaluation: z.union([z.literal(false), section({ limit: int(1).optional(), batch_size: int(1).default(64) })], expected('a mapping or false')).prefault({}),
 };
@@ -45,6 +59,10 @@ export const RUN_CONFIG = section(RUN_KEYS, { output: "renamed to 'out'", ...BAS
         if (!names.includes(name)) ctx.addIssue({ code: 'custom', path: ['merges', i, k], message: `expected one of ${names.join(', ')}, got ${JSON.stringify(name)}` });
       });
     });
+    c.search?.methods?.forEach((label, i) => {
+      if (!c.methods.some((m) => m.label === label)) ctx.addIssue({ code: 'custom', path: ['search', 'methods', i], message: `expected one of ${c.methods.map((m) => m.label).join(', ')}, got ${JSON.stringify(label)}` });
+    });
+    if (c.search && c.evaluation === false) ctx.addIssue({ code: 'custom', path: ['search'], message: 'needs evaluation (a search scores merges on validation data)' });
     if (c.evaluation !== false) {
       c.tasks.forEach((t, i) => {
         if (t.validation === undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: 'expected a validation split path (or set evaluation: false), got nothing' });

@@ -23,3 +23,22 @@ export interface TokenLimits {
   maxTokens: number;
   label: string;
 }
+
+/** Some rows of a batch (indices ascending), padded as before: a split of a tokenized data set. */
+export function takeRows(batch: TokenBatch, rows: readonly number[]): TokenBatch {
+  const S = batch.seqLen;
+  const pick = <T extends Int32Array | Float32Array | Float64Array>(a: T, width: number): T => {
+    const out = new (a.constructor as new (n: number) => T)(rows.length * width);
+    rows.forEach((r, i) => out.set(a.subarray(r * width, (r + 1) * width), i * width));
+    return out;
+  };
+  return {
+    batchSize: rows.length,
+    seqLen: S,
+    inputIds: pick(batch.inputIds, S),
+    attentionMask: pick(batch.attentionMask, S),
+    tokenTypeIds: pick(batch.tokenTypeIds, S),
+    ...(batch.labels ? { labels: pick(batch.labels, 1) } : {}),
+    ...(batch.rowIds ? { rowIds: pick(batch.rowIds, 1) } : {}),
+  };
+}

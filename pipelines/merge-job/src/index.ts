@@ -6,3 +6,4 @@ export * from './run-config.ts';
 export * from './run-job.ts';
 export * from './statistics.ts';
 export * from './merge-config.ts';
+export * from './coefficient-search.ts';

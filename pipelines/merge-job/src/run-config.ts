@@ -4,6 +4,7 @@ import type { TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
+import type { SearchStrategy } from './coefficient-search.ts';
 
 /** One fine-tuned model and its task's data. Paths are resolved against the config file's folder. */
 export interface RunTask {
@@ -28,6 +29,19 @@ export interface RunConfig {
   /** Groups of task names, each merged into one model. */
   merges: string[][];
   evaluation: { limit?: number; batchSize: number } | undefined;
+  search?: RunSearch;
+}
+
+/** Coefficient search on a held-out share of each validation split (see `searchCoefficients`). */
+export interface RunSearch {
+  holdout: number;
+  seed: number;
+  strategy: SearchStrategy;
+  budget: number;
+  weights: number[];
+  scale: number[];
+  /** Labels of the methods searched. */
+  methods: string[];
 }
 
 /** Reads a run config (the shared vocabulary of libs/config; see data/demo.yaml for every key). */
@@ -58,6 +72,7 @@ function runConfig(file: string, c: ReturnType<typeof RUN_CONFIG.parse>): RunCon
     methods: c.methods,
     ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}),
     merges: c.merges,
+    ...(c.search ? { search: { ...c.search, methods: c.search.methods ?? c.methods.map((m) => m.label) } } : {}),
     evaluation: c.evaluation && { batchSize: c.evaluation.batch_size, ...(c.evaluation.limit !== undefined ? { limit: c.evaluation.limit } : {}) },
   };
 }

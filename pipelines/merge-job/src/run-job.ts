@@ -1,14 +1,15 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { logEvent, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
-import { loadTokenizer, writeRowsParquet } from '@fisher-merge/data';
+import { logEvent, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
+import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { resolveRule, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
 import { mergeModels } from './merge-job.ts';
 import { fitTokenizer } from './task-model.ts';
-import type { RunConfig, RunTask } from './run-config.ts';
+import { searchCoefficients, type Coefficient } from './coefficient-search.ts';
+import type { RunConfig, RunSearch, RunTask } from './run-config.ts';
 import { STATISTIC_JOBS, type FisherKind, type FisherTiming } from './statistics.ts';
 
 export interface RunResults {
@@ -19,6 +20,43 @@ export interface RunResults {
   /** merge name -> method -> task -> metrics */
   merges: Record<string, Record<string, Record<string, EvalResult['metrics']>>>;
   mergeSeconds: Record<string, Record<string, number>>;
+  /** merge name -> method -> the coefficients a search chose and the held-out scores (mean primary metric) */
+  search: Record<string, Record<string, { coefficients: Record<string, number>; heldOut: { defaults: number; chosen: number }; evaluations: number }>>;
+}
+
+/** A validation split: the rows every score reports, and (with a search) the held-out rows it chooses on. */
+export interface EvalSplit {
+  report: TokenBatch[];
+  search?: TokenBatch[];
+}
+
+/** The label of a method's searched merge, beside the method's own. */
+export const searchedLabel = (label: string): string => `${label}+search`;
+
+/** A seeded `holdout` share of the split's examples for the search; the rest are reported. */
+export function holdOut(batches: readonly TokenBatch[], search: RunSearch, task: string): EvalSplit {
+  const total = batches.reduce((n, b) => n + b.batchSize, 0);
+  const n = Math.round(search.holdout * total);
+  if (n < 1 || n >= total) throw new UserError(`search.holdout ${search.holdout} of the ${total} validation examples of ${task} leaves no rows to ${n < 1 ? 'search on' : 'report'}`);
+  const held = new Set(sampleIds(total, n, search.seed));
+  const split: Required<EvalSplit> = { report: [], search: [] };
+  let at = 0;
+  for (const b of batches) {
+    const rows = Array.from({ length: b.batchSize }, (_, i) => i);
+    const mine = rows.filter((i) => held.has(at + i));
+    const rest = rows.filter((i) => !held.has(at + i));
+    if (mine.length > 0) split.search.push(takeRows(b, mine));
+    if (rest.length > 0) split.report.push(takeRows(b, rest));
+    at += b.batchSize;
+  }
+  return split;
+}
+
+const primaryMetric = (task: RunTask): string => PRIMARY_METRIC[task.name] ?? metricsFor(task.spec).at(-1)!;
+
+/** The search objective: the mean over the merge's tasks of each task's primary metric. */
+function meanPrimary(tasks: readonly RunTask[], scores: Record<string, EvalResult['metrics']>): number {
+  return tasks.reduce((sum, t) => sum + scores[t.name]![primaryMetric(t)]!, 0) / tasks.length;
 }
 
 export const mergeName = (group: readonly string[]): string => group.join('_');
@@ -31,7 +69,7 @@ export const mergeName = (group: readonly string[]): string => group.join('_');
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
   const needed = [...new Set(config.methods.flatMap((m) => resolveRule(m.rule).needs.stats))];
-  const results: RunResults = { config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {} };
+  const results: RunResults = { config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {}, search: {} };
   const byName = new Map(config.tasks.map((t) => [t.name, t]));
   const fisherFile = (task: string, kind: Statistic) => path.join(out, 'fisher', `${task}.${STATISTIC_JOBS[kind].kind}.safetensors`);
 
@@ -44,18 +82,31 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     }
   }
 
-  const splits = new Map<string, TokenBatch[]>();
-  const evaluate = async (modelDir: string, task: RunTask) => {
-    if (!config.evaluation) return undefined;
+  const splits = new Map<string, EvalSplit>();
+  /** A task's validation split, tokenized once; with a search, its held-out rows apart from the reported ones. */
+  const splitOf = async (task: RunTask): Promise<EvalSplit> => {
     if (!splits.has(task.name)) {
       // Headers only: the split needs the model's pad id, not its weights.
       const [tokenizer, model] = await Promise.all([loadTokenizer(task.model), describeModel(task.model)]);
-      const opts = { data: task.validation!, task: task.spec, batchSize: config.evaluation.batchSize, maxLength: config.maxLength, ...optional(config.evaluation) };
-      splits.set(task.name, await tokenizeEvalSplit(opts, fitTokenizer(task.model, tokenizer, model.config, config.maxLength), model.config.padTokenId));
+      const opts = { data: task.validation!, task: task.spec, batchSize: config.evaluation!.batchSize, maxLength: config.maxLength, ...optional(config.evaluation!) };
+      const batches = await tokenizeEvalSplit(opts, fitTokenizer(task.model, tokenizer, model.config, config.maxLength), model.config.padTokenId);
+      splits.set(task.name, config.search ? holdOut(batches, config.search, task.name) : { report: batches });
     }
-    const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches: splits.get(task.name)! });
-    logEvent('eval', { model: modelDir, task: task.name, examples: r.examples, ...r.metrics });
+    return splits.get(task.name)!;
+  };
+  const evaluate = async (modelDir: string, task: RunTask, part: keyof EvalSplit = 'report') => {
+    if (!config.evaluation) return undefined;
+    const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches: (await splitOf(task))[part]! });
+    logEvent('eval', { model: modelDir, task: task.name, rows: part, examples: r.examples, ...r.metrics });
     return r.metrics;
+  };
+  const scoresOf = async (outputs: Record<string, string>, tasks: readonly RunTask[], part: keyof EvalSplit = 'report') => {
+    const scores: Record<string, EvalResult['metrics']> = {};
+    for (const task of tasks) {
+      const metrics = await evaluate(outputs[path.basename(path.resolve(task.model))]!, task, part);
+      if (metrics) scores[task.name] = metrics;
+    }
+    return scores;
   };
 
   for (const task of config.tasks) {
@@ -69,23 +120,38 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     for (const method of config.methods) {
       const rule = resolveRule(method.rule);
       const tasks = group.map((t) => byName.get(t)!);
-      const dir = path.join(out, 'merges', name, method.label);
-      const merged = await mergeModels({
+      const merge = (dir: string, coefficients: Record<string, number> = {}) => mergeModels({
         models: tasks.map((t) => t.model),
         statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, tasks.map((t) => fisherFile(t.name, kind))])),
         method: method.rule,
-        params: method.params,
+        params: { ...method.params, ...(coefficients.scale !== undefined ? { scale: coefficients.scale } : {}) },
+        ...(coefficients.scale !== undefined || tasks.some((t) => coefficients[`weight.${t.name}`] !== undefined) ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
         ...(config.base ? { base: config.base } : {}),
         out: dir,
       });
+      const dir = path.join(out, 'merges', name, method.label);
+      const merged = await merge(dir);
       results.mergeSeconds[name]![method.label] = merged.seconds;
       logEvent('merge', { merge: name, method: method.label, out: dir, seconds: Number(merged.seconds.toFixed(3)) });
-      const scores: Record<string, EvalResult['metrics']> = {};
-      for (const task of tasks) {
-        const metrics = await evaluate(merged.outputs.models[path.basename(path.resolve(task.model))]!, task);
-        if (metrics) scores[task.name] = metrics;
-      }
-      results.merges[name]![method.label] = scores;
+      results.merges[name]![method.label] = await scoresOf(merged.outputs.models, tasks);
+
+      const search = config.search;
+      if (!search?.methods.includes(method.label)) continue;
+      const coefficients: Coefficient[] = [
+        ...tasks.map((t) => ({ name: `weight.${t.name}`, values: search.weights, start: 1 })),
+        ...(rule.params.some((p) => p.name === 'scale') ? [{ name: 'scale', values: search.scale, start: Number(method.params.scale) }] : []),
+      ];
+      const scratch = path.join(out, 'search', name, method.label);
+      const found = await searchCoefficients(coefficients, search, async (point) => {
+        const trial = await merge(scratch, point);
+        return meanPrimary(tasks, await scoresOf(trial.outputs.models, tasks, 'search'));
+      });
+      await fs.rm(path.join(out, 'search'), { recursive: true, force: true });
+      const label = searchedLabel(method.label);
+      const chosen = await merge(path.join(out, 'merges', name, label), found.best);
+      results.merges[name]![label] = await scoresOf(chosen.outputs.models, tasks);
+      (results.search[name] ??= {})[method.label] = { coefficients: found.best, heldOut: { defaults: found.startScore, chosen: found.bestScore }, evaluations: found.evaluations };
+      logEvent('search', { merge: name, method: method.label, ...found });
     }
   }
 
@@ -126,19 +192,35 @@ const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
 
 /** The results table: each merge x task x method, each task's own model, and the time each Fisher took. */
 export function resultsMarkdown(config: RunConfig, results: RunResults): string {
-  const methods = config.methods.map((m) => m.label);
-  const metricOf = (task: RunTask) => PRIMARY_METRIC[task.name] ?? metricsFor(task.spec).at(-1)!;
+  // A searched method's column follows its own.
+  const methods = config.methods.flatMap((m) => (config.search?.methods.includes(m.label) ? [m.label, searchedLabel(m.label)] : [m.label]));
   const lines = [`# fisher-merge results (${path.basename(config.file)})`, ''];
   if (config.evaluation) {
-    lines.push(`| merge | task | metric | own model | ${methods.join(' | ')} |`, `|---|---|---|---|${methods.map(() => '---|').join('')}`);
+    if (config.search) lines.push(`Scores on the validation rows left after holding out ${config.search.holdout} of each split (seed ${config.search.seed}) for the coefficient search.`, '');
+    lines.push(`| merge | task | metric | own model | ${methods.join(' | ')} | best |`, `|---|---|---|---|${methods.map(() => '---|').join('')}---|`);
     for (const group of config.merges) {
       const name = mergeName(group);
       for (const taskName of group) {
         const task = config.tasks.find((t) => t.name === taskName)!;
-        const metric = metricOf(task);
-        const cells = methods.map((m) => fmt(results.merges[name]?.[m]?.[taskName]?.[metric]));
-        lines.push(`| ${name} | ${taskName} | ${metric} | ${fmt(results.individual[taskName]?.[metric])} | ${cells.join(' | ')} |`);
+        const metric = primaryMetric(task);
+        const values = methods.map((m) => results.merges[name]?.[m]?.[taskName]?.[metric]);
+        const top = Math.max(...values.filter((v) => v !== undefined));
+        const best = methods.filter((_, i) => values[i] === top).join(', ');
+        lines.push(`| ${name} | ${taskName} | ${metric} | ${fmt(results.individual[taskName]?.[metric])} | ${values.map(fmt).join(' | ')} | ${best || '-'} |`);
       }
+    }
+    lines.push('');
+  }
+  const searched = Object.entries(results.search).flatMap(([merge, byMethod]) => Object.entries(byMethod).map(([method, s]) => ({ merge, method, ...s })));
+  if (searched.length > 0) {
+    lines.push(
+      `Coefficient search (${config.search!.strategy}, at most ${config.search!.budget} evaluations; held-out score = mean primary metric of the merge's tasks):`, '',
+      '| merge | method | chosen coefficients | held-out: defaults | held-out: chosen | evaluations |',
+      '|---|---|---|---|---|---|',
+    );
+    for (const s of searched) {
+      const chosen = Object.entries(s.coefficients).map(([k, v]) => `${k}=${v}`).join(', ');
+      lines.push(`| ${s.merge} | ${s.method} | ${chosen} | ${fmt(s.heldOut.defaults)} | ${fmt(s.heldOut.chosen)} | ${s.evaluations} |`);
     }
     lines.push('');
   }
