@@ -6,3 +6,4 @@ export * from './progress.ts';
 export * from './fingerprint.ts';
 export * from './random.ts';
 export * from './paths.ts';
+export * from './lock.ts';

@@ -8,6 +8,8 @@ export function outLayout(out: string) {
   return {
     out,
     checkpoint: path.join(out, 'state', 'checkpoint.json'),
+    /** Held by the one job writing this output (libs/core acquireLock). */
+    lock: path.join(out, 'state', 'lock'),
     status: path.join(out, 'status.json'),
     versions: path.join(out, 'versions'),
     latest: path.join(out, 'latest'),

@@ -27,7 +27,7 @@ import {
   takeUntil,
   tap,
 } from 'rxjs';
-import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
+import { acquireLock, logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
 import {
   arrowIpcSource,
   DirectoryWatcher,
@@ -138,20 +138,22 @@ interface TaskRun {
 export async function runStreamJob(config: StreamConfig, options: StreamJobOptions = {}): Promise<StreamJobResult> {
   const layout = outLayout(config.out);
   await fs.mkdir(config.out, { recursive: true });
-  // A stop file left by a run that died before acting on it must not stop this one at once.
-  await fs.rm(layout.stopFile, { force: true });
-  const saved = await readStreamState(layout.checkpoint);
-  for (const name of Object.keys(saved?.tasks ?? {})) {
-    if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
-  }
-  const compute = options.compute ?? localCompute;
-
+  // One job per output: a second would count the same files. A dead holder's lock is stale, never a block.
+  const lock = await acquireLock(layout.lock, `stream output ${config.out}`);
   const runs: TaskRun[] = [];
   try {
+    // A stop file left by a run that died before acting on it must not stop this one at once.
+    await fs.rm(layout.stopFile, { force: true });
+    const saved = await readStreamState(layout.checkpoint);
+    for (const name of Object.keys(saved?.tasks ?? {})) {
+      if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
+    }
+    const compute = options.compute ?? localCompute;
     for (const task of config.tasks) runs.push(await openTask(task, config, saved, compute));
     return await runTasks(config, options, runs, saved);
   } finally {
     await Promise.all(runs.map((r) => r.compute.close()));
+    await lock.release();
   }
 }
 

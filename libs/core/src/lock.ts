@@ -1,0 +1,100 @@
+import { readFileSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { UserError } from './errors.ts';
+
+/** Who holds a lock: the process id and, where the OS tells it (Linux /proc), the process's start time. */
+interface Holder {
+  pid: number;
+  start: string | null;
+  since: string;
+}
+
+/** The process's start time in clock ticks since boot and whether it is a zombie, from /proc/<pid>/stat (Linux). */
+function procStat(pid: number): { start: string; zombie: boolean } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { start: fields[19]!, zombie: fields[0] === 'Z' || fields[0] === 'X' };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Alive and the same process: a pid reused by another process after a crash does not count. */
+function isAlive(holder: Holder): boolean {
+  try {
+    process.kill(holder.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const stat = procStat(holder.pid);
+  if (stat === undefined) return true; // alive, and no /proc to tell a reused pid apart
+  return !stat.zombie && (holder.start === null || stat.start === holder.start);
+}
+
+function parseHolder(text: string): Holder | undefined {
+  try {
+    const h = JSON.parse(text) as Partial<Holder>;
+    return Number.isSafeInteger(h.pid) ? { pid: h.pid!, start: typeof h.start === 'string' ? h.start : null, since: String(h.since) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface HeldLock {
+  readonly file: string;
+  release(): Promise<void>;
+}
+
+/**
+ * Takes an exclusive lock file for the life of this process's job: created complete in one step
+ * (a hard link of a written temporary file), naming the holder's pid and start time. A lock whose
+ * holder has died (kill -9, a crash) is stale and taken over, so it never blocks a restart; a live
+ * holder makes this a UserError naming its pid. `what` names the locked thing in that message.
+ */
+export async function acquireLock(file: string, what: string): Promise<HeldLock> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const me: Holder = { pid: process.pid, start: procStat(process.pid)?.start ?? null, since: new Date().toISOString() };
+  const mine = JSON.stringify(me);
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}`;
+  await fs.writeFile(tmp, mine);
+  try {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      try {
+        await fs.link(tmp, file);
+        return { file, release: () => releaseLock(file, mine) };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const text = await fs.readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) continue; // released meanwhile
+      const holder = parseHolder(text);
+      if (holder && isAlive(holder)) {
+        throw new UserError(`${what} is in use by another job (pid ${holder.pid}, since ${holder.since}; lock ${file}); stop it or use another output`);
+      }
+      await removeStale(file, text);
+    }
+    throw new UserError(`${file}: could not take the lock (other jobs keep taking it)`);
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+}
+
+/** Moves the stale lock aside under a private name; puts it back if another job replaced it meanwhile. */
+async function removeStale(file: string, stale: string): Promise<void> {
+  const aside = `${file}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await fs.rename(file, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if ((await fs.readFile(aside, 'utf8')) !== stale) await fs.link(aside, file).catch(() => undefined);
+  await fs.rm(aside, { force: true });
+}
+
+async function releaseLock(file: string, mine: string): Promise<void> {
+  const text = await fs.readFile(file, 'utf8').catch(() => undefined);
+  if (text === mine) await fs.rm(file, { force: true });
+}
