@@ -3,7 +3,7 @@ import { UserError, sha256Files, type Tensor } from '@fisher-merge/core';
 import { FLOAT_DTYPES, openTensorSource, readHfConfig, type HfConfig, type TensorSource } from '@fisher-merge/checkpoint';
 import { encoderConfigFromHf, numLabelsFromConfig } from './config.ts';
 import type { FamilyDescription } from './family.ts';
-import { paramNames } from './names.ts';
+import { layerModule, paramNames } from './names.ts';
 import { chooseFamily } from './registry.ts';
 import { buildWeights, readParam, schemaParams, type LayerRole, type SchemaParam, type WeightsLayout } from './schema.ts';
 import type { Activation, EncoderConfig, EncoderWeights } from './types.ts';
@@ -83,7 +83,7 @@ function modelSchema(model: ModelShape): { layout: WeightsLayout; place: (p: Sch
       case 'embeddings':
         return at(`${prefix}${family.embeddings[slot.key]!}`, 'embeddings');
       case 'layer':
-        return at(`${prefix}${family.layer[slot.key].replaceAll('{l}', String(slot.layer))}`, slot.key, slot.layer);
+        return at(`${prefix}${layerModule(family, slot.key, slot.layer)}`, slot.key, slot.layer);
       case 'head':
         return at(head[slot.index]!.module, head[slot.index]!.role);
     }
@@ -102,7 +102,7 @@ function missing(source: TensorSource, dir: string, name: string, family: Family
 
 /** Counted from the headers before anything is sized from config.json, so a huge num_hidden_layers is refused at once. */
 function checkLayerCount(source: TensorSource, family: FamilyDescription, config: EncoderConfig, prefix: string, configLabel: string): void {
-  const query = (l: number) => `${prefix}${family.layer.query.replaceAll('{l}', String(l))}.weight`;
+  const query = (l: number) => `${prefix}${layerModule(family, 'query', l)}.weight`;
   let present = 0;
   while (present < config.numLayers && source.has(query(present))) present++;
   if (present < config.numLayers) {

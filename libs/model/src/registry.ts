@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '@fisher-merge/core';
 import type { HfConfig, TensorSource } from '@fisher-merge/checkpoint';
 import type { FamilyDescription } from './family.ts';
-import { resolveParam } from './names.ts';
+import { layerModule, resolveParam } from './names.ts';
 
 const FAMILY_DIR = new URL('./families/', import.meta.url);
 // The sources run as .ts (tsx, vitest) and may be compiled to .js: load the family files of this module's kind.
@@ -35,7 +35,7 @@ async function loadFamilies(): Promise<readonly FamilyDescription[]> {
 function signature(family: FamilyDescription, prefix: string) {
   return [
     { module: `${prefix}${family.embeddings.word}`, kind: 'table' as const },
-    { module: `${prefix}${family.layer.query.replaceAll('{l}', '0')}`, kind: 'linear' as const },
+    { module: `${prefix}${layerModule(family, 'query', 0)}`, kind: 'linear' as const },
   ];
 }
 
