@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { glueTask } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
-import { loadStreamConfig, readLatest, readStreamStatus, runCoordinator, runStreamJob, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
+import { formatStreamStatus, loadStreamConfig, readLatest, readStreamStatus, runCoordinator, runStreamJob, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
 import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
 import { eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
 
@@ -33,7 +33,15 @@ async function throughWorkers(dir: string, watch: Record<string, string>, mode: 
   // Workers join once the coordinator announced its job under the prefix.
   await eventually('job announced', async () => (await client.hget(`${name}:job`, 'run')) !== null);
   const started = Array.from({ length: workers }, () => startWorker(file));
-  const result = await running;
+  // Backpressure: however far the sources are ahead, a task's stream never holds more than max_pending batches.
+  let finished = false;
+  let peakBacklog = 0;
+  const sampling = (async () => {
+    while (!finished) for (const task of TASKS) peakBacklog = Math.max(peakBacklog, await client.xlen(`${name}:{${task}}:batches`));
+  })();
+  const result = await running.finally(() => (finished = true));
+  await sampling;
+  expect(peakBacklog).toBeLessThanOrEqual(4);
   const status = await readStreamStatus(config.out);
   const exits = await Promise.all(started.map((w) => stopWorker(w.child)));
   expect(exits, started.map((w) => w.stderr()).join('\n')).toEqual(started.map(() => 0));
@@ -61,6 +69,9 @@ describe('coordinator and workers on Redis Streams', () => {
         TASKS.forEach((task, t) => expectSameStats(result.stats[task]!, oneShot[t]!));
         // Every batch was acknowledged; the workers' counts add up to the batches folded.
         const queue = status.queue as Exclude<typeof status.queue, string | null>;
+        const shown = formatStreamStatus(status);
+        expect(shown).toContain('batches per worker');
+        for (const worker of Object.keys(queue.sst2!.done)) expect(shown).toContain(worker);
         for (const task of TASKS) {
           expect(queue[task]!.pending).toBe(0);
           expect(queue[task]!.backlog).toBe(0);

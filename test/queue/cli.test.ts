@@ -1,0 +1,49 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { CLI, RedisServer } from './helpers.ts';
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await RedisServer.start();
+});
+afterAll(() => redis?.stop());
+
+function run(args: string[]): { code: number | null; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { code: r.status, stderr: r.stderr };
+}
+
+function config(queue: Record<string, unknown> | undefined): string {
+  const dir = tempDir();
+  return writeStreamConfig(path.join(dir, 'config.yaml'), path.join(dir, 'out'), [{ task: 'sst2', watch: path.join(dir, 'in') }], queue ? { queue } : {});
+}
+
+describe('queue errors are one clear line', () => {
+  it('a worker or coordinator that cannot reach Redis', () => {
+    const missing = path.join(tempDir(), 'no-redis.sock');
+    for (const command of ['worker', 'stream']) {
+      const { code, stderr } = run([command, config({ url: missing, prefix: 'p' })]);
+      expect(code).toBe(1);
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toContain(`cannot reach Redis at ${missing} (queue.url)`);
+    }
+  });
+
+  it('a worker given a prefix no coordinator announced, or a config without queue', () => {
+    const wrong = run(['worker', config({ url: redis.socket, prefix: 'nobody-here' })]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr.trim()).toBe(`fisher-merge: no stream coordinator has announced a job with prefix 'nobody-here' on ${redis.socket} (queue.prefix); start 'fisher-merge stream CONFIG' first`);
+    const none = run(['worker', config(undefined)]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/'queue' is not set; a worker needs queue.url and queue.prefix\n$/);
+  });
+
+  it('a bad queue key names it', () => {
+    const bad = run(['worker', config({ url: redis.socket, max_pending: 0 })]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toContain('queue.max_pending');
+  });
+});
