@@ -11,6 +11,9 @@ export function bufferSource(bytes: Uint8Array): ByteSource {
   return { size: bytes.byteLength, read: (offset, length) => bytes.subarray(offset, offset + length) };
 }
 
+/** One readSync call reads at most this many bytes (its length must fit an int32), so larger tensors are read in chunks. */
+const MAX_READ_BYTES = 1 << 30;
+
 /** Reads only the requested ranges of a file, opening it per read so no descriptor stays open. */
 export function fileSource(file: string): ByteSource {
   let fd: number;
@@ -38,7 +41,7 @@ export function fileSource(file: string): ByteSource {
       try {
         let done = 0;
         while (done < length) {
-          const n = readSync(handle, out, done, length - done, offset + done);
+          const n = readSync(handle, out, done, Math.min(length - done, MAX_READ_BYTES), offset + done);
           if (n === 0) throw new UserError(`${file}: file ended early (changed while reading?)`);
           done += n;
         }

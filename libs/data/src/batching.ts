@@ -109,8 +109,8 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
             release(ready);
           }
           // Every credit is held by a source batch waiting here for more rows: nothing can arrive.
-          if (flow && pending.length >= flow.window) {
-            throw new UserError(`flow-control window of ${flow.window} source batches cannot fill ${rowsPerWindow} rows (have ${buffered.length}); raise the window or the source batch size`);
+          if (flow && pending.length >= flow.window && !flow.widen()) {
+            throw new UserError(`flow-control window of ${flow.window} source batches cannot fill ${rowsPerWindow} rows (have ${buffered.length}); raise the window, let it grow, or raise the source batch size`);
           }
         }),
         error: (e: unknown) => subscriber.error(e),

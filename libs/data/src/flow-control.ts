@@ -11,16 +11,35 @@ import { tap, type MonoTypeOperatorFunction } from 'rxjs';
  * memory is bounded by `window` source batches plus what the batching operator buffers.
  *
  * The window must be large enough for the batcher to fill one batch (or one bucketing window of
- * batches) from `window` source batches, otherwise nothing ever completes; `padBatches` detects
- * that and fails instead of hanging.
+ * batches) from `window` source batches, otherwise nothing ever completes. With `grow`, `padBatches`
+ * widens the window by one source batch each time every credit is held by rows waiting for a batch,
+ * so the window sizes itself to the batch size and the file's row groups (memory stays one batch of
+ * rows plus the read-ahead); without it, `padBatches` fails instead of hanging.
  */
 export class FlowControl {
   private held = 0;
   private peak = 0;
+  private size: number;
   private readonly waiting: Array<() => void> = [];
+  private readonly growable: boolean;
 
-  constructor(readonly window: number) {
+  constructor(window: number, options: { grow?: boolean } = {}) {
     if (!Number.isInteger(window) || window < 1) throw new RangeError(`flow-control window must be an integer >= 1, got ${window}`);
+    this.size = window;
+    this.growable = options.grow ?? false;
+  }
+
+  /** Source batches that may be in flight. */
+  get window(): number {
+    return this.size;
+  }
+
+  /** One more credit, for a batcher holding every credit that still needs rows; false when the window is fixed. */
+  widen(): boolean {
+    if (!this.growable) return false;
+    this.size++;
+    this.grant();
+    return true;
   }
 
   /** Credits taken and not yet released. */
@@ -36,7 +55,7 @@ export class FlowControl {
   /** Resolves once a credit is available; rejects if `signal` aborts first (the source was unsubscribed). */
   acquire(signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.held < this.window) {
+    if (this.held < this.size) {
       this.take();
       return Promise.resolve();
     }
@@ -58,8 +77,12 @@ export class FlowControl {
   release(n = 1): void {
     if (!Number.isInteger(n) || n < 0 || n > this.held) throw new RangeError(`cannot release ${n} credits: ${this.held} in flight`);
     this.held -= n;
-    // Hand freed credits straight to waiters so a later acquire cannot overtake them.
-    while (this.held < this.window && this.waiting.length > 0) {
+    this.grant();
+  }
+
+  // Hand free credits straight to waiters so a later acquire cannot overtake them.
+  private grant(): void {
+    while (this.held < this.size && this.waiting.length > 0) {
       this.take();
       this.waiting.shift()!();
     }

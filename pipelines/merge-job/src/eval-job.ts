@@ -34,7 +34,7 @@ export function metricsFor(task: TaskSpec): MetricName[] {
 
 /** A labelled split as padded batches, streamed with bounded read-ahead (each batch handed on once consumed). */
 function evalBatches(opts: EvalDataOptions, tokenizer: TextTokenizer, padTokenId: number): Observable<TokenBatch> {
-  const flow = new FlowControl(4);
+  const flow = new FlowControl(4, { grow: true });
   return taskBatches(opts.data, {
     task: opts.task,
     tokenizer,

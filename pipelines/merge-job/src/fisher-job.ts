@@ -49,7 +49,7 @@ async function accumulate<S>(
   const engine = await openEngine(opts.engine, model.weights);
   const started = performance.now();
   try {
-    const flow = new FlowControl(4);
+    const flow = new FlowControl(4, { grow: true });
     const sample = sampling(opts);
     const batches = taskBatches(opts.data, {
       task: opts.task,

@@ -43,7 +43,7 @@ export function registerPredict(program: Command): void {
       const regression = model.config.problemType === 'regression';
       const engine = await openEngine(flags.engine, model.weights);
       try {
-        const flow = new FlowControl(4);
+        const flow = new FlowControl(4, { grow: true });
         const batches = taskBatches(flags.data, {
           task,
           tokenizer,
