@@ -99,3 +99,33 @@ export class VirtualClock {
     for (const s of due) s.wake();
   }
 }
+
+/** One line of a command's stderr off a terminal. */
+export interface LogLine {
+  time: string;
+  event: string;
+  message?: string;
+  [field: string]: unknown;
+}
+
+/** A command's stderr off a terminal, which is JSON lines only; throws at the first line that is not. */
+export function logLines(stderr: string): LogLine[] {
+  return stderr.split('\n').filter((l) => l !== '').map((line) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      throw new Error(`stderr line is not JSON: ${line}`);
+    }
+    const record = parsed as LogLine;
+    if (typeof record?.event !== 'string' || typeof record.time !== 'string') throw new Error(`stderr line has no time and event: ${line}`);
+    return record;
+  });
+}
+
+/** The message of the one error line of a failed command's stderr (off a terminal). */
+export function errorLine(stderr: string): string {
+  const errors = logLines(stderr).filter((l) => l.event === 'error');
+  if (errors.length !== 1 || typeof errors[0]!.message !== 'string') throw new Error(`expected exactly one error line, got:\n${stderr}`);
+  return errors[0]!.message;
+}

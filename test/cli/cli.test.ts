@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { rng, tempDir } from '../support.ts';
+import { errorLine, rng, tempDir } from '../support.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const cli = (args: string[], input?: Uint8Array) => spawnSync(process.execPath, [path.join(REPO, 'bin/fisher-merge.mjs'), ...args], { cwd: REPO, input, encoding: 'utf8' });
@@ -26,9 +26,7 @@ describe('fisher-merge', () => {
       const run = cli([...tokenize, '--data', data], bytes);
       expect(run.status).toBe(1);
       expect(run.stdout).toBe('');
-      const lines = run.stderr.trimEnd().split('\n');
-      expect(lines).toHaveLength(1);
-      expect(lines[0]).toContain(`${name}: not Arrow IPC data (it starts with bytes `);
+      expect(errorLine(run.stderr).startsWith(`${name}: not Arrow IPC data (it starts with bytes `), run.stderr).toBe(true);
     }
   });
 });

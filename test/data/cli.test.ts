@@ -5,6 +5,7 @@ import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { glueTask, loadTokenizer, parquetSource, taskColumns, tokenize, TOKENIZED } from '@fisher-merge/data';
+import { errorLine } from '../support.ts';
 import { glueFile, modelDir, REPO } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -46,6 +47,6 @@ describe('fisher-merge tokenize', () => {
       (e: { code: number; stderr: string }) => e,
     );
     expect(error?.code).toBe(1);
-    expect(error?.stderr).toBe(`fisher-merge: ${glueFile('sst2', 'validation')}: column 'premise' not found (columns: sentence, label, idx)\n`);
+    expect(errorLine(error!.stderr)).toBe(`${glueFile('sst2', 'validation')}: column 'premise' not found (columns: sentence, label, idx)`);
   });
 });

@@ -9,6 +9,7 @@ import { addStats, readMaskFisher, writeMaskFisher, type MaskFisher } from '@fis
 import { glueTask, parquetSource, writeRowsParquet } from '@fisher-merge/data';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
 import { tinyBert, writeModel } from '../model/tiny.ts';
+import { errorLine } from '../support.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const model = (t: string) => path.join(root, 'data/models', t);
@@ -141,8 +142,7 @@ describe('bad input to fisher and merge: one clear line, exit 1, no output left 
   const expectRefused = (args: string[], message: RegExp, out: string) => {
     const run = cli(...args);
     expect(run.status).toBe(1);
-    expect(run.stderr).toMatch(message);
-    expect(run.stderr.split('\n').filter((l) => l.startsWith('fisher-merge:'))).toHaveLength(1);
+    expect(errorLine(run.stderr)).toMatch(message);
     expect(run.stderr).not.toMatch(/\n\s+at /);
     expect(existsSync(out)).toBe(false);
   };

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { tempDir } from '../support.ts';
+import { errorLine, tempDir } from '../support.ts';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
 export const modelDir = (task: string): string => path.join(REPO, 'data/models', task);
@@ -46,12 +46,10 @@ export function cli(args: readonly string[], options: { input?: string | Uint8Ar
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
-/** Exit 1 with exactly one stderr line (no stack trace) matching `pattern`, and no stdout unless allowed. */
+/** Exit 1 with exactly one error line (no stack trace) matching `pattern`, and no stdout unless allowed. */
 export function expectRefused(run: CliRun, pattern: RegExp): void {
-  const lines = run.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('engine: ') && !l.startsWith('{'));
-  expect(lines, run.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^fisher-merge: /);
-  expect(lines[0]).not.toMatch(/internal error/);
-  expect(lines[0]).toMatch(pattern);
+  const message = errorLine(run.stderr);
+  expect(message).not.toMatch(/internal error/);
+  expect(message).toMatch(pattern);
   expect(run.status, run.stderr).toBe(1);
 }

@@ -1,7 +1,7 @@
 import type { Observable } from 'rxjs';
 import { FlowControl } from './flow-control.ts';
 import { arrowIpcSource } from './ipc-source.ts';
-import { parquetSource } from './parquet-source.ts';
+import { parquetRowCount, parquetSource } from './parquet-source.ts';
 import type { RowSampling } from './row-selection.ts';
 import type { SourceBatch } from './source-batch.ts';
 import { taskColumns, type TaskSpec } from './tasks.ts';
@@ -12,6 +12,13 @@ import type { TextTokenizer } from './tokenizer.ts';
 /** Arrow IPC by extension or `-` (stdin); anything else is read as Parquet (file, directory or glob). */
 export function isArrowIpcInput(data: string): boolean {
   return data === '-' || /\.(arrow|arrows|ipc|feather)$/i.test(data);
+}
+
+/** Rows a source will yield, when known before reading it (Parquet footers; an IPC stream only through its limit): a progress total. */
+export async function expectedRows(data: string, sample?: RowSampling): Promise<number | undefined> {
+  const rows = isArrowIpcInput(data) ? undefined : await parquetRowCount(data);
+  if (!sample) return rows;
+  return rows === undefined ? sample.n : Math.min(rows, sample.n);
 }
 
 export interface TaskSourceOptions {

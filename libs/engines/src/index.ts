@@ -1,4 +1,4 @@
-import { UserError, type TokenBatch } from '@fisher-merge/core';
+import { logEvent, UserError, type TokenBatch } from '@fisher-merge/core';
 import { checkTokenBatch, type Engine, type EncoderWeights } from '@fisher-merge/model';
 
 export type EngineKind = 'auto' | 'onnx' | 'tfjs';
@@ -28,9 +28,9 @@ function checkedBatches(engine: Engine): Engine {
   };
 }
 
-/** Opens the requested engine; 'auto' is onnx when onnxruntime loads, tfjs otherwise. Says which on stderr. */
+/** Opens the requested engine; 'auto' is onnx when onnxruntime loads, tfjs otherwise. Says which on stderr (a log line). */
 export async function openEngine(kind: EngineKind, weights: EncoderWeights, options: OpenEngineOptions = {}): Promise<Engine> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const log = options.log ?? ((line: string) => logEvent('engine', { message: line }));
   if (!ENGINE_KINDS.includes(kind)) throw new UserError(`unknown engine '${kind}' (known: ${ENGINE_KINDS.join(', ')})`);
   if (kind !== 'auto') {
     const engine = await open(kind, weights);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { format } from 'node:util';
 import { Command } from 'commander';
-import { fileSystemErrorLine, isFileSystemError, isUserError } from '@fisher-merge/core';
+import { fileSystemErrorLine, isFileSystemError, isUserError, logEvent } from '@fisher-merge/core';
 import { allowNonfiniteWeights } from '@fisher-merge/checkpoint';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerPredict } from './commands/predict.ts';
@@ -15,10 +16,25 @@ import { registerStatus } from './commands/status.ts';
 // The version of the package that installs the `fisher-merge` command (the workspace root).
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
+// Off a terminal stderr is JSON lines only (log collectors parse every line): usage errors, library
+// warnings and Node's process warnings become log lines too.
+const tty = Boolean(process.stderr.isTTY);
+if (!tty) {
+  console.warn = (...args: unknown[]) => logEvent('warning', { message: format(...args) });
+  console.error = (...args: unknown[]) => logEvent('error', { message: format(...args) });
+  process.removeAllListeners('warning');
+  process.on('warning', (w) => logEvent('warning', { message: `${w.name}: ${w.message}` }));
+}
+
 const program = new Command('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
   .version(version)
-  .showHelpAfterError()
+  // Off a terminal the error line says it all; the help would be a page inside one JSON line.
+  .showHelpAfterError(tty)
+  .configureOutput({
+    writeErr: (text) => (tty ? process.stderr.write(text) : text.trim() && logEvent('usage', { message: text.trimEnd() })),
+    outputError: (text, write) => (tty ? write(text) : logEvent('error', { message: text.trim().replace(/^error: /, '') })),
+  })
   .option('--allow-nonfinite', 'load weights holding NaN or Inf instead of refusing them (debugging)')
   .hook('preAction', (command) => allowNonfiniteWeights(command.opts<{ allowNonfinite?: boolean }>().allowNonfinite === true));
 
@@ -34,9 +50,13 @@ registerWorker(program);
 registerStatus(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
-  // Errors caused by input are one clear line; anything else is a bug and keeps its stack.
-  if (isUserError(e)) process.stderr.write(`fisher-merge: ${e.message}\n`);
-  else if (isFileSystemError(e)) process.stderr.write(`fisher-merge: ${fileSystemErrorLine(e)}\n`);
-  else process.stderr.write(`fisher-merge: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  // Errors caused by input are one clear line (a JSON line off a terminal, its `message` that line);
+  // anything else is a bug and keeps its stack.
+  const known = isUserError(e) ? e.message : isFileSystemError(e) ? fileSystemErrorLine(e) : undefined;
+  const message = known ?? `internal error: ${e instanceof Error ? e.message : String(e)}`;
+  const stack = known === undefined && e instanceof Error ? e.stack : undefined;
+  // On a terminal, from the line's start, clearing it: the error replaces a meter left mid-line.
+  if (tty) process.stderr.write(`\r\x1b[2Kfisher-merge: ${stack ? `internal error: ${stack}` : message}\n`);
+  else logEvent('error', { message, ...(stack ? { stack } : {}) });
   process.exitCode = 1;
 });

@@ -1,7 +1,7 @@
-import { concatMap, from, lastValueFrom, map, toArray, type Observable } from 'rxjs';
-import type { TokenBatch } from '@fisher-merge/core';
+import { concatMap, from, identity, lastValueFrom, map, toArray, type Observable } from 'rxjs';
+import { reportProgress, type TokenBatch } from '@fisher-merge/core';
 import { GLUE_METRICS, computeMetrics, type MetricName } from '@fisher-merge/eval';
-import { FlowControl, releaseCredits, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
+import { expectedRows, FlowControl, releaseCredits, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { loadEncoder, type Engine, type LoadedModel } from '@fisher-merge/model';
 import { checkTaskHead, loadTaskModel } from './task-model.ts';
@@ -19,6 +19,8 @@ export interface EvalJobOptions extends EvalDataOptions {
   engine: EngineKind;
   /** Already tokenized batches of `data` (a job scoring many models on one split tokenizes it once). */
   batches?: readonly TokenBatch[];
+  /** Progress meter label; none when undefined. */
+  progressLabel?: string;
 }
 
 export interface EvalResult {
@@ -54,8 +56,12 @@ export async function tokenizeEvalSplit(opts: EvalDataOptions, tokenizer: TextTo
   return lastValueFrom(evalBatches(opts, tokenizer, padTokenId).pipe(toArray()));
 }
 
-async function score(engine: Engine, batches: Observable<TokenBatch>, task: TaskSpec): Promise<EvalResult> {
-  const parts = await lastValueFrom(batches.pipe(concatMap(async (tokens) => ({ logits: await engine.forward(tokens), labels: tokens.labels! })), toArray()));
+async function score(engine: Engine, batches: Observable<TokenBatch>, task: TaskSpec, progress: { label: string; total?: number } | undefined): Promise<EvalResult> {
+  const parts = await lastValueFrom(batches.pipe(
+    concatMap(async (tokens) => ({ logits: await engine.forward(tokens), labels: tokens.labels! })),
+    progress ? reportProgress(progress, (p) => p.labels.length) : identity,
+    toArray(),
+  ));
   const C = engine.config.numLabels;
   const examples = parts.reduce((n, p) => n + p.labels.length, 0);
   const logits = new Float32Array(examples * C);
@@ -84,7 +90,9 @@ export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
 async function scoreModel(opts: EvalJobOptions, model: LoadedModel, batches: Observable<TokenBatch>): Promise<EvalResult> {
   const engine = await openEngine(opts.engine, model.weights, { log: () => {} });
   try {
-    return await score(engine, batches, opts.task);
+    const total = opts.batches ? opts.batches.reduce((n, b) => n + b.batchSize, 0) : await expectedRows(opts.data, opts.limit ? { kind: 'first', n: opts.limit } : undefined);
+    const progress = opts.progressLabel ? { label: opts.progressLabel, ...(total !== undefined ? { total } : {}) } : undefined;
+    return await score(engine, batches, opts.task, progress);
   } finally {
     await engine.dispose();
   }

@@ -1,6 +1,6 @@
-import { lastValueFrom, tap, type OperatorFunction } from 'rxjs';
-import { Progress } from '@fisher-merge/core';
-import { FlowControl, releaseCredits, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
+import { identity, lastValueFrom, type OperatorFunction } from 'rxjs';
+import { reportProgress } from '@fisher-merge/core';
+import { expectedRows, FlowControl, releaseCredits, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { accumulateFisher, accumulateFullFisher, type FisherMode, type FullFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
@@ -60,15 +60,14 @@ async function accumulate<S>(
       ...(sample ? { sample } : {}),
       ...(opts.maxLength ? { maxLength: opts.maxLength } : {}),
     });
-    const progress = opts.progressLabel ? new Progress({ label: opts.progressLabel, ...(opts.samples ? { total: opts.samples } : {}) }) : undefined;
+    const total = opts.progressLabel ? await expectedRows(opts.data, sample) : undefined;
     const last = await lastValueFrom(
       batches.pipe(
         operator(engine, model),
         releaseCredits(flow),
-        tap(({ batch }) => progress?.add(batch.tokens.batchSize)),
+        opts.progressLabel ? reportProgress({ label: opts.progressLabel, ...(total !== undefined ? { total } : {}) }, ({ batch }) => batch.tokens.batchSize) : identity,
       ),
     );
-    progress?.finish();
     return { stats: last.stats, model, seconds: (performance.now() - started) / 1000, engine: engine.name };
   } finally {
     await engine.dispose();

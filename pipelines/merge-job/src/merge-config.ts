@@ -92,6 +92,7 @@ export async function runMergeConfig(config: MergeConfig): Promise<MergeJobResul
     ...(config.base ? { base: config.base } : {}),
     ...(config.dtype ? { dtype: config.dtype } : {}),
     out: config.out,
+    progressLabel: 'merge',
   };
   return mergeModels(job);
 }

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError, refuseOutputOnInputs, writeDirAtomic } from '@fisher-merge/core';
+import { Progress, UserError, refuseOutputOnInputs, writeDirAtomic } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, fromFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
@@ -23,6 +23,8 @@ export interface MergeJobOptions {
   /** The dtype the merged checkpoints are written in; default: the inputs' dtype where they all agree, else F32. */
   dtype?: OutputDType;
   out: string;
+  /** Progress meter label (tensors merged); none when undefined. */
+  progressLabel?: string;
 }
 
 export interface MergeJobResult {
@@ -202,12 +204,15 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
         for (const name of headTensorNames(m.model)) modelFiles[j]!.write(name, { ...info(m.model.source.info(name).shape), data: fromFloat32(dtype, m.model.source.float32(name)) });
       }
       // Slots in the encoder file's layout order, which is every model file's order too (same names under one prefix).
+      const progress = opts.progressLabel ? new Progress({ label: opts.progressLabel, unit: 'tensors', total: encoderFile.names.length }) : undefined;
       for (const name of encoderFile.names) {
         const i = slotIndex.get(`${prefix}${name}`)!;
         const tensor = { ...info(first.slots[i]!.shape), data: fromFloat32(dtype, merger.merge(first.slots[i]!)) };
         encoderFile.write(name, tensor);
         members.forEach((m, j) => modelFiles[j]!.write(m.slots[i]!.name, tensor));
+        progress?.add(1);
       }
+      progress?.finish();
       for (const writer of writers) writer.close();
     } catch (e) {
       for (const writer of writers) writer.abort();

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { logEvent, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
+import { logEvent, Progress, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { resolveRule, type Statistic } from '@fisher-merge/merge';
@@ -94,25 +94,28 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     }
     return splits.get(task.name)!;
   };
-  const evaluate = async (modelDir: string, task: RunTask, part: keyof EvalSplit = 'report') => {
+  /** `label` names the model in the progress lines: `own model`, or the merge and method. */
+  const evaluate = async (modelDir: string, task: RunTask, label: string, part: keyof EvalSplit = 'report') => {
     if (!config.evaluation) return undefined;
-    const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches: (await splitOf(task))[part]! });
+    const batches = (await splitOf(task))[part]!;
+    const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches, progressLabel: `eval ${task.name} (${label}${part === 'search' ? ', held out' : ''})` });
     logEvent('eval', { model: modelDir, task: task.name, rows: part, examples: r.examples, ...r.metrics });
     return r.metrics;
   };
-  const scoresOf = async (outputs: Record<string, string>, tasks: readonly RunTask[], part: keyof EvalSplit = 'report') => {
+  const scoresOf = async (outputs: Record<string, string>, tasks: readonly RunTask[], label: string, part: keyof EvalSplit = 'report') => {
     const scores: Record<string, EvalResult['metrics']> = {};
     for (const task of tasks) {
-      const metrics = await evaluate(outputs[path.basename(path.resolve(task.model))]!, task, part);
+      const metrics = await evaluate(outputs[path.basename(path.resolve(task.model))]!, task, label, part);
       if (metrics) scores[task.name] = metrics;
     }
     return scores;
   };
 
   for (const task of config.tasks) {
-    const metrics = await evaluate(task.model, task);
+    const metrics = await evaluate(task.model, task, 'own model');
     if (metrics) results.individual[task.name] = metrics;
   }
+  const merges = new Progress({ label: 'merges', unit: 'merges', total: config.merges.length * config.methods.length });
   for (const group of config.merges) {
     const name = mergeName(group);
     results.merges[name] = {};
@@ -133,7 +136,8 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
       const merged = await merge(dir);
       results.mergeSeconds[name]![method.label] = merged.seconds;
       logEvent('merge', { merge: name, method: method.label, out: dir, seconds: Number(merged.seconds.toFixed(3)) });
-      results.merges[name]![method.label] = await scoresOf(merged.outputs.models, tasks);
+      results.merges[name]![method.label] = await scoresOf(merged.outputs.models, tasks, `${name} ${method.label}`);
+      merges.add(1);
 
       const search = config.search;
       if (!search?.methods.includes(method.label)) continue;
@@ -144,16 +148,17 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
       const scratch = path.join(out, 'search', name, method.label);
       const found = await searchCoefficients(coefficients, search, async (point) => {
         const trial = await merge(scratch, point);
-        return meanPrimary(tasks, await scoresOf(trial.outputs.models, tasks, 'search'));
+        return meanPrimary(tasks, await scoresOf(trial.outputs.models, tasks, `${name} ${method.label} trial`, 'search'));
       });
       await fs.rm(path.join(out, 'search'), { recursive: true, force: true });
       const label = searchedLabel(method.label);
       const chosen = await merge(path.join(out, 'merges', name, label), found.best);
-      results.merges[name]![label] = await scoresOf(chosen.outputs.models, tasks);
+      results.merges[name]![label] = await scoresOf(chosen.outputs.models, tasks, `${name} ${label}`);
       (results.search[name] ??= {})[method.label] = { coefficients: found.best, heldOut: { defaults: found.startScore, chosen: found.bestScore }, evaluations: found.evaluations };
       logEvent('search', { merge: name, method: method.label, ...found });
     }
   }
+  merges.finish();
 
   await fs.mkdir(out, { recursive: true });
   await writeFileAtomic(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);

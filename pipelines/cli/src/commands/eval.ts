@@ -31,6 +31,7 @@ export function registerEval(program: Command): void {
         engine: flags.engine,
         batchSize: flags.batchSize,
         ...(flags.limit ? { limit: flags.limit } : {}),
+        progressLabel: 'eval',
       });
       if (flags.json) await writeStdout(`${JSON.stringify(result)}\n`);
       else await writeStdout(`${result.task} (${result.examples} examples): ${Object.entries(result.metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}\n`);

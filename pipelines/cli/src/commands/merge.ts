@@ -73,6 +73,7 @@ function flagJob(flags: MergeFlags): MergeJobOptions {
     method: flags.method,
     params: parseParams(flags.param),
     out: flags.out,
+    progressLabel: 'merge',
     ...(flags.base ? { base: flags.base } : {}),
     ...(flags.lambda ? { lambdas: parseLambdas(flags.lambda) } : {}),
     ...(flags.dtype ? { dtype: OUTPUT_DTYPES.get(flags.dtype)! } : {}),

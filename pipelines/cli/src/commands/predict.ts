@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import path from 'node:path';
-import { UserError } from '@fisher-merge/core';
+import { reportProgress, UserError } from '@fisher-merge/core';
 import { labelsFromConfig, loadEncoder } from '@fisher-merge/model';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { argmax, softmax } from '@fisher-merge/eval';
@@ -30,7 +30,7 @@ export function registerPredict(program: Command): void {
     .addOption(engineOption())
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(32).argParser(positiveInt('--batch-size')))
     .action(async (flags: PredictFlags) => {
-      const [{ concatMap, lastValueFrom }, { FlowControl, loadTokenizer, releaseCredits, taskBatches }, { checkTaskHead, fitTokenizer }] = await Promise.all([
+      const [{ concatMap, lastValueFrom }, { expectedRows, FlowControl, loadTokenizer, releaseCredits, taskBatches }, { checkTaskHead, fitTokenizer }] = await Promise.all([
         import('rxjs'), import('@fisher-merge/data'), import('@fisher-merge/merge-job'),
       ]);
       const task = await resolveModelTask(flags, flags.model);
@@ -44,6 +44,7 @@ export function registerPredict(program: Command): void {
       const engine = await openEngine(flags.engine, model.weights);
       try {
         const flow = new FlowControl(4, { grow: true });
+        const sample = flags.limit ? { kind: 'first' as const, n: flags.limit } : undefined;
         const batches = taskBatches(flags.data, {
           task,
           tokenizer,
@@ -51,8 +52,9 @@ export function registerPredict(program: Command): void {
           padTokenId: model.config.padTokenId,
           labels: gold,
           flow,
-          ...(flags.limit ? { sample: { kind: 'first' as const, n: flags.limit } } : {}),
+          ...(sample ? { sample } : {}),
         });
+        const total = await expectedRows(flags.data, sample);
         const C = model.config.numLabels;
         await lastValueFrom(
           batches.pipe(
@@ -73,6 +75,7 @@ export function registerPredict(program: Command): void {
               return batch;
             }),
             releaseCredits(flow),
+            reportProgress({ label: 'predict', ...(total !== undefined ? { total } : {}) }, (batch) => batch.tokens.batchSize),
           ),
           { defaultValue: undefined },
         );

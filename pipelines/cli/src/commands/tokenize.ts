@@ -1,4 +1,5 @@
 import { Option, type Command } from 'commander';
+import { reportProgress } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data/tasks';
 import { addTaskOptions, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
 
@@ -19,11 +20,13 @@ export function registerTokenize(program: Command): void {
     .option('--limit <n>', 'only the first n examples', positiveInt('--limit'))
     .addOption(new Option('--max-length <n>', 'maximum tokens per example, special tokens included').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
     .action(async (flags: TokenizeFlags) => {
-      const [{ concatMap, lastValueFrom }, { FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenize, TOKENIZED }] = await Promise.all([import('rxjs'), import('@fisher-merge/data')]);
+      const [{ concatMap, lastValueFrom }, { expectedRows, FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenize, TOKENIZED }] = await Promise.all([import('rxjs'), import('@fisher-merge/data')]);
       const task = resolveTask(flags);
       const tokenizer = await loadTokenizer(flags.model);
       const flow = new FlowControl(4);
-      const source = openTaskSource(flags.data, { columns: taskColumns(task, { labels: false }), flow, ...(flags.limit ? { sample: { kind: 'first' as const, n: flags.limit } } : {}) });
+      const sample = flags.limit ? { kind: 'first' as const, n: flags.limit } : undefined;
+      const source = openTaskSource(flags.data, { columns: taskColumns(task, { labels: false }), flow, ...(sample ? { sample } : {}) });
+      const total = await expectedRows(flags.data, sample);
       await lastValueFrom(
         source.pipe(
           tokenize(tokenizer, task, { maxLength: flags.maxLength, labels: false }),
@@ -36,7 +39,9 @@ export function registerTokenize(program: Command): void {
             }
             // Wait for a slow reader of stdout before taking the next batch.
             await writeStdout(text);
+            return batch.numRows;
           }),
+          reportProgress({ label: 'tokenize', ...(total !== undefined ? { total } : {}) }, (rows: number) => rows),
           releaseCredits(flow, () => 1),
         ),
         { defaultValue: undefined },
