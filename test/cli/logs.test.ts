@@ -105,7 +105,7 @@ describe('logs on a terminal (a pseudo-terminal from util-linux script)', () => 
   it('an error is the plain line `fisher-merge: ...`', () => {
     const run = onTerminal(shell(['eval', '--model', model('sst2'), '--task', 'sst2', '--data', 'absent.parquet']));
     expect(run.status).toBe(1);
-    expect(run.stdout.trim()).toMatch(/^fisher-merge: .*absent\.parquet/);
+    expect(run.stdout.split('\r\x1b[2K').at(-1)!.trim()).toMatch(/^fisher-merge: .*absent\.parquet$/);
     expect(run.stdout).not.toContain('{');
   });
 });

@@ -10,6 +10,7 @@ import { readSafetensors } from '@fisher-merge/checkpoint';
 import { loadEncoder } from '@fisher-merge/model';
 import { openEngine } from '@fisher-merge/engines';
 import { tempDir, writeParquet } from '../data/helpers.ts';
+import { errorLine } from '../support.ts';
 
 describe('openEngine', () => {
   it("picks onnx for 'auto' and says so", async () => {
@@ -115,7 +116,6 @@ describe('fisher-merge predict', () => {
     );
     expect(failed.code).toBe(1);
     expect(failed.stdout).toBe('');
-    const lines = failed.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('engine: ') && !l.startsWith('{'));
-    expect(lines).toEqual([`fisher-merge: ${file}: label column 'label' at row 3 (0-based) is "neutral", not a label of the model (label2id: negative, positive)`]);
+    expect(errorLine(failed.stderr)).toBe(`${file}: label column 'label' at row 3 (0-based) is "neutral", not a label of the model (label2id: negative, positive)`);
   });
 });
