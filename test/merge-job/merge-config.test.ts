@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readSafetensors } from '@fisher-merge/checkpoint';
-import { tempDir } from '../support.ts';
+import { errorLine, tempDir } from '../support.ts';
 
 /** `fisher-merge merge CONFIG.yaml` (mergekit's vocabulary) against the flag form of the same merge. */
 const root = path.resolve(import.meta.dirname, '../..');
@@ -73,10 +73,10 @@ describe('merge CONFIG.yaml', () => {
     writeFileSync(path.join(dir, 'bad.yaml'), `merge_method: ties\nmodels: [{ model: ${models}/sst2 }, { model: ${models}/cola }]\nout: bad-out\n`);
     const bad = cli('merge', path.join(dir, 'bad.yaml'));
     expect(bad.status).toBe(1);
-    expect(bad.stderr).toBe(`fisher-merge: ${path.join(dir, 'bad.yaml')}: base_model: expected a base model folder (method ties needs one), got nothing`);
+    expect(errorLine(bad.stderr)).toBe(`${path.join(dir, 'bad.yaml')}: base_model: expected a base model folder (method ties needs one), got nothing`);
     const both = cli('merge', path.join(dir, 'bad.yaml'), '--out', path.join(dir, 'x'));
     expect(both.status).toBe(1);
-    expect(both.stderr).toMatch(/give either .*bad\.yaml or the --model\/--fisher\/--out flags, not both/);
+    expect(errorLine(both.stderr)).toMatch(/give either .*bad\.yaml or the --model\/--fisher\/--out flags, not both/);
     expect(existsSync(path.join(dir, 'bad-out'))).toBe(false);
   });
 });

@@ -20,8 +20,9 @@ const { version } = JSON.parse(readFileSync(new URL('../../../package.json', imp
 // warnings and Node's process warnings become log lines too.
 const tty = Boolean(process.stderr.isTTY);
 if (!tty) {
-  console.warn = (...args: unknown[]) => logEvent('warning', { message: format(...args) });
-  console.error = (...args: unknown[]) => logEvent('error', { message: format(...args) });
+  // A library's console output is not the command's error line, whatever its level.
+  console.warn = (...args: unknown[]) => logEvent('console', { level: 'warn', message: format(...args) });
+  console.error = (...args: unknown[]) => logEvent('console', { level: 'error', message: format(...args) });
   process.removeAllListeners('warning');
   process.on('warning', (w) => logEvent('warning', { message: `${w.name}: ${w.message}` }));
 }
