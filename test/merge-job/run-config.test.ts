@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MERGE_RULES } from '@fisher-merge/merge';
 import { parseRunConfig, readRunConfig } from '@fisher-merge/merge-job';
 import { tempDir } from '../support.ts';
 
@@ -17,6 +18,13 @@ describe('run config', () => {
     expect(config.merges.at(-1)).toEqual(['sst2', 'cola', 'rte', 'stsb']);
     expect(config.methods.find((m) => m.rule === 'mask-fisher')!.params).toEqual({ universal: true, normalize: 'none' });
     expect(config.fisher).toEqual({ samples: 128, batchSize: 32, mode: 'batch' });
+  });
+
+  it('data/methods.yaml runs every rule of the registry, each with a coefficient search', async () => {
+    const config = await readRunConfig(path.join(root, 'data/methods.yaml'));
+    expect(config.methods.map((m) => m.rule).sort()).toEqual(Object.keys(MERGE_RULES).sort());
+    expect(config.search?.methods).toEqual(config.methods.map((m) => m.label));
+    expect(config.merges).toHaveLength(6);
   });
 
   it('the same rule twice needs labels, which name its results', () => {
