@@ -128,7 +128,7 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
         statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, tasks.map((t) => fisherFile(t.name, kind))])),
         method: method.rule,
         params: { ...method.params, ...(coefficients.scale !== undefined ? { scale: coefficients.scale } : {}) },
-        ...(coefficients.scale !== undefined || tasks.some((t) => coefficients[`weight.${t.name}`] !== undefined) ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
+        ...(Object.keys(coefficients).length > 0 ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
         ...(config.base ? { base: config.base } : {}),
         out: dir,
       });
