@@ -141,9 +141,10 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
 
       const search = config.search;
       if (!search?.methods.includes(method.label)) continue;
+      // The scale first: with a small budget it is the coefficient that moves a sum of task vectors most.
       const coefficients: Coefficient[] = [
-        ...tasks.map((t) => ({ name: `weight.${t.name}`, values: search.weights, start: 1 })),
         ...(rule.params.some((p) => p.name === 'scale') ? [{ name: 'scale', values: search.scale, start: Number(method.params.scale) }] : []),
+        ...tasks.map((t) => ({ name: `weight.${t.name}`, values: search.weights, start: 1 })),
       ];
       const scratch = path.join(out, 'search', name, method.label);
       const found = await searchCoefficients(coefficients, search, async (point) => {
