@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { Activation } from '@fisher-merge/model';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1), so random test data is reproducible. */
@@ -128,4 +129,13 @@ export function errorLine(stderr: string): string {
   const errors = logLines(stderr).filter((l) => l.event === 'error');
   if (errors.length !== 1 || typeof errors[0]!.message !== 'string') throw new Error(`expected exactly one error line, got:\n${stderr}`);
   return errors[0]!.message;
+}
+
+/** Retries `check` up to `attempts` times, `everyMs` apart, until it is true: waits for an event, however fast or slow the machine. */
+export async function eventually(what: string, check: () => Promise<boolean> | boolean, attempts = 3000, everyMs = 20): Promise<void> {
+  for (let i = 0; i < attempts; i++) {
+    if (await check()) return;
+    await pause(everyMs);
+  }
+  throw new Error(`${what}: not seen after ${attempts} checks`);
 }

@@ -1,23 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
-import { setTimeout as pause } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { mkdirSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { MaskFisher } from '@fisher-merge/fisher';
+import { eventually } from '../support.ts';
 import { publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
 
-export const CLI = path.join(REPO, 'bin/fisher-merge.mjs');
+export { eventually };
 
-/** Retries `check` up to `attempts` times, `everyMs` apart, until it is true: waits for an event, however fast or slow the machine. */
-export async function eventually(what: string, check: () => Promise<boolean> | boolean, attempts = 3000, everyMs = 20): Promise<void> {
-  for (let i = 0; i < attempts; i++) {
-    if (await check()) return;
-    await pause(everyMs);
-  }
-  throw new Error(`${what}: not seen after ${attempts} checks`);
-}
+export const CLI = path.join(REPO, 'bin/fisher-merge.mjs');
 
 /**
  * A real redis-server of its own, on a unix socket in a temporary directory (no port, no

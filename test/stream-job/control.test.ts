@@ -1,17 +1,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { loadStreamConfig, outLayout, readLatest, readStreamState, relativeChange, runStreamJob } from '@fisher-merge/stream-job';
+import { eventually } from '../support.ts';
 import { publishParquet, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
-async function until(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error('timed out waiting');
-    await sleep(50);
-  }
-}
+const until = (check: () => Promise<boolean>) => eventually('the job state', check);
 
 describe('stream job control', () => {
   it('publishes on the publish control file; the stop file stops it with an incomplete batch left unread for the next run', async () => {

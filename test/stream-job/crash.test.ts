@@ -7,6 +7,7 @@ import { glueTask } from '@fisher-merge/data';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { loadEncoder } from '@fisher-merge/model';
 import { outLayout, readStreamState } from '@fisher-merge/stream-job';
+import { eventually } from '../support.ts';
 import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
 const TASKS = ['sst2', 'cola'] as const;
@@ -48,14 +49,19 @@ const midFile = (state: Checkpoint) => Object.values(state?.tasks ?? {}).some((t
 
 /**
  * Polls the job's checkpoint until it shows new progress with a file half consumed, so the kill that
- * follows lands while work is under way however fast or loaded the machine is. Returns what it saw.
+ * follows lands while work is under way however fast or loaded the machine is. When the job has
+ * counted everything published, `more()` makes the next files arrive. Returns what it saw.
  */
-async function progressMidFile(file: string, after: number, child: ChildProcess): Promise<Checkpoint> {
-  for (const deadline = Date.now() + 60_000; Date.now() < deadline && child.exitCode === null; await sleep(2)) {
-    const state = await readStreamState(file).catch(() => undefined);
-    if (state && examplesIn(state) > after && midFile(state)) return state;
-  }
-  throw new Error(`the job made no mid-file progress past ${after} examples`);
+async function progressMidFile(file: string, after: number, child: ChildProcess, more: (counted: number) => void): Promise<Checkpoint> {
+  let seen: Checkpoint;
+  await eventually(`mid-file progress past ${after} examples`, async () => {
+    if (child.exitCode !== null) throw new Error(`the job exited (${child.exitCode}) before mid-file progress past ${after} examples`);
+    seen = await readStreamState(file).catch(() => undefined);
+    if (seen !== undefined && examplesIn(seen) > after && midFile(seen)) return true;
+    more(examplesIn(seen));
+    return false;
+  }, 30_000, 2);
+  return seen;
 }
 
 describe('stream job crash safety', () => {
@@ -69,16 +75,19 @@ describe('stream job crash safety', () => {
     const rows = await Promise.all(TASKS.map((task) => taskRows(task, FILES * ROWS_PER_FILE)));
     const parts = rows.map((table) => split(table, Array.from({ length: FILES }, () => ROWS_PER_FILE)));
     let written = 0;
-    const arrive = (async () => {
-      for (; written < FILES; written++) {
-        TASKS.forEach((task, t) => {
-          const file = path.join(watch(task), `part-${String(written).padStart(3, '0')}.parquet`);
-          publishParquet(file, parts[t]![written]!);
-          writeFileSync(`${file}.done`, '');
-        });
-        await sleep(700);
-      }
-    })();
+    const publishNext = (): void => {
+      TASKS.forEach((task, t) => {
+        const file = path.join(watch(task), `part-${String(written).padStart(3, '0')}.parquet`);
+        publishParquet(file, parts[t]![written]!);
+        writeFileSync(`${file}.done`, '');
+      });
+      written++;
+    };
+    // Files arrive while the job runs: a pair whenever it has counted all published rows.
+    const more = (counted: number): void => {
+      if (counted === written * ROWS_PER_FILE * TASKS.length && written < FILES) publishNext();
+    };
+    publishNext();
 
     // Each kill follows a checkpoint showing new progress inside a file, plus a seeded random delay.
     const checkpoint = outLayout(path.join(dir, 'out')).checkpoint;
@@ -86,14 +95,14 @@ describe('stream job crash safety', () => {
     for (const delay of delays(7, 3, 0, 40)) {
       const child = startJob(config);
       await started(child);
-      const seen = await progressMidFile(checkpoint, atKill.at(-1) ?? 0, child);
+      const seen = await progressMidFile(checkpoint, atKill.at(-1) ?? 0, child, more);
       await sleep(delay);
       child.kill('SIGKILL');
       await exited(child);
       expect(midFile(seen)).toBe(true);
       atKill.push(examplesIn(await readStreamState(checkpoint)));
     }
-    await arrive;
+    while (written < FILES) publishNext();
     const last = startJob(config, ['--exit-when-idle', '1000']);
     let stderr = '';
     last.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -1,11 +1,11 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { glueTask } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
-import { loadStreamConfig, readLatest, runStreamJob } from '@fisher-merge/stream-job';
+import { loadStreamConfig, outLayout, readLatest, readStreamState, runStreamJob } from '@fisher-merge/stream-job';
+import { eventually } from '../support.ts';
 import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
 const TASKS = ['sst2', 'cola'] as const;
@@ -19,19 +19,28 @@ async function oneShot(dir: string, task: string, mode: 'batch' | 'example', bat
   return (await computeMaskFisher({ modelDir: modelDir(task), data: file, task: glueTask(task), batchSize, mode, engine: 'onnx' })).stats;
 }
 
-/** Runs the job while each task's rows arrive as PARTS files, one every `gapMs`. */
+/**
+ * Runs the job while each task's rows arrive as PARTS files: each part once the job has folded every
+ * full batch of the parts before it; then drains it (no idle timeout to outlast).
+ */
 async function streamInParts(dir: string, mode: 'batch' | 'example') {
   const watch = (task: string) => path.join(dir, 'incoming', task);
   for (const task of TASKS) mkdirSync(watch(task), { recursive: true });
   const config = await loadStreamConfig(writeStreamConfig(path.join(dir, 'config.yaml'), path.join(dir, 'out'), TASKS.map((task) => ({ task, watch: watch(task) })), { fisher: { mode, batch_size: 8 } }));
+  const drain = new AbortController();
+  const checkpoint = outLayout(config.out).checkpoint;
   const arrive = (async () => {
     const parts = await Promise.all(TASKS.map(async (task) => split(await taskRows(task, ROWS), PARTS)));
+    let published = 0;
     for (let i = 0; i < PARTS.length; i++) {
       TASKS.forEach((task, t) => publishParquet(path.join(watch(task), `part-${i}.parquet`), parts[t]![i]!));
-      await sleep(150);
+      published += PARTS[i]!;
+      const full = published - (published % 8);
+      await eventually(`part ${i} folded`, async () => Object.values((await readStreamState(checkpoint).catch(() => undefined))?.tasks ?? {}).filter((t) => t.stats.examples >= full).length === TASKS.length);
     }
+    drain.abort();
   })();
-  const result = await runStreamJob(config, { exitWhenIdleMs: 1500 });
+  const result = await runStreamJob(config, { drain: drain.signal });
   await arrive;
   return { result, out: config.out };
 }

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordBatchStreamWriter, tableFromArrays, type Table } from 'apache-arrow';
 import { describe, expect, it, vi } from 'vitest';
 import { glueTask } from '@fisher-merge/data';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { loadStreamConfig, outLayout, parseStreamConfig, readStreamState, readStreamStatus, runStreamJob } from '@fisher-merge/stream-job';
+import { eventually } from '../support.ts';
 import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
 describe('stream job inputs', () => {
@@ -21,16 +21,20 @@ describe('stream job inputs', () => {
       logged.push(String(chunk));
       return true;
     }) as typeof process.stderr.write);
+    const drain = new AbortController();
+    const checkpoint = outLayout(config.out).checkpoint;
     const arrive = (async () => {
       publishParquet(path.join(watch, 'a-good.parquet'), first!);
-      await sleep(200);
+      // The bad files arrive once the job has counted the first file: mid-stream.
+      await eventually('a-good counted', async () => (await readStreamState(checkpoint).catch(() => undefined))?.tasks.sst2?.stats.examples === 24);
       writeFileSync(path.join(watch, 'b-garbage.parquet'), 'PAR1 this is not a parquet file');
       publishParquet(path.join(watch, 'c-no-label.parquet'), tableFromArrays({ sentence: ['fine', 'text'] }));
       publishParquet(path.join(watch, 'd-bad-label.parquet'), tableFromArrays({ sentence: ['x', 'y'], label: Int32Array.from([1, 7]) }));
-      await sleep(200);
+      await eventually('the bad files quarantined', async () => (await readStreamState(checkpoint).catch(() => undefined))?.tasks.sst2?.quarantined === 3);
       publishParquet(path.join(watch, 'e-good.parquet'), second!);
+      drain.abort();
     })();
-    const result = await runStreamJob(config, { exitWhenIdleMs: 1000 }).finally(() => spy.mockRestore());
+    const result = await runStreamJob(config, { drain: drain.signal }).finally(() => spy.mockRestore());
     await arrive;
 
     expect(result.stats.sst2!.examples).toBe(40);
@@ -60,14 +64,16 @@ describe('stream job inputs', () => {
     const configFile = path.join(dir, 'config.yaml');
     writeFileSync(configFile, `out: out\nengine: onnx\nfisher: { mode: example, batch_size: 8 }\ntasks:\n  - { task: sst2, model: ${modelDir('sst2')}, ipc: sst2.arrows, poll_ms: 50 }\n`);
     const config = await loadStreamConfig(configFile);
+    const drain = new AbortController();
     const appending = (async () => {
-      // Cut mid-message: the reader must wait for the rest instead of failing.
-      await sleep(300);
+      // Cut mid-message: the reader must wait for the rest instead of failing. The rest comes once
+      // the job is running (its first status file), then the input is declared finished.
+      await eventually('the job running', () => existsSync(outLayout(config.out).status));
       appendFileSync(stream, bytes.subarray(1000, 3000));
-      await sleep(300);
       appendFileSync(stream, bytes.subarray(3000));
+      drain.abort();
     })();
-    const result = await runStreamJob(config, { exitWhenIdleMs: 1000 });
+    const result = await runStreamJob(config, { drain: drain.signal, statusIntervalMs: 20 });
     await appending;
     const file = path.join(dir, 'all.parquet');
     publishParquet(file, rows);
