@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errorLine } from '../support.ts';
 import { tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
 import { CLI, RedisServer } from './helpers.ts';
 
@@ -26,24 +27,22 @@ describe('queue errors are one clear line', () => {
     for (const command of ['worker', 'stream']) {
       const { code, stderr } = run([command, config({ url: missing, prefix: 'p' })]);
       expect(code).toBe(1);
-      expect(stderr.trim().split('\n')).toHaveLength(1);
-      expect(stderr).toContain(`cannot reach Redis at ${missing} (queue.url)`);
+      expect(errorLine(stderr)).toContain(`cannot reach Redis at ${missing} (queue.url)`);
     }
   });
 
   it('a worker given a prefix no coordinator announced, or a config without queue', () => {
     const wrong = run(['worker', config({ url: redis.socket, prefix: 'nobody-here' })]);
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr.trim()).toBe(`fisher-merge: no stream coordinator has announced a job with prefix 'nobody-here' on ${redis.socket} (queue.prefix); start 'fisher-merge stream CONFIG' first`);
+    expect(errorLine(wrong.stderr)).toBe(`no stream coordinator has announced a job with prefix 'nobody-here' on ${redis.socket} (queue.prefix); start 'fisher-merge stream CONFIG' first`);
     const none = run(['worker', config(undefined)]);
     expect(none.code).toBe(1);
-    expect(none.stderr).toMatch(/'queue' is not set; a worker needs queue.url and queue.prefix\n$/);
+    expect(errorLine(none.stderr)).toMatch(/'queue' is not set; a worker needs queue.url and queue.prefix$/);
   });
 
   it('a bad queue key names it', () => {
     const bad = run(['worker', config({ url: redis.socket, max_pending: 0 })]);
     expect(bad.code).toBe(1);
-    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
-    expect(bad.stderr).toContain('queue.max_pending');
+    expect(errorLine(bad.stderr)).toContain('queue.max_pending');
   });
 });
