@@ -3,7 +3,7 @@
 // Rows: BENCH_DATA_ROWS (default 1,000,000 sentence pairs); tokenizer: data/models/rte.
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { tableFromArrays, tableToIPC, type Table } from 'apache-arrow';
@@ -146,6 +146,25 @@ if (process.argv[2] === '--stage') {
       }
       const r = JSON.parse(child.stdout) as StageResult;
       console.log(`| ${stage} | ${r.rows} | ${r.seconds.toFixed(1)} | ${Math.round(r.rows / r.seconds).toLocaleString('en-US')} | ${Math.round(r.maxRssMB)} MB |`);
+    }
+    console.log(`\n\`fisher-merge tokenize --out\` (the CLI, one process, peak RSS from /usr/bin/time -f %M), single sentences: column sentence2 of the same file, ${availableParallelism()} cores\n`);
+    console.log('| rows | threads | seconds | rows/s | peak RSS |');
+    console.log('|---|---|---|---|---|');
+    for (const limit of [Math.round(rows / 4), rows]) {
+      for (const threads of [1, availableParallelism()]) {
+        const out = path.join(dir, 'tokens.arrow');
+        const args = ['tokenize', '--model', path.join(REPO, 'data/models/rte'), '--data', file, '--text-column', 'sentence2', '--label-column', 'label', '--num-labels', '2', '--limit', String(limit), '--threads', String(threads), '--out', out];
+        const started = performance.now();
+        const child = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, path.join(REPO, 'bin/fisher-merge.mjs'), ...args], { cwd: REPO, encoding: 'utf8', maxBuffer: 1 << 24 });
+        const seconds = (performance.now() - started) / 1000;
+        if (child.status !== 0) {
+          console.log(`| ${limit} | ${threads} | failed: ${stageError(child.stderr)} | | |`);
+          continue;
+        }
+        const peakMB = Number(child.stderr.trim().split('\n').at(-1)) / 1024;
+        console.log(`| ${limit} | ${threads} | ${seconds.toFixed(1)} | ${Math.round(limit / seconds).toLocaleString('en-US')} | ${Math.round(peakMB)} MB |`);
+        rmSync(out, { force: true });
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

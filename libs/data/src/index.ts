@@ -7,6 +7,8 @@ export * from './ipc-source.ts';
 export * from './tasks.ts';
 export * from './tokenizer.ts';
 export * from './tokenize.ts';
+export * from './tokenizer-pool.ts';
+export * from './tokenized-file.ts';
 export * from './batching.ts';
 export * from './task-batches.ts';
 export * from './parquet-rows.ts';

@@ -48,26 +48,46 @@ export function tokenize(tokenizer: TextTokenizer, task: TaskSpec, options: Toke
   return map((item) => ({ source: item.source, batch: tokenizeBatch(tokenizer, task, item, maxLength, labels, schema) }));
 }
 
-function tokenizeBatch(tokenizer: TextTokenizer, task: TaskSpec, item: SourceBatch, maxLength: number, labels: boolean, schema: Schema): RecordBatch {
+/** A batch's texts, labels and global row ids, read and checked in row order (selected rows only). */
+export interface BatchTexts {
+  texts: string[];
+  pairs: string[] | undefined;
+  labels: Float32Array | undefined;
+  rowIds: Float64Array;
+}
+
+export function batchTexts(task: TaskSpec, item: SourceBatch, labels: boolean): BatchTexts {
   const { batch, selection, source } = item;
   const text = textColumn(batch, source, task.textColumn);
   const pair = task.textPairColumn === undefined ? undefined : textColumn(batch, source, task.textPairColumn);
   const label = labels ? labelColumn(batch, source, task) : undefined;
-
   const numRows = selection ? selection.length : batch.numRows;
-  const offsets = new Int32Array(numRows + 1);
-  let ids: Int32Array = new Int32Array(numRows * 32);
+  const rows = Array.from({ length: numRows }, (_, i) => (selection ? selection[i]! : i));
+  return {
+    texts: rows.map((row) => readText(text, source, task.textColumn, row)),
+    pairs: pair && rows.map((row) => readText(pair, source, task.textPairColumn!, row)),
+    labels: label && Float32Array.from(rows, (row) => readLabel(label, source, task, row)),
+    rowIds: Float64Array.from(rows, (row) => source.rowId + row),
+  };
+}
+
+/** Token ids of many rows as Arrow's list layout: flat ids and token types, and row i at [offsets[i], offsets[i+1]). */
+export interface EncodedRows {
+  ids: Int32Array;
+  typeIds: Int32Array;
+  offsets: Int32Array;
+}
+
+/** Encodes rows into one flat buffer; `tooLong` names a row that exceeds the tokenizer's model limit. */
+export function encodeRows(tokenizer: TextTokenizer, texts: readonly string[], pairs: readonly string[] | undefined, maxLength: number, tooLong?: (row: number, tokens: number) => Error): EncodedRows {
+  const offsets = new Int32Array(texts.length + 1);
+  let ids: Int32Array = new Int32Array(texts.length * 32);
   let typeIds: Int32Array = new Int32Array(ids.length);
-  const labelValues = new Float32Array(label ? numRows : 0);
-  const rowIds = new Float64Array(numRows);
   let used = 0;
   const maxTokens = tokenizer.maxTokens;
-  for (let i = 0; i < numRows; i++) {
-    const row = selection ? selection[i]! : i;
-    const encoded = tokenizer.encode(readText(text, source, task.textColumn, row), pair && readText(pair, source, task.textPairColumn!, row), maxLength);
-    if (encoded.ids.length > maxTokens) {
-      throw new UserError(`${source.file}: row ${source.rowOffset + row} (0-based) has ${encoded.ids.length} tokens, more than the ${maxTokens} positions of ${tokenizer.limitsLabel} (max_position_embeddings); use a max length of at most ${maxTokens}`);
-    }
+  for (let i = 0; i < texts.length; i++) {
+    const encoded = tokenizer.encode(texts[i]!, pairs?.[i], maxLength);
+    if (encoded.ids.length > maxTokens) throw tooLong?.(i, encoded.ids.length) ?? new UserError(`row ${i} has ${encoded.ids.length} tokens, more than ${maxTokens}`);
     if (used + encoded.ids.length > ids.length) {
       const grown = Math.max(ids.length * 2, used + encoded.ids.length);
       ids = grow(ids, grown);
@@ -77,17 +97,30 @@ function tokenizeBatch(tokenizer: TextTokenizer, task: TaskSpec, item: SourceBat
     typeIds.set(encoded.typeIds, used);
     used += encoded.ids.length;
     offsets[i + 1] = used;
-    if (label) labelValues[i] = readLabel(label, source, task, row);
-    rowIds[i] = source.rowId + row;
   }
-  const list = (values: Int32Array): Data<List<Int32>> =>
-    makeData({ type: int32List(), length: numRows, nullCount: 0, valueOffsets: offsets, child: makeData({ type: new Int32(), length: used, nullCount: 0, data: values }) });
+  return { ids: ids.slice(0, used), typeIds: typeIds.slice(0, used), offsets };
+}
+
+/** An Arrow list<int32> column over flat values and offsets. */
+export function int32ListData(values: Int32Array, offsets: Int32Array): Data<List<Int32>> {
+  return makeData({ type: int32List(), length: offsets.length - 1, nullCount: 0, valueOffsets: offsets, child: makeData({ type: new Int32(), length: values.length, nullCount: 0, data: values }) });
+}
+
+function tokenizeBatch(tokenizer: TextTokenizer, task: TaskSpec, item: SourceBatch, maxLength: number, labels: boolean, schema: Schema): RecordBatch {
+  const { source, selection } = item;
+  const rows = batchTexts(task, item, labels);
+  const tooLong = (i: number, tokens: number) => {
+    const row = selection ? selection[i]! : i;
+    return new UserError(`${source.file}: row ${source.rowOffset + row} (0-based) has ${tokens} tokens, more than the ${tokenizer.maxTokens} positions of ${tokenizer.limitsLabel} (max_position_embeddings); use a max length of at most ${tokenizer.maxTokens}`);
+  };
+  const { ids, typeIds, offsets } = encodeRows(tokenizer, rows.texts, rows.pairs, maxLength, tooLong);
+  const numRows = rows.texts.length;
   const children: Data[] = [
-    list(ids.subarray(0, used)),
-    list(typeIds.subarray(0, used)),
-    list(new Int32Array(used).fill(1)),
-    ...(label ? [makeData({ type: new Float32(), length: numRows, nullCount: 0, data: labelValues })] : []),
-    makeData({ type: new Float64(), length: numRows, nullCount: 0, data: rowIds }),
+    int32ListData(ids, offsets),
+    int32ListData(typeIds, offsets),
+    int32ListData(new Int32Array(ids.length).fill(1), offsets),
+    ...(rows.labels ? [makeData({ type: new Float32(), length: numRows, nullCount: 0, data: rows.labels })] : []),
+    makeData({ type: new Float64(), length: numRows, nullCount: 0, data: rows.rowIds }),
   ];
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: numRows, nullCount: 0, children }));
 }
