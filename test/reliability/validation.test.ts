@@ -1,15 +1,18 @@
 // Inputs are checked before they reach an engine: config.json against the weight headers, tokenizer.json
 // against the embedding tables, every batch's ids and positions, and non-finite weights.
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { tableFromArrays } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { stringify } from 'yaml';
 import type { TokenBatch } from '@fisher-merge/core';
 import { encodeSafetensors, readSafetensors } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, loadTokenizer, parquetSource, taskColumns, tokenize } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
 import { checkTokenBatch, describeModel, loadEncoder } from '@fisher-merge/model';
 import { loadTaskModel, mergeModels } from '@fisher-merge/merge-job';
+import { loadStreamConfig, runStreamJob } from '@fisher-merge/stream-job';
 import { writeParquet } from '../data/helpers.ts';
 import { tempDir } from '../support.ts';
 import { cli, editedModel, expectRefused, glueFile, modelDir, REPO } from './support.ts';
@@ -124,5 +127,28 @@ describe('non-finite weights', () => {
     const lines = run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { logits: Array<number | null> });
     expect(lines).toHaveLength(2);
     for (const line of lines) expect(line.logits.some((v) => v === null)).toBe(true);
+  });
+});
+
+describe('the stream job validates a file with the same checks', () => {
+  it('quarantines a file with a row longer than the position table (it used to pass validation and kill every restart)', async () => {
+    const root = tempDir();
+    const watch = path.join(root, 'in');
+    mkdirSync(watch);
+    const long = 'hello world hello world hello world hello world hello world';
+    writeParquet(path.join(watch, 'a-short.parquet'), tableFromArrays({ premise: ['hello', 'hell'], hypothesis: ['world', 'a b'], label: Int32Array.of(0, 2) }), 10);
+    writeParquet(path.join(watch, 'b-long.parquet'), tableFromArrays({ premise: ['hello', long], hypothesis: ['world', long], label: Int32Array.of(1, 1) }), 10);
+    const config = path.join(root, 'stream.yaml');
+    writeFileSync(config, stringify({
+      out: path.join(root, 'out'), engine: 'onnx', fisher: { mode: 'batch', batch_size: 2 }, publish: { on_stop: true },
+      tasks: [{ task: 'mnli', model: ROBERTA, watch, ready: 'stable', stable_ms: 0, poll_ms: 50 }],
+    }));
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((() => true) as typeof process.stderr.write);
+    const result = await runStreamJob(await loadStreamConfig(config), { exitWhenIdleMs: 500 }).finally(() => spy.mockRestore());
+    expect(result.stats.mnli!.examples).toBe(2);
+    const quarantine = path.join(root, 'out', 'quarantine', 'mnli');
+    const reasons = readdirSync(quarantine).filter((f) => f.endsWith('.reason.txt')).map((f) => readFileSync(path.join(quarantine, f), 'utf8'));
+    expect(reasons).toHaveLength(1);
+    expect(reasons[0]).toMatch(/b-long\.parquet: row 1 \(0-based\) has \d+ tokens, more than the 12 positions of .*roberta\/config\.json/);
   });
 });
