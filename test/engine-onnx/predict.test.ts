@@ -9,6 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { readSafetensors } from '@fisher-merge/checkpoint';
 import { loadEncoder } from '@fisher-merge/model';
 import { openEngine } from '@fisher-merge/engines';
+import { glueTask } from '@fisher-merge/data';
+import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { tempDir, writeParquet } from '../data/helpers.ts';
 import { errorLine } from '../support.ts';
 
@@ -117,5 +119,16 @@ describe('fisher-merge predict', () => {
     expect(failed.code).toBe(1);
     expect(failed.stdout).toBe('');
     expect(errorLine(failed.stderr)).toBe(`${file}: label column 'label' at row 3 (0-based) is "neutral", not a label of the model (label2id: negative, positive)`);
+  });
+});
+
+describe('string label columns beyond predict', () => {
+  it('the Fisher job (as run and stream call it, with a plain GLUE task) reads them through label2id: the same mask Fisher as from integer labels', async () => {
+    const { file } = stringLabelled('sst2', 16);
+    const fisher = (data: string) => computeMaskFisher({ modelDir: 'data/models/sst2', data, task: glueTask('sst2'), samples: 16, batchSize: 8, mode: 'batch', engine: 'onnx' });
+    const [a, b] = [await fisher(file), await fisher(validation('sst2'))];
+    expect(a.stats.examples).toBe(16);
+    expect(Array.from(a.stats.head)).toEqual(Array.from(b.stats.head));
+    expect(Array.from(a.stats.neuron)).toEqual(Array.from(b.stats.neuron));
   });
 });

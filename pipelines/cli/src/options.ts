@@ -3,7 +3,8 @@ import { Option, type Command } from 'commander';
 import { UserError, type NamedPath } from '@fisher-merge/core';
 import { readHfConfig } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data/tasks';
-import { labelsFromConfig, numLabelsFromConfig } from '@fisher-merge/model';
+import { withModelLabels } from '@fisher-merge/merge-job';
+import { numLabelsFromConfig } from '@fisher-merge/model';
 import { ENGINE_KINDS } from '@fisher-merge/engines';
 
 /** Flag parser for integers >= 1 with a message naming the flag. */
@@ -69,8 +70,7 @@ export async function resolveModelTask(flags: TaskFlags, modelDir: string): Prom
   const hfConfig = await readHfConfig(modelDir);
   const label = path.join(modelDir, 'config.json');
   const numLabels = flags.textColumn !== undefined && flags.numLabels === undefined ? numLabelsFromConfig(hfConfig, label) : flags.numLabels;
-  const task = resolveTask({ ...flags, ...(numLabels !== undefined ? { numLabels } : {}) });
-  return task.labelKind === 'class' ? { ...task, labelIds: labelsFromConfig(hfConfig, label).ids } : task;
+  return withModelLabels(resolveTask({ ...flags, ...(numLabels !== undefined ? { numLabels } : {}) }), hfConfig, modelDir);
 }
 
 export const engineOption = (): Option => new Option('--engine <kind>', 'tensor engine (auto picks onnx when onnxruntime loads)').choices([...ENGINE_KINDS]).default('auto');

@@ -83,8 +83,8 @@ export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
     checkTaskHead(opts.modelDir, model.config, opts.task);
     return scoreModel(opts, model, from(opts.batches));
   }
-  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
-  return scoreModel(opts, model, evalBatches(opts, tokenizer, model.config.padTokenId));
+  const { model, tokenizer, task } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
+  return scoreModel(opts, model, evalBatches({ ...opts, task }, tokenizer, model.config.padTokenId));
 }
 
 async function scoreModel(opts: EvalJobOptions, model: LoadedModel, batches: Observable<TokenBatch>): Promise<EvalResult> {

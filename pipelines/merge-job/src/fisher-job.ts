@@ -45,14 +45,14 @@ async function accumulate<S>(
   opts: FisherJobOptions,
   operator: (engine: Engine, model: LoadedModel) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
 ): Promise<{ stats: S; model: LoadedModel; seconds: number; engine: string }> {
-  const { model, tokenizer } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
+  const { model, tokenizer, task } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
   const engine = await openEngine(opts.engine, model.weights);
   const started = performance.now();
   try {
     const flow = new FlowControl(4, { grow: true });
     const sample = sampling(opts);
     const batches = taskBatches(opts.data, {
-      task: opts.task,
+      task,
       tokenizer,
       batchSize: opts.batchSize,
       padTokenId: model.config.padTokenId,

@@ -7,7 +7,7 @@ import { resolveRule, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
 import { mergeModels } from './merge-job.ts';
-import { fitTokenizer } from './task-model.ts';
+import { fitTokenizer, withModelLabels } from './task-model.ts';
 import { searchCoefficients, type Coefficient } from './coefficient-search.ts';
 import type { RunConfig, RunSearch, RunTask } from './run-config.ts';
 import { STATISTIC_JOBS, type FisherKind, type FisherTiming } from './statistics.ts';
@@ -88,7 +88,7 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     if (!splits.has(task.name)) {
       // Headers only: the split needs the model's pad id, not its weights.
       const [tokenizer, model] = await Promise.all([loadTokenizer(task.model), describeModel(task.model)]);
-      const opts = { data: task.validation!, task: task.spec, batchSize: config.evaluation!.batchSize, maxLength: config.maxLength, ...optional(config.evaluation!) };
+      const opts = { data: task.validation!, task: withModelLabels(task.spec, model.hfConfig, task.model), batchSize: config.evaluation!.batchSize, maxLength: config.maxLength, ...optional(config.evaluation!) };
       const batches = await tokenizeEvalSplit(opts, fitTokenizer(task.model, tokenizer, model.config, config.maxLength), model.config.padTokenId);
       splits.set(task.name, config.search ? holdOut(batches, config.search, task.name) : { report: batches });
     }

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
 import { loadTokenizer, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
-import { loadEncoder, tokenLimits, type EncoderConfig, type LoadedModel } from '@fisher-merge/model';
+import type { HfConfig } from '@fisher-merge/checkpoint';
+import { labelsFromConfig, loadEncoder, tokenLimits, type EncoderConfig, type LoadedModel } from '@fisher-merge/model';
 
 export interface TaskModel {
   model: LoadedModel;
@@ -10,13 +11,19 @@ export interface TaskModel {
 
 /**
  * A fine-tuned checkpoint with its tokenizer, checked to have a head that fits the task and a
- * tokenizer (and `maxLength`, when given) that fit its embedding tables.
+ * tokenizer (and `maxLength`, when given) that fit its embedding tables; and the task reading
+ * string labels through the model's label2id.
  */
-export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } = {}): Promise<TaskModel> {
+export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } = {}): Promise<TaskModel & { task: TaskSpec }> {
   const [model, tokenizer] = await Promise.all([loadEncoder(dir), loadTokenizer(dir)]);
   checkTaskHead(dir, model.config, task);
   fitTokenizer(dir, tokenizer, model.config, options.maxLength);
-  return { model, tokenizer };
+  return { model, tokenizer, task: withModelLabels(task, model.hfConfig, dir) };
+}
+
+/** A classification task that reads a label column of strings through config.json label2id. */
+export function withModelLabels(task: TaskSpec, hfConfig: HfConfig, dir: string): TaskSpec {
+  return task.labelKind === 'class' ? { ...task, labelIds: labelsFromConfig(hfConfig, path.join(dir, 'config.json')).ids } : task;
 }
 
 /** Checks a tokenizer's ids (and a max length) against the model's tables; the tokenizer then refuses longer rows. */

@@ -159,7 +159,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
 
 async function openTask(task: StreamTask, config: StreamConfig, saved: StreamState | undefined, compute: (task: TaskModel) => Promise<TaskCompute>): Promise<TaskRun> {
   const name = task.spec.name;
-  const { model, tokenizer } = await loadTaskModel(task.model, task.spec);
+  const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec);
   const previous = saved?.tasks[name];
   if (previous) checkResumable(outLayout(config.out).checkpoint, name, previous.stats, config, model.fingerprint);
   const state: TaskState = previous ?? {
@@ -171,7 +171,7 @@ async function openTask(task: StreamTask, config: StreamConfig, saved: StreamSta
     quarantined: 0,
   };
   return {
-    task,
+    task: { ...task, spec },
     name,
     tokenizer,
     padTokenId: model.config.padTokenId,
