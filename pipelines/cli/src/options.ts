@@ -3,7 +3,6 @@ import { Option, type Command } from 'commander';
 import { UserError, type NamedPath } from '@fisher-merge/core';
 import { readHfConfig } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data/tasks';
-import { withModelLabels } from '@fisher-merge/merge-job';
 import { numLabelsFromConfig } from '@fisher-merge/model';
 import { ENGINE_KINDS } from '@fisher-merge/engines';
 
@@ -70,6 +69,7 @@ export async function resolveModelTask(flags: TaskFlags, modelDir: string): Prom
   const hfConfig = await readHfConfig(modelDir);
   const label = path.join(modelDir, 'config.json');
   const numLabels = flags.textColumn !== undefined && flags.numLabels === undefined ? numLabelsFromConfig(hfConfig, label) : flags.numLabels;
+  const { withModelLabels } = await import('@fisher-merge/merge-job');
   return withModelLabels(resolveTask({ ...flags, ...(numLabels !== undefined ? { numLabels } : {}) }), hfConfig, modelDir);
 }
 
