@@ -4,7 +4,7 @@ import { OUTPUT_DTYPES, type OutputDType } from '@fisher-merge/checkpoint';
 import { UserError } from '@fisher-merge/core';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { mergeModels, type MergeJobOptions, type MergeJobResult } from './merge-job.ts';
-import { STATISTIC_JOBS, type StatisticSettings, type StatisticSource } from './statistics.ts';
+import { sampling, STATISTIC_JOBS, statisticSettings, type StatisticSettings, type StatisticSource } from './statistics.ts';
 
 /** `fisher-merge merge CONFIG.yaml`: one merge in one file (mergekit's vocabulary). Paths are relative to the file. */
 export interface MergeConfig extends StatisticSettings {
@@ -42,24 +42,17 @@ function mergeConfig(file: string, c: ReturnType<typeof MERGE_CONFIG.parse>): Me
     ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}),
     out: resolve(c.out),
     ...(c.dtype !== undefined ? { dtype: OUTPUT_DTYPES.get(c.dtype)! } : {}),
-    engine: c.engine,
-    maxLength: c.max_length,
-    fisher: { batchSize: c.fisher.batch_size, mode: c.fisher.mode, ...defined({ samples: c.fisher.samples, seed: c.fisher.seed }) },
-    fullFisher: { batchSize: c.full_fisher.batch_size, mode: c.full_fisher.mode, loop: c.full_fisher.loop, ...defined({ samples: c.full_fisher.samples, seed: c.full_fisher.seed }) },
+    ...statisticSettings(c),
     models: c.models.map((m, j) => ({
       dir: resolve(m.model),
       weight: m.weight,
       params: c.modelParams[j]!,
       ...(m.fisher !== undefined ? { fisher: resolve(m.fisher) } : {}),
       ...(m.data !== undefined
-        ? { data: { name: path.basename(resolve(m.model)), model: resolve(m.model), data: resolve(m.data.path), spec: m.data.spec, ...defined({ samples: m.data.samples, seed: m.data.seed }) } }
+        ? { data: { name: path.basename(resolve(m.model)), model: resolve(m.model), data: resolve(m.data.path), spec: m.data.spec, ...sampling(m.data) } }
         : {}),
     })),
   };
-}
-
-function defined<T extends Record<string, number | undefined>>(o: T): { [K in keyof T]?: number } {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: number };
 }
 
 /**

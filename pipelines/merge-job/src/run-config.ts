@@ -5,6 +5,7 @@ import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import type { SearchStrategy } from './coefficient-search.ts';
+import { statisticSettings } from './statistics.ts';
 
 /** One fine-tuned model and its task's data. Paths are resolved against the config file's folder. */
 export interface RunTask {
@@ -58,8 +59,7 @@ function runConfig(file: string, c: ReturnType<typeof RUN_CONFIG.parse>): RunCon
   return {
     file,
     output: resolve(c.out),
-    engine: c.engine,
-    maxLength: c.max_length,
+    ...statisticSettings(c),
     tasks: c.tasks.map((t) => ({
       name: t.name,
       spec: t.spec,
@@ -67,16 +67,10 @@ function runConfig(file: string, c: ReturnType<typeof RUN_CONFIG.parse>): RunCon
       train: resolve(t.train),
       ...(t.validation !== undefined ? { validation: resolve(t.validation) } : {}),
     })),
-    fisher: { batchSize: c.fisher.batch_size, mode: c.fisher.mode, ...samples(c.fisher) },
-    fullFisher: { batchSize: c.full_fisher.batch_size, mode: c.full_fisher.mode, loop: c.full_fisher.loop, ...samples(c.full_fisher) },
     methods: c.methods,
     ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}),
     merges: c.merges,
     ...(c.search ? { search: { ...c.search, methods: c.search.methods ?? c.methods.map((m) => m.label) } } : {}),
     evaluation: c.evaluation && { batchSize: c.evaluation.batch_size, ...(c.evaluation.limit !== undefined ? { limit: c.evaluation.limit } : {}) },
   };
-}
-
-function samples(section: { samples?: number | undefined; seed?: number | undefined }): { samples?: number; seed?: number } {
-  return { ...(section.samples !== undefined ? { samples: section.samples } : {}), ...(section.seed !== undefined ? { seed: section.seed } : {}) };
 }

@@ -1,3 +1,4 @@
+import type { RunConfigKeys } from '@fisher-merge/config';
 import type { TaskSpec } from '@fisher-merge/data';
 import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
 import type { Statistic } from '@fisher-merge/merge';
@@ -14,6 +15,21 @@ export interface FisherTiming {
 
 /** How a job computes statistics: the `fisher` and `full_fisher` sections of a run or merge config. */
 export type StatisticSettings = Pick<RunConfig, 'engine' | 'maxLength' | 'fisher' | 'fullFisher'>;
+
+/** The statistic settings of a config (its shared `engine`, `max_length`, `fisher`, `full_fisher` keys). */
+export function statisticSettings(c: Pick<RunConfigKeys, 'engine' | 'max_length' | 'fisher' | 'full_fisher'>): StatisticSettings {
+  return {
+    engine: c.engine,
+    maxLength: c.max_length,
+    fisher: { batchSize: c.fisher.batch_size, mode: c.fisher.mode, ...sampling(c.fisher) },
+    fullFisher: { batchSize: c.full_fisher.batch_size, mode: c.full_fisher.mode, loop: c.full_fisher.loop, ...sampling(c.full_fisher) },
+  };
+}
+
+/** `samples` and `seed` where given (optional keys stay absent rather than undefined). */
+export function sampling(section: { samples?: number | undefined; seed?: number | undefined }): { samples?: number; seed?: number } {
+  return { ...(section.samples !== undefined ? { samples: section.samples } : {}), ...(section.seed !== undefined ? { seed: section.seed } : {}) };
+}
 
 /** A model and the labelled examples its statistics come from; `samples`/`seed` override the settings'. */
 export interface StatisticSource {
