@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { TokenBatch } from '@fisher-merge/core';
@@ -83,9 +83,16 @@ describe('coefficient search', () => {
     expect(found.evaluations).toBeLessThanOrEqual(4);
     expect(found.heldOut.chosen).toBeGreaterThanOrEqual(found.heldOut.defaults);
     expect(Object.keys(found.coefficients).sort()).toEqual(['scale', 'weight.rte', 'weight.sst2']);
-    const provenance = JSON.parse(readFileSync(path.join(dir, 'out/merges/sst2_rte/task-arithmetic+search/merge.json'), 'utf8'));
-    expect(provenance.lambdas).toEqual([found.coefficients['weight.sst2'], found.coefficients['weight.rte']]);
-    expect(provenance.params.scale).toBe(found.coefficients.scale);
+    const searched = path.join(dir, 'out/merges/sst2_rte/task-arithmetic+search');
+    if (Object.values(found.coefficients).every((v) => v === 1)) {
+      // The defaults won: their merge and scores stand for the search.
+      expect(existsSync(searched)).toBe(false);
+      expect(results.merges.sst2_rte!['task-arithmetic+search']).toEqual(results.merges.sst2_rte!['task-arithmetic']);
+    } else {
+      const provenance = JSON.parse(readFileSync(path.join(searched, 'merge.json'), 'utf8'));
+      expect(provenance.lambdas).toEqual([found.coefficients['weight.sst2'], found.coefficients['weight.rte']]);
+      expect(provenance.params.scale).toBe(found.coefficients.scale);
+    }
     expect(Object.keys(results.merges.sst2_rte!)).toEqual(['task-arithmetic', 'task-arithmetic+search']);
     const md = readFileSync(path.join(dir, 'out/results.md'), 'utf8');
     expect(md).toContain('| merge | task | metric | own model | task-arithmetic | task-arithmetic+search | best |');

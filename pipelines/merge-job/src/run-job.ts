@@ -153,8 +153,9 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
       });
       await fs.rm(path.join(out, 'search'), { recursive: true, force: true });
       const label = searchedLabel(method.label);
-      const chosen = await merge(path.join(out, 'merges', name, label), found.best);
-      results.merges[name]![label] = await scoresOf(chosen.outputs.models, tasks, `${name} ${label}`);
+      // When the defaults won, the searched merge is the default one: its scores stand.
+      const defaultsWon = coefficients.every((c) => found.best[c.name] === c.start);
+      results.merges[name]![label] = defaultsWon ? results.merges[name]![method.label]! : await scoresOf((await merge(path.join(out, 'merges', name, label), found.best)).outputs.models, tasks, `${name} ${label}`);
       (results.search[name] ??= {})[method.label] = { coefficients: found.best, heldOut: { defaults: found.startScore, chosen: found.bestScore }, evaluations: found.evaluations };
       logEvent('search', { merge: name, method: method.label, ...found });
     }
