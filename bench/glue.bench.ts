@@ -8,18 +8,17 @@
 // through onnxruntime on the same machine.
 //   npx tsx bench/glue.bench.ts [--tasks sst2,rte] [--rows 256] [--batch 32] [--reps 2] [--no-torch]
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { TOKENIZER_FILES, writeSafetensors } from '@fisher-merge/checkpoint';
 import type { TokenBatch } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH, glueTask, loadTokenizer } from '@fisher-merge/data';
 import { Graph } from '@fisher-merge/engine-onnx';
 import { tokenizeEvalSplit } from '@fisher-merge/merge-job';
-import { describeModel, toHfTensors, type EncoderConfig } from '@fisher-merge/model';
-import { randomWeights } from '../test/engine-onnx/random.ts';
+import type { EncoderConfig } from '@fisher-merge/model';
+import { writeRandomCheckpoint } from './random-checkpoint.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -38,21 +37,6 @@ const python = args['no-torch'] ? undefined : ['python3', '/usr/bin/python3'].fi
 
 const work = mkdtempSync(path.join(tmpdir(), 'fisher-merge-glue-bench-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
-
-/** A BERT-base-sized BertForSequenceClassification folder with random weights and the fixtures' tokenizer. */
-async function writeBaseCheckpoint(dir: string): Promise<EncoderConfig> {
-  const fixture = 'data/models/sst2';
-  const hf = JSON.parse(readFileSync(`${fixture}/config.json`, 'utf8'));
-  Object.assign(hf, { hidden_size: BASE.hiddenSize, num_attention_heads: BASE.numHeads, num_hidden_layers: BASE.numLayers, intermediate_size: BASE.intermediateSize });
-  writeFileSync(`${dir}/config.json`, JSON.stringify(hf, null, 2));
-  for (const f of TOKENIZER_FILES) if (existsSync(`${fixture}/${f}`)) copyFileSync(`${fixture}/${f}`, `${dir}/${f}`);
-  // Tensor names and layout from the fixture, shapes from the new config.
-  const fixtureModel = await describeModel(fixture);
-  const config = { ...fixtureModel.config, ...BASE, embeddingSize: BASE.hiddenSize };
-  const weights = randomWeights(config, 7, undefined, 0.02);
-  await writeSafetensors(`${dir}/model.safetensors`, toHfTensors({ ...fixtureModel, config }, weights));
-  return config;
-}
 
 /** Nominal FLOPs of one forward over the real tokens: every dense layer per token plus attention. */
 function forwardFlops(c: EncoderConfig, lengths: number[]): number {
@@ -108,7 +92,7 @@ function timeJob(job: Job): void {
 
 const model = path.join(work, 'bert-base');
 await import('node:fs/promises').then((fs) => fs.mkdir(model));
-const config = await writeBaseCheckpoint(model);
+const config = await writeRandomCheckpoint(model, BASE);
 const tokenizer = await loadTokenizer(model);
 const cli = ['node', 'bin/fisher-merge.mjs'];
 const jobs: Job[] = [];

@@ -8,6 +8,9 @@ import { formatStreamStatus, loadStreamConfig, readLatest, readStreamStatus, run
 import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
 import { eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
 
+// A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
+const HANG_GUARD_MS = 900_000;
+
 const TASKS = ['sst2', 'cola'] as const;
 // Sizes that are not multiples of the batch size: batches straddle files, and the last is smaller.
 const PARTS = [13, 30, 7, 41, 5];
@@ -87,6 +90,6 @@ describe('coordinator and workers on Redis Streams', () => {
           }
         }
       }
-    });
+    }, HANG_GUARD_MS);
   }
 });

@@ -11,6 +11,9 @@ import { loadStreamConfig, outLayout, readStreamState, runCoordinator, type Queu
 import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
 import { CLI, eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
 
+// A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
+const HANG_GUARD_MS = 900_000;
+
 const TASKS = ['sst2', 'cola'] as const;
 const PARTS = [37, 64, 29, 62];
 const ROWS = PARTS.reduce((a, b) => a + b, 0);
@@ -78,7 +81,7 @@ describe('coordinator and workers under faults', () => {
       client.disconnect();
       await redis.stop();
     }
-  });
+  }, HANG_GUARD_MS);
 
   it('kill -9 of the coordinator: the restarted coordinator resumes from its checkpoint, nothing counted twice or lost', async () => {
     const redis = await RedisServer.start();
@@ -104,7 +107,7 @@ describe('coordinator and workers under faults', () => {
       client.disconnect();
       await redis.stop();
     }
-  });
+  }, HANG_GUARD_MS);
 
   it('a Redis restart with AOF on: coordinator and workers reconnect and end with the uninterrupted statistics', async () => {
     const redis = await RedisServer.start({ aof: true });
@@ -126,5 +129,5 @@ describe('coordinator and workers under faults', () => {
       client.disconnect();
       await redis.stop();
     }
-  });
+  }, HANG_GUARD_MS);
 });

@@ -10,6 +10,9 @@ import { outLayout, readStreamState } from '@fisher-merge/stream-job';
 import { eventually } from '../support.ts';
 import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
+// A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
+const HANG_GUARD_MS = 900_000;
+
 const TASKS = ['sst2', 'cola'] as const;
 const FILES = 8;
 const ROWS_PER_FILE = 64;
@@ -132,5 +135,5 @@ describe('stream job crash safety', () => {
       expect(existsSync(path.join(versionsDir, v, 'manifest.json'))).toBe(true);
       for (const folder of ['encoder', ...TASKS]) await loadEncoder(path.join(versionsDir, v, folder));
     }
-  });
+  }, HANG_GUARD_MS);
 });

@@ -1,0 +1,151 @@
+// The stream job single-process against the coordinator with 1 and 2 workers (one engine thread
+// each) through a real redis-server, on the tiny fixture model and a small random one (L4 H512):
+// examples/s while the job drains a backlog of sst2 rows, measured from the checkpoint (first folded
+// batch to last), so process start-up and model loading are left out for every variant alike.
+// Then Redis memory while the coordinator works through a backlog of 100k batches (batch size 1)
+// with queue.max_pending set: it stays at a few max_pending batches, whatever the backlog.
+//   npx tsx bench/queue.bench.ts [--tiny-rows 3072] [--small-rows 384] [--backlog 100000] [--max-pending 64]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { Table, tableToIPC } from 'apache-arrow';
+import { Redis } from 'ioredis';
+import * as parquet from 'parquet-wasm';
+import { lastValueFrom, toArray } from 'rxjs';
+import { stringify } from 'yaml';
+import { glueTask, parquetSource, taskColumns } from '@fisher-merge/data';
+import { readStreamState } from '@fisher-merge/stream-job';
+import { writeRandomCheckpoint } from './random-checkpoint.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    'tiny-rows': { type: 'string', default: '3072' },
+    'small-rows': { type: 'string', default: '384' },
+    backlog: { type: 'string', default: '100000' },
+    'max-pending': { type: 'string', default: '64' },
+    'memory-seconds': { type: 'string', default: '20' },
+  },
+});
+const REPO = path.resolve(import.meta.dirname, '..');
+const CLI = path.join(REPO, 'bin/fisher-merge.mjs');
+const work = mkdtempSync(path.join(tmpdir(), 'fisher-merge-queue-bench-'));
+const children: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(work, { recursive: true, force: true });
+});
+// One engine thread per process: the variants compare processes, not thread pools.
+const env = { ...process.env, OMP_NUM_THREADS: '1', ORT_INTRA_OP_THREADS: '1' };
+
+const sst2 = new Table((await lastValueFrom(parquetSource(path.join(REPO, 'data/glue/sst2/train-00000-of-00001.parquet'), { columns: taskColumns(glueTask('sst2')) }).pipe(toArray()))).map((i) => i.batch));
+
+/** `rows` sst2 training rows (cycled) as Parquet files of 1000 rows in a fresh directory. */
+function backlog(name: string, rows: number): string {
+  const dir = path.join(work, name);
+  mkdirSync(dir, { recursive: true });
+  const properties = new parquet.WriterPropertiesBuilder().setCompression(parquet.Compression.SNAPPY).build();
+  for (let start = 0, i = 0; start < rows; start += 1000, i++) {
+    const n = Math.min(1000, rows - start);
+    const from = start % sst2.numRows;
+    const part = from + n <= sst2.numRows ? sst2.slice(from, from + n) : sst2.slice(from).concat(sst2.slice(0, from + n - sst2.numRows));
+    writeFileSync(path.join(dir, `part-${String(i).padStart(5, '0')}.parquet`), parquet.writeParquet(parquet.Table.fromIPCStream(tableToIPC(part, 'stream')), properties));
+  }
+  return dir;
+}
+
+function config(name: string, model: string, watch: string, extra: Record<string, unknown>): string {
+  const file = path.join(work, `${name}.yaml`);
+  writeFileSync(file, stringify({ out: path.join(work, name), engine: 'onnx', fisher: { mode: 'batch', batch_size: 32 }, publish: { on_stop: false }, log_interval_s: 3600, ...extra, tasks: [{ task: 'sst2', model, watch, stable_ms: 0, poll_ms: 50 }] }));
+  return file;
+}
+
+function start(args: string[]): ChildProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore', env });
+  children.push(child);
+  return child;
+}
+
+async function startRedis(): Promise<{ socket: string; client: Redis; stop: () => Promise<void> }> {
+  const dir = path.join(work, 'redis');
+  mkdirSync(dir, { recursive: true });
+  const socket = path.join(dir, 'redis.sock');
+  const server = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  children.push(server);
+  const client = new Redis({ path: socket, maxRetriesPerRequest: null, retryStrategy: () => 50 });
+  client.on('error', () => undefined);
+  await client.ping();
+  return { socket, client, stop: async () => { client.disconnect(); server.kill('SIGTERM'); await once(server, 'exit'); } };
+}
+
+/** Examples/s from the first folded batch to the last, read from the checkpoint. */
+async function drainRate(out: string, total: number, job: ChildProcess): Promise<number> {
+  const checkpoint = path.join(out, 'state', 'checkpoint.json');
+  let first: { t: number; n: number } | undefined;
+  for (;;) {
+    const n = (await readStreamState(checkpoint).catch(() => undefined))?.tasks.sst2?.stats.examples ?? 0;
+    const t = performance.now();
+    if (n > 0 && !first) first = { t, n };
+    if (n >= total) return (total - first!.n) / ((t - first!.t) / 1000);
+    if (job.exitCode !== null) throw new Error(`${out}: the job exited (${job.exitCode}) at ${n} of ${total} examples`);
+    await pause(20);
+  }
+}
+
+const redis = await startRedis();
+const rows: string[][] = [];
+const models = [
+  { name: 'tiny (fixture L2 H128)', dir: path.join(REPO, 'data/models/sst2'), rows: Number(args['tiny-rows']) },
+  { name: 'small (random L4 H512)', dir: path.join(work, 'small-model'), rows: Number(args['small-rows']) },
+];
+await writeRandomCheckpoint(models[1]!.dir, { numLayers: 4, hiddenSize: 512, numHeads: 8, intermediateSize: 2048 });
+for (const model of models) {
+  const watch = backlog(`rows-${model.rows}`, model.rows);
+  const rates: number[] = [];
+  for (const workers of [0, 1, 2]) {
+    const name = `${model.dir === models[0]!.dir ? 'tiny' : 'small'}-${workers}`;
+    const file = config(name, model.dir, watch, workers === 0 ? {} : { queue: { url: redis.socket, prefix: name, max_pending: 16 } });
+    const job = start(['stream', file, '--exit-when-idle', '300']);
+    const pool: ChildProcess[] = [];
+    if (workers > 0) {
+      while ((await redis.client.hget(`${name}:job`, 'run')) === null) await pause(20);
+      for (let w = 0; w < workers; w++) pool.push(start(['worker', file]));
+    }
+    rates.push(await drainRate(path.join(work, name), model.rows, job));
+    await once(job, 'exit').catch(() => undefined);
+    for (const w of pool) w.kill('SIGTERM');
+    await Promise.all(pool.map((w) => (w.exitCode === null ? once(w, 'exit') : undefined)));
+  }
+  rows.push([model.name, String(model.rows), ...rates.map((r) => r.toFixed(1)), (rates[1]! / rates[0]!).toFixed(2), (rates[2]! / rates[0]!).toFixed(2)]);
+}
+
+console.log(`CPU: ${cpus()[0]?.model} x ${cpus().length}; batch 32, batch-mode mask Fisher, examples/s from first to last folded batch`);
+console.log('| model | rows | single process | coordinator + 1 worker | coordinator + 2 workers | 1 worker / single | 2 workers / single |');
+console.log('|---|---|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+
+// Redis memory with a 100k-batch backlog: batch size 1, so every row is a batch.
+const backlogRows = Number(args.backlog);
+const maxPending = Number(args['max-pending']);
+const watch = backlog('backlog', backlogRows);
+const before = Number((await redis.client.info('memory')).match(/used_memory:(\d+)/)![1]);
+const file = config('memory', models[0]!.dir, watch, { fisher: { mode: 'batch', batch_size: 1 }, queue: { url: redis.socket, prefix: 'memory', max_pending: maxPending } });
+const job = start(['stream', file]);
+while ((await redis.client.hget('memory:job', 'run')) === null) await pause(20);
+const worker = start(['worker', file]);
+let peak = 0;
+let peakEntries = 0;
+for (const until = performance.now() + Number(args['memory-seconds']) * 1000; performance.now() < until; await pause(100)) {
+  peak = Math.max(peak, Number((await redis.client.info('memory')).match(/used_memory:(\d+)/)![1]));
+  peakEntries = Math.max(peakEntries, await redis.client.xlen('memory:{sst2}:batches'));
+}
+const folded = (await readStreamState(path.join(work, 'memory', 'state', 'checkpoint.json')).catch(() => undefined))?.tasks.sst2?.stats.examples ?? 0;
+job.kill('SIGTERM');
+worker.kill('SIGTERM');
+await Promise.all([once(job, 'exit'), once(worker, 'exit')]);
+console.log(`\nRedis memory, backlog of ${backlogRows} batches (batch size 1), max_pending ${maxPending}, 1 worker, ${args['memory-seconds']} s: `
+  + `used_memory ${(before / 2 ** 20).toFixed(2)} MiB before, peak ${(peak / 2 ** 20).toFixed(2)} MiB; peak stream length ${peakEntries}; ${folded} batches folded meanwhile`);
+await redis.stop();
