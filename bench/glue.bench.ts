@@ -90,6 +90,8 @@ function timeJob(job: Job): void {
   console.error(JSON.stringify({ event: 'bench.run', task: job.task, pass: job.name, peer: job.peer, seconds: Number(seconds.toFixed(2)) }));
 }
 
+// The CLI runs dist/: build it from the current sources first.
+if (spawnSync('node', ['scripts/build.mjs'], { stdio: 'inherit' }).status !== 0) throw new Error('node scripts/build.mjs failed');
 const model = path.join(work, 'bert-base');
 await import('node:fs/promises').then((fs) => fs.mkdir(model));
 const config = await writeRandomCheckpoint(model, BASE);
