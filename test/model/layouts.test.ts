@@ -161,7 +161,10 @@ describe('choosing the family', () => {
   it('refuses bare BERT-style names with neither model_type nor architectures: they fit BERT, ELECTRA and RoBERTa alike', async () => {
     const config = without(encoderConfig, 'model_type');
     const dir = await writeFolder(config, renamed((n) => (n.startsWith('bert.') ? n.slice('bert.'.length) : undefined)));
-    expect(await loadError(dir)).toBe(`${dir}/config.json: the tensors of model.safetensors fit several families (bert, electra, roberta); set "model_type"`);
+    // Other family files may fit too: the families are whatever libs/model/src/families/ holds.
+    const message = await loadError(dir);
+    expect(message).toMatch(new RegExp(`^${dir}/config\\.json: the tensors of model\\.safetensors fit several families \\(([a-z, -]+)\\); set "model_type"$`));
+    expect(message).toMatch(/\bbert, .*\belectra, .*\broberta\b/);
   });
 
   it('picks RoBERTa for the same tensors when architectures says so, with its padding-offset positions', async () => {
@@ -174,9 +177,9 @@ describe('choosing the family', () => {
   it('names the missing embeddings when the tensors fit no family', async () => {
     const config = without(encoderConfig, 'model_type');
     const dir = await writeFolder(config, renamed((n) => (n.startsWith('bert.encoder.') ? n : undefined)));
-    expect(await loadError(dir)).toBe(
-      `model.safetensors: no known family's tensors in ${dir} (expected 'bert.embeddings.word_embeddings.weight' (bert) or 'distilbert.embeddings.word_embeddings.weight' (distilbert) or 'electra.embeddings.word_embeddings.weight' (electra) or 'roberta.embeddings.word_embeddings.weight' (roberta))`,
-    );
+    const expected = (await families()).map((f) => `'${f.encoderPrefixes[0]}${f.embeddings.word}.weight' (${f.name})`);
+    expect(expected).toContain("'bert.embeddings.word_embeddings.weight' (bert)");
+    expect(await loadError(dir)).toBe(`model.safetensors: no known family's tensors in ${dir} (expected ${expected.join(' or ')})`);
   });
 
   it('names the missing tensor of the family model_type names', async () => {
