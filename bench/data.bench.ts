@@ -121,7 +121,9 @@ function stageError(stderr: string): string {
   return (lines[caret + 1] ?? lines[lines.length - 1] ?? 'unknown').trim();
 }
 
-const stages: Stage[] = ['parquet-wasm read', 'tokenize -> Arrow', 'tokenize -> TokenBatch', 'parquetjs-lite read'];
+const ALL_STAGES: Stage[] = ['parquet-wasm read', 'tokenize -> Arrow', 'tokenize -> TokenBatch', 'parquetjs-lite read'];
+// BENCH_DATA_STAGES: a comma-separated subset of the in-process stages (or 'none'); the CLI table always runs.
+const stages = process.env.BENCH_DATA_STAGES === undefined ? ALL_STAGES : ALL_STAGES.filter((s) => process.env.BENCH_DATA_STAGES!.split(',').includes(s));
 
 if (process.argv[2] === '--stage') {
   const result = await runStage(process.argv[3] as Stage, process.argv[4]!);
