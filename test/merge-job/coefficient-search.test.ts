@@ -77,6 +77,7 @@ describe('coefficient search', () => {
       'methods: [task-arithmetic]',
       'evaluation: { limit: 120 }',
       'search: { holdout: 0.5, budget: 4, weights: [0.5, 1], scale: [0.5, 1] }',
+      'save_models: all',
     ].join('\n'));
     const results = await runJob(await readRunConfig(path.join(dir, 'search.yaml')));
     const found = results.search.sst2_rte!['task-arithmetic']!;

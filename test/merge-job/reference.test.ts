@@ -34,6 +34,7 @@ beforeAll(async () => {
     'fisher: { samples: 128, batch_size: 32, mode: batch }',
     'full_fisher: { samples: 32, mode: empirical }',
     'methods: [isotropic, mask-fisher, full-fisher]',
+    'save_models: all',
     'merges:', ...Object.keys(reference.pairs).map((p) => `  - [${p.split('_').join(', ')}]`),
   ].join('\n');
   writeFileSync(path.join(out, 'reference.yaml'), config);

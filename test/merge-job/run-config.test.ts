@@ -18,6 +18,15 @@ describe('run config', () => {
     expect(config.merges.at(-1)).toEqual(['sst2', 'cola', 'rte', 'stsb']);
     expect(config.methods.find((m) => m.rule === 'mask-fisher')!.params).toEqual({ universal: true, normalize: 'none' });
     expect(config.fisher).toEqual({ samples: 128, batchSize: 32, mode: 'batch' });
+    // The demo writes the table, the report and the Fisher files, not every merged model.
+    expect(config.saveModels).toBe('none');
+  });
+
+  it('save_models: all, best or none (the default); best needs the evaluation that judges it', () => {
+    expect(parseRunConfig(file, { tasks }).saveModels).toBe('none');
+    expect(parseRunConfig(file, { tasks, save_models: 'best' }).saveModels).toBe('best');
+    expect(() => parseRunConfig(file, { tasks, save_models: 'some' })).toThrow(`${file}: save_models: expected one of all, best, none, got "some"`);
+    expect(() => parseRunConfig(file, { tasks, save_models: 'best', evaluation: false })).toThrow(`${file}: save_models: expected all or none when evaluation is off ('best' is judged by the validation scores), got "best"`);
   });
 
   it('data/methods.yaml runs every rule of the registry, each with a coefficient search', async () => {

@@ -44,6 +44,8 @@ export const RUN_KEYS = {
   }).optional(),
   /** `false` evaluates nothing. */
   evaluation: z.union([z.literal(false), section({ limit: int(1).optional(), batch_size: int(1).default(64) })], expected('a mapping or false')).prefault({}),
+  /** Merged folders kept under out/merges: all, each merge's best method, or none (the table and report only). */
+  save_models: choice(['all', 'best', 'none']).default('none'),
 };
 
 export const RUN_CONFIG = section(RUN_KEYS, { output: "renamed to 'out'", ...BASE_RENAMED })
@@ -63,6 +65,9 @@ export const RUN_CONFIG = section(RUN_KEYS, { output: "renamed to 'out'", ...BAS
       if (!c.methods.some((m) => m.label === label)) ctx.addIssue({ code: 'custom', path: ['search', 'methods', i], message: `expected one of ${c.methods.map((m) => m.label).join(', ')}, got ${JSON.stringify(label)}` });
     });
     if (c.search && c.evaluation === false) ctx.addIssue({ code: 'custom', path: ['search'], message: 'needs evaluation (a search scores merges on validation data)' });
+    if (c.save_models === 'best' && c.evaluation === false) {
+      ctx.addIssue({ code: 'custom', path: ['save_models'], message: "expected all or none when evaluation is off ('best' is judged by the validation scores), got \"best\"" });
+    }
     if (c.evaluation !== false) {
       c.tasks.forEach((t, i) => {
         if (t.validation === undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: 'expected a validation split path (or set evaluation: false), got nothing' });

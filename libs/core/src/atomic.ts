@@ -51,13 +51,22 @@ export async function writeDirAtomic(target: string, fill: (dir: string) => Prom
     await fs.rm(tmp, { recursive: true, force: true });
     throw e;
   }
-  const old = `${tmp}.old`;
+  await replaceDir(tmp, target);
+}
+
+/**
+ * Renames a complete directory `from` onto `target` (same filesystem), replacing an existing one;
+ * if the rename fails, `from` is removed and the old target stays.
+ */
+export async function replaceDir(from: string, target: string): Promise<void> {
+  const old = `${from}.old`;
   const hadOld = await fs.rename(target, old).then(() => true, () => false);
   try {
-    await fs.rename(tmp, target);
+    await fs.mkdir(path.dirname(path.resolve(target)), { recursive: true });
+    await fs.rename(from, target);
   } catch (e) {
     if (hadOld) await fs.rename(old, target);
-    await fs.rm(tmp, { recursive: true, force: true });
+    await fs.rm(from, { recursive: true, force: true });
     throw writeError(target, e);
   }
   if (hadOld) await fs.rm(old, { recursive: true, force: true });

@@ -2,10 +2,10 @@
 declare module 'parquetjs-lite' {
   export type ParquetFieldType = 'UTF8' | 'INT32' | 'INT64' | 'FLOAT' | 'DOUBLE' | 'BOOLEAN';
   export class ParquetSchema {
-    constructor(fields: Record<string, { type: ParquetFieldType; optional?: boolean }>);
+    constructor(fields: Record<string, { type: ParquetFieldType; optional?: boolean; repeated?: boolean; compression?: ParquetCompression }>);
   }
+  export type ParquetCompression = 'UNCOMPRESSED' | 'SNAPPY' | 'GZIP' | 'BROTLI';
   export interface ParquetWriterOptions {
-    compression?: 'UNCOMPRESSED' | 'SNAPPY' | 'GZIP';
     rowGroupSize?: number;
     useDataPageV2?: boolean;
     pageIndex?: boolean;

@@ -12,6 +12,7 @@ import { registerEval } from './commands/eval.ts';
 import { registerRun } from './commands/run.ts';
 import { registerStream, registerWorker } from './commands/stream.ts';
 import { registerStatus } from './commands/status.ts';
+import { registerReport } from './commands/report.ts';
 
 // The version of the package that installs the `fisher-merge` command (the workspace root).
 const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -49,6 +50,7 @@ registerRun(program);
 registerStream(program);
 registerWorker(program);
 registerStatus(program);
+registerReport(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Errors caused by input are one clear line (a JSON line off a terminal, its `message` that line);

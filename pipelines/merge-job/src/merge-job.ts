@@ -1,10 +1,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Progress, UserError, refuseOutputOnInputs, writeDirAtomic } from '@fisher-merge/core';
+import { Progress, UserError, refuseOutputOnInputs, writeDirAtomic, writeFileAtomic } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, fromFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
 import { describeModel, encoderTensorRoles, headTensorNames, type ModelInfo } from '@fisher-merge/model';
+import { modelCard, type MergeProvenance, type ModelCardInput } from '@fisher-merge/report';
 
 export interface MergeJobOptions {
   models: readonly string[];
@@ -25,12 +26,23 @@ export interface MergeJobOptions {
   out: string;
   /** Progress meter label (tensors merged); none when undefined. */
   progressLabel?: string;
+  /** Who writes it, for the model cards (default: `fisher-merge merge`). */
+  writer?: string;
 }
 
 export interface MergeJobResult {
   /** out/encoder and one folder per input model, named after it. */
   outputs: { encoder: string; models: Record<string, string> };
+  /** What out/merge.json says, which the model cards describe. */
+  provenance: MergeProvenance;
   seconds: number;
+}
+
+/** Writes each folder's README.md model card (atomically): the encoder's, then each model's with its scores. */
+export async function writeModelCards(result: MergeJobResult, writer: string, evaluation: Record<string, ModelCardInput['evaluation']> = {}): Promise<void> {
+  const card = (folder: ModelCardInput['folder'], scores?: ModelCardInput['evaluation']) => modelCard({ provenance: result.provenance, folder, writer, ...(scores ? { evaluation: scores } : {}) });
+  await writeFileAtomic(path.join(result.outputs.encoder, 'README.md'), card({ kind: 'encoder' }, Object.values(evaluation).flatMap((e) => e ?? [])));
+  for (const [name, dir] of Object.entries(result.outputs.models)) await writeFileAtomic(path.join(dir, 'README.md'), card({ kind: 'task', model: name }, evaluation[name]));
 }
 
 /**
@@ -183,7 +195,26 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   const dtype = opts.dtype ?? inputsDType(base ? [...members, base] : members);
   const first = members[0]!;
   const prefix = first.model.encoderPrefix;
-  const outputs = { encoder: path.join(opts.out, 'encoder'), models: {} as Record<string, string> };
+  const outputs = { encoder: path.join(opts.out, 'encoder'), models: Object.fromEntries(names.map((n) => [n, path.join(opts.out, n)])) };
+  // Examples and data fingerprint of each model's Fisher (mask, else full: its header only).
+  const fisherMeta = members.map((_, j) => stats.maskFisher?.[j] ?? (files.fullFisher?.[j] ? readFullFisher(files.fullFisher[j]).meta : undefined));
+  const provenance: MergeProvenance = {
+    method: rule.name,
+    params: merger.params,
+    lambdas: [...(opts.lambdas ?? members.map(() => 1))],
+    base: opts.base ?? null,
+    dtype,
+    models: members.map((m, j) => ({
+      dir: m.dir,
+      fingerprint: m.model.fingerprint,
+      params: merger.modelParams[j] ?? {},
+      statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, files[kind]?.[j] ?? 'in memory'])),
+      fisher_examples: fisherMeta[j]?.examples ?? null,
+      fisher_data_fingerprint: fisherMeta[j]?.dataFingerprint ?? null,
+    })),
+    fisher_examples: stats.maskFisher?.map((f) => f.examples) ?? null,
+  };
+  const result: MergeJobResult = { outputs, provenance, seconds: 0 };
   await writeDirAtomic(opts.out, async (tmp) => {
     // Every output file's header is known from the input headers, so each merged tensor goes to disk as soon as it is computed.
     const info = (shape: readonly number[]): TensorInfo => ({ dtype, shape: [...shape] });
@@ -222,23 +253,10 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     await writeHfFolderFiles(path.join(tmp, 'encoder'), { hfConfig: { ...encoderConfig(first.model), ...torchDtype }, copyFilesFrom: first.dir });
     for (const [j, m] of members.entries()) {
       await writeHfFolderFiles(path.join(tmp, names[j]!), { hfConfig: { ...m.model.hfConfig, ...torchDtype }, copyFilesFrom: m.dir });
-      outputs.models[names[j]!] = path.join(opts.out, names[j]!);
     }
-    const provenance = {
-      method: rule.name,
-      params: merger.params,
-      lambdas: opts.lambdas ?? members.map(() => 1),
-      base: opts.base ?? null,
-      dtype,
-      models: members.map((m, j) => ({
-        dir: m.dir,
-        fingerprint: m.model.fingerprint,
-        params: merger.modelParams[j],
-        statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, files[kind]?.[j] ?? 'in memory'])),
-      })),
-      fisher_examples: stats.maskFisher?.map((f) => f.examples) ?? null,
-    };
     await fs.writeFile(path.join(tmp, 'merge.json'), `${JSON.stringify(provenance, null, 2)}\n`);
+    await writeModelCards({ ...result, outputs: { encoder: path.join(tmp, 'encoder'), models: Object.fromEntries(names.map((n) => [n, path.join(tmp, n)])) } }, opts.writer ?? '`fisher-merge merge`');
   });
-  return { outputs, seconds: (performance.now() - started) / 1000 };
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
 }

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { loadConfig, parseConfig, RUN_CONFIG } from '@fisher-merge/config';
+import { loadConfig, parseConfig, RUN_CONFIG, type RunConfigKeys } from '@fisher-merge/config';
 import type { TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
@@ -31,6 +31,8 @@ export interface RunConfig {
   merges: string[][];
   evaluation: { limit?: number; batchSize: number } | undefined;
   search?: RunSearch;
+  /** Merged model folders kept under output/merges: every one, each merge's best method, or none (scores only). */
+  saveModels: SaveModels;
 }
 
 /** Coefficient search on a held-out share of each validation split (see `searchCoefficients`). */
@@ -45,6 +47,8 @@ export interface RunSearch {
   methods: string[];
 }
 
+export type SaveModels = RunConfigKeys['save_models'];
+
 /** Reads a run config (the shared vocabulary of libs/config; see data/demo.yaml for every key). */
 export async function readRunConfig(file: string): Promise<RunConfig> {
   return runConfig(file, await loadConfig(RUN_CONFIG, file));
@@ -54,7 +58,7 @@ export function parseRunConfig(file: string, doc: unknown): RunConfig {
   return runConfig(file, parseConfig(RUN_CONFIG, doc, file));
 }
 
-function runConfig(file: string, c: ReturnType<typeof RUN_CONFIG.parse>): RunConfig {
+function runConfig(file: string, c: RunConfigKeys): RunConfig {
   const resolve = (p: string): string => path.resolve(path.dirname(file), p);
   return {
     file,
@@ -71,6 +75,7 @@ function runConfig(file: string, c: ReturnType<typeof RUN_CONFIG.parse>): RunCon
     ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}),
     merges: c.merges,
     ...(c.search ? { search: { ...c.search, methods: c.search.methods ?? c.methods.map((m) => m.label) } } : {}),
+    saveModels: c.save_models,
     evaluation: c.evaluation && { batchSize: c.evaluation.batch_size, ...(c.evaluation.limit !== undefined ? { limit: c.evaluation.limit } : {}) },
   };
 }

@@ -1,12 +1,14 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { logEvent, Progress, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
+import { logEvent, Progress, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
-import { resolveRule, type Statistic } from '@fisher-merge/merge';
+import { readMaskFisher } from '@fisher-merge/fisher';
+import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';
+import { bestMethods, renderReport, type ModelCardInput, type ResultsTable } from '@fisher-merge/report';
 import { evaluateModel, metricsFor, tokenizeEvalSplit, type EvalResult } from './eval-job.ts';
-import { mergeModels } from './merge-job.ts';
+import { mergeModels, writeModelCards, type MergeJobResult } from './merge-job.ts';
 import { fitTokenizer, withModelLabels } from './task-model.ts';
 import { searchCoefficients, type Coefficient } from './coefficient-search.ts';
 import type { RunConfig, RunSearch, RunTask } from './run-config.ts';
@@ -22,6 +24,13 @@ export interface RunResults {
   mergeSeconds: Record<string, Record<string, number>>;
   /** merge name -> method -> the coefficients a search chose and the held-out scores (mean primary metric) */
   search: Record<string, Record<string, { coefficients: Record<string, number>; heldOut: { defaults: number; chosen: number }; evaluations: number }>>;
+  /** merge name -> method (searched ones too) -> the lambdas and parameters it merged with. */
+  lambdas: Record<string, Record<string, number[]>>;
+  params: Record<string, Record<string, Params>>;
+  /** Validation examples scored per task (the reported rows). */
+  evalExamples: Record<string, number>;
+  /** Where the results tables, the HTML report and the kept merged model folders are. */
+  outputs: { tables: string[]; report: string; models: string[] };
 }
 
 /** A validation split: the rows every score reports, and (with a search) the held-out rows it chooses on. */
@@ -61,15 +70,24 @@ function meanPrimary(tasks: readonly RunTask[], scores: Record<string, EvalResul
 
 export const mergeName = (group: readonly string[]): string => group.join('_');
 
+/** The method with the best mean primary metric (NaN scores lose). */
+const bestScored = (scored: { label: string; score: number }[]): string => scored.reduce((a, b) => (b.score > a.score || Number.isNaN(a.score) ? b : a)).label;
+
 /**
  * The whole job of a run config: Fisher of every task model (mask nodes and/or full, as the methods
  * need), every merge group by every method, evaluation of each task's own model and of every merged
- * model, and a results table (results.md, results.json, results.parquet) under the output folder.
+ * model, a results table (results.md, results.json, results.parquet) and report.html under the
+ * output folder. Merged folders are built in a hidden scratch folder, given model cards with their
+ * scores, and moved to merges/<merge>/<method> only as `save_models` asks.
  */
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
   const needed = [...new Set(config.methods.flatMap((m) => resolveRule(m.rule).needs.stats))];
-  const results: RunResults = { config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {}, search: {} };
+  const files = ['results.md', 'results.json', 'results.parquet', 'report.html'].map((f) => path.join(out, f));
+  const results: RunResults = {
+    config: config.file, engine: config.engine, fisher: {}, individual: {}, merges: {}, mergeSeconds: {}, search: {}, lambdas: {}, params: {}, evalExamples: {},
+    outputs: { tables: files.slice(0, 3), report: files[3]!, models: [] },
+  };
   const byName = new Map(config.tasks.map((t) => [t.name, t]));
   const fisherFile = (task: string, kind: Statistic) => path.join(out, 'fisher', `${task}.${STATISTIC_JOBS[kind].kind}.safetensors`);
 
@@ -100,6 +118,7 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     const batches = (await splitOf(task))[part]!;
     const r = await evaluateModel({ modelDir, data: task.validation!, task: task.spec, engine: config.engine, batches, progressLabel: `eval ${task.name} (${label}${part === 'search' ? ', held out' : ''})` });
     logEvent('eval', { model: modelDir, task: task.name, rows: part, examples: r.examples, ...r.metrics });
+    if (part === 'report') results.evalExamples[task.name] = r.examples;
     return r.metrics;
   };
   const scoresOf = async (outputs: Record<string, string>, tasks: readonly RunTask[], label: string, part: keyof EvalSplit = 'report') => {
@@ -115,14 +134,50 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     const metrics = await evaluate(task.model, task, 'own model');
     if (metrics) results.individual[task.name] = metrics;
   }
+  // Under out/ so that kept folders are renamed into place, not copied.
+  const scratch = path.join(out, `.merging-${process.pid}`);
+  const writer = `\`fisher-merge run\` (${path.basename(config.file)})`;
   const merges = new Progress({ label: 'merges', unit: 'merges', total: config.merges.length * config.methods.length });
-  for (const group of config.merges) {
+  try {
+    for (const group of config.merges) await mergeGroup(group);
+  } finally {
+    await fs.rm(scratch, { recursive: true, force: true });
+  }
+  merges.finish();
+  async function mergeGroup(group: string[]): Promise<void> {
     const name = mergeName(group);
+    const tasks = group.map((t) => byName.get(t)!);
     results.merges[name] = {};
     results.mergeSeconds[name] = {};
+    results.lambdas[name] = {};
+    results.params[name] = {};
+    const scored: { label: string; dir: string; score: number }[] = [];
+    const settle = async (label: string, dir: string, keep: boolean) => {
+      const target = path.join(out, 'merges', name, label);
+      if (keep) {
+        await replaceDir(dir, target);
+        results.outputs.models.push(target);
+      } else {
+        await fs.rm(dir, { recursive: true, force: true });
+        await fs.rm(target, { recursive: true, force: true }); // an earlier run's folder is not this run's result
+      }
+    };
+    /** Scores a merged folder on the reported rows, writes its model cards, and keeps it as save_models says. */
+    const record = async (label: string, dir: string, merged: MergeJobResult) => {
+      results.lambdas[name]![label] = merged.provenance.lambdas;
+      results.params[name]![label] = merged.provenance.params as Params;
+      const scores = results.merges[name]![label] = await scoresOf(merged.outputs.models, tasks, `${name} ${label}`);
+      if (config.evaluation) {
+        const cards: Record<string, ModelCardInput['evaluation']> = {};
+        for (const t of tasks) cards[path.basename(path.resolve(t.model))] = [{ task: t.name, examples: results.evalExamples[t.name]!, metrics: scores[t.name]! }];
+        await writeModelCards(merged, writer, cards);
+      }
+      scored.push({ label, dir, score: config.evaluation ? meanPrimary(tasks, scores) : NaN });
+      // Only 'best' has to wait for the other methods; the rest settle now, so scratch holds one merge.
+      if (config.saveModels !== 'best') await settle(label, dir, config.saveModels === 'all');
+    };
     for (const method of config.methods) {
       const rule = resolveRule(method.rule);
-      const tasks = group.map((t) => byName.get(t)!);
       const merge = (dir: string, coefficients: Record<string, number> = {}) => mergeModels({
         models: tasks.map((t) => t.model),
         statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, tasks.map((t) => fisherFile(t.name, kind))])),
@@ -131,12 +186,13 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
         ...(Object.keys(coefficients).length > 0 ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
         ...(config.base ? { base: config.base } : {}),
         out: dir,
+        writer,
       });
-      const dir = path.join(out, 'merges', name, method.label);
+      const dir = path.join(scratch, name, method.label);
       const merged = await merge(dir);
       results.mergeSeconds[name]![method.label] = merged.seconds;
-      logEvent('merge', { merge: name, method: method.label, out: dir, seconds: Number(merged.seconds.toFixed(3)) });
-      results.merges[name]![method.label] = await scoresOf(merged.outputs.models, tasks, `${name} ${method.label}`);
+      logEvent('merge', { merge: name, method: method.label, seconds: Number(merged.seconds.toFixed(3)) });
+      await record(method.label, dir, merged);
       merges.add(1);
 
       const search = config.search;
@@ -146,46 +202,74 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
         ...(rule.params.some((p) => p.name === 'scale') ? [{ name: 'scale', values: search.scale, start: Number(method.params.scale) }] : []),
         ...tasks.map((t) => ({ name: `weight.${t.name}`, values: search.weights, start: 1 })),
       ];
-      const scratch = path.join(out, 'search', name, method.label);
+      const trials = path.join(scratch, 'search');
       const found = await searchCoefficients(coefficients, search, async (point) => {
-        const trial = await merge(scratch, point);
+        const trial = await merge(trials, point);
         return meanPrimary(tasks, await scoresOf(trial.outputs.models, tasks, `${name} ${method.label} trial`, 'search'));
       });
-      await fs.rm(path.join(out, 'search'), { recursive: true, force: true });
+      await fs.rm(trials, { recursive: true, force: true });
       const label = searchedLabel(method.label);
-      // When the defaults won, the searched merge is the default one: its scores stand.
-      const defaultsWon = coefficients.every((c) => found.best[c.name] === c.start);
-      results.merges[name]![label] = defaultsWon ? results.merges[name]![method.label]! : await scoresOf((await merge(path.join(out, 'merges', name, label), found.best)).outputs.models, tasks, `${name} ${label}`);
+      // When the defaults won, the searched merge is the default one: its scores (and folder, if kept) stand.
+      if (coefficients.every((c) => found.best[c.name] === c.start)) {
+        results.merges[name]![label] = results.merges[name]![method.label]!;
+        results.lambdas[name]![label] = results.lambdas[name]![method.label]!;
+        results.params[name]![label] = results.params[name]![method.label]!;
+      } else {
+        const chosenDir = path.join(scratch, name, label);
+        await record(label, chosenDir, await merge(chosenDir, found.best));
+      }
       (results.search[name] ??= {})[method.label] = { coefficients: found.best, heldOut: { defaults: found.startScore, chosen: found.bestScore }, evaluations: found.evaluations };
       logEvent('search', { merge: name, method: method.label, ...found });
     }
+    if (config.saveModels === 'best') {
+      const best = bestScored(scored);
+      for (const { label, dir } of scored) await settle(label, dir, label === best);
+    }
+    await fs.rmdir(path.join(out, 'merges', name)).catch(() => undefined);
   }
-  merges.finish();
+  await fs.rmdir(path.join(out, 'merges')).catch(() => undefined);
 
   await fs.mkdir(out, { recursive: true });
   await writeFileAtomic(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFileAtomic(path.join(out, 'results.md'), resultsMarkdown(config, results));
   await writeRowsParquet(path.join(out, 'results.parquet'), resultRows(results), RESULT_ROWS_SCHEMA);
+  const maskFishers = Object.entries(results.fisher).flatMap(([task, f]) => (f.mask ? [{ task, file: f.mask.file }] : []));
+  await writeFileAtomic(results.outputs.report, renderReport({
+    title: `fisher-merge results (${path.basename(config.file)})`,
+    facts: { config: config.file, engine: results.engine, 'merged models kept': `${results.outputs.models.length} (save_models: ${config.saveModels})` },
+    ...(config.evaluation ? { results: resultTable(config, results) } : {}),
+    fishers: await Promise.all(maskFishers.map(async ({ task, file }) => ({ ...(await readMaskFisher(file)), task, source: file }))),
+  }));
   return results;
 }
 
 const RESULT_ROWS_SCHEMA = {
-  merge: { type: 'UTF8' },
+  merge: { type: 'UTF8', optional: true },
   method: { type: 'UTF8' },
   task: { type: 'UTF8' },
   metric: { type: 'UTF8' },
   value: { type: 'DOUBLE' },
+  examples: { type: 'INT64' },
+  lambdas: { type: 'DOUBLE', repeated: true },
+  params: { type: 'UTF8', optional: true },
+  merge_seconds: { type: 'DOUBLE', optional: true },
 } as const;
 
-/** One row per score, for data platforms that read results as a table (own models: merge '', method 'own'). */
-function* resultRows(results: RunResults): Generator<Record<string, string | number>> {
+/**
+ * One row per score, for data platforms that read results as a table. Own models have no merge:
+ * merge, params and merge_seconds are NULL, lambdas empty; params is the merge's parameters as JSON.
+ */
+function* resultRows(results: RunResults): Generator<Record<string, unknown>> {
   for (const [task, metrics] of Object.entries(results.individual)) {
-    for (const [metric, value] of Object.entries(metrics)) yield { merge: '', method: 'own', task, metric, value };
+    for (const [metric, value] of Object.entries(metrics)) {
+      yield { merge: null, method: 'own', task, metric, value, examples: results.evalExamples[task], lambdas: [], params: null, merge_seconds: null };
+    }
   }
   for (const [merge, methods] of Object.entries(results.merges)) {
     for (const [method, tasks] of Object.entries(methods)) {
+      const merged = { lambdas: results.lambdas[merge]![method], params: JSON.stringify(results.params[merge]![method]), merge_seconds: results.mergeSeconds[merge]![method] ?? null };
       for (const [task, metrics] of Object.entries(tasks)) {
-        for (const [metric, value] of Object.entries(metrics)) yield { merge, method, task, metric, value };
+        for (const [metric, value] of Object.entries(metrics)) yield { merge, method, task, metric, value, examples: results.evalExamples[task], ...merged };
       }
     }
   }
@@ -197,24 +281,27 @@ function optional<T extends { samples?: number; seed?: number; limit?: number }>
 
 const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
 
+/** Each merge x task with its primary metric: the task's own model and every method's merged model (a searched method's column follows its own). */
+export function resultTable(config: RunConfig, results: RunResults): ResultsTable {
+  const methods = config.methods.flatMap((m) => (config.search?.methods.includes(m.label) ? [m.label, searchedLabel(m.label)] : [m.label]));
+  const rows = config.merges.flatMap((group) => group.map((taskName) => {
+    const [name, metric] = [mergeName(group), primaryMetric(config.tasks.find((t) => t.name === taskName)!)];
+    const own = results.individual[taskName]?.[metric];
+    return { merge: name, task: taskName, metric, ...(own !== undefined ? { own } : {}), scores: methods.map((m) => results.merges[name]?.[m]?.[taskName]?.[metric]) };
+  }));
+  return { methods, rows };
+}
+
 /** The results table: each merge x task x method, each task's own model, and the time each Fisher took. */
 export function resultsMarkdown(config: RunConfig, results: RunResults): string {
-  // A searched method's column follows its own.
-  const methods = config.methods.flatMap((m) => (config.search?.methods.includes(m.label) ? [m.label, searchedLabel(m.label)] : [m.label]));
   const lines = [`# fisher-merge results (${path.basename(config.file)})`, ''];
   if (config.evaluation) {
     if (config.search) lines.push(`Scores on the validation rows left after holding out ${config.search.holdout} of each split (seed ${config.search.seed}) for the coefficient search.`, '');
+    const { methods, rows } = resultTable(config, results);
     lines.push(`| merge | task | metric | own model | ${methods.join(' | ')} | best |`, `|---|---|---|---|${methods.map(() => '---|').join('')}---|`);
-    for (const group of config.merges) {
-      const name = mergeName(group);
-      for (const taskName of group) {
-        const task = config.tasks.find((t) => t.name === taskName)!;
-        const metric = primaryMetric(task);
-        const values = methods.map((m) => results.merges[name]?.[m]?.[taskName]?.[metric]);
-        const top = Math.max(...values.filter((v) => v !== undefined));
-        const best = methods.filter((_, i) => values[i] === top).join(', ');
-        lines.push(`| ${name} | ${taskName} | ${metric} | ${fmt(results.individual[taskName]?.[metric])} | ${values.map(fmt).join(' | ')} | ${best || '-'} |`);
-      }
+    for (const row of rows) {
+      const best = bestMethods(row).map((i) => methods[i]).join(', ');
+      lines.push(`| ${row.merge} | ${row.task} | ${row.metric} | ${fmt(row.own)} | ${row.scores.map(fmt).join(' | ')} | ${best || '-'} |`);
     }
     lines.push('');
   }

@@ -5,6 +5,7 @@ import { writeFileAtomic } from '@fisher-merge/core';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import { mergeModels } from '@fisher-merge/merge-job';
+import { renderReport } from '@fisher-merge/report';
 import type { StreamConfig } from './config.ts';
 import { outLayout, type SourceCursor } from './state.ts';
 
@@ -96,6 +97,7 @@ export class VersionPublisher {
       ...(input.merge.base ? { base: input.merge.base } : {}),
       lambdas: input.tasks.map((t) => t.lambda),
       out: staging,
+      writer: `\`fisher-merge stream\` (version ${version})`,
     });
     const folders = Object.keys(result.outputs.models);
     const manifest: VersionManifest = {
@@ -119,6 +121,11 @@ export class VersionPublisher {
       }])),
     };
     await writeFileAtomic(path.join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    await writeFileAtomic(path.join(staging, 'report.html'), renderReport({
+      title: `fisher-merge stream: version ${version}`,
+      facts: { reason: input.reason, time: manifest.time, method: input.merge.method, ...Object.fromEntries(input.tasks.map((t) => [t.name, `${t.stats.examples} examples, lambda ${t.lambda}`])) },
+      fishers: input.tasks.map((t) => ({ ...t.stats, task: t.name })),
+    }));
     await fs.rename(staging, path.join(layout.versions, String(version)));
     await writeFileAtomic(layout.latest, `${version}\n`);
     return manifest;
