@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensors } from '@fisher-merge/checkpoint';
 import { writeMaskFisher } from '@fisher-merge/fisher';
 import { NEURON_BUCKETS } from '@fisher-merge/report';
-import { tempDir } from '../support.ts';
+import { errorLine, tempDir } from '../support.ts';
 import { openInChromium, screenshotColours, type OpenedPage } from './browser.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -71,13 +71,13 @@ describe('fisher-merge report, in headless Chromium', () => {
     expect(await screenshotColours(opened.page)).toBeGreaterThan(50);
   });
 
-  it('refuses an output that is one of its inputs, and a file that is not a mask Fisher, in one line', () => {
+  it('refuses an output that is one of its inputs, and a file that is not a mask Fisher, in one error line', () => {
     const run = cli('report', fisherFile('sst2'), '--out', fisherFile('sst2'));
     expect(run.status).toBe(1);
-    expect(run.stderr).toBe(`fisher-merge: --out ${fisherFile('sst2')} is the input Fisher file ${fisherFile('sst2')}; write the output elsewhere`);
+    expect(errorLine(run.stderr)).toBe(`--out ${fisherFile('sst2')} is the input Fisher file ${fisherFile('sst2')}; write the output elsewhere`);
     const notFisher = cli('report', path.join(root, 'data/models/sst2/model.safetensors'), '--out', path.join(dir, 'bad.html'));
     expect(notFisher.status).toBe(1);
-    expect(notFisher.stderr).toMatch(/^fisher-merge: .*model\.safetensors: not a mask Fisher file/);
+    expect(errorLine(notFisher.stderr)).toMatch(/model\.safetensors: not a mask Fisher file/);
     expect(existsSync(path.join(dir, 'bad.html'))).toBe(false);
   });
 });
