@@ -46,6 +46,10 @@ async function throughWorkers(dir: string, watch: Record<string, string>, mode: 
   await sampling;
   expect(peakBacklog).toBeLessThanOrEqual(4);
   const status = await readStreamStatus(config.out);
+  // Each version is announced for consumers: the last entry of <prefix>:versions is the last version.
+  const announced = (await client.xrange(`${name}:versions`, '-', '+')).at(-1)![1];
+  expect(announced.slice(0, 4)).toEqual(['version', String(result.lastVersion), 'path', path.join(config.out, 'versions', String(result.lastVersion))]);
+  expect(JSON.parse(announced[5]!).version).toBe(result.lastVersion);
   const exits = await Promise.all(started.map((w) => stopWorker(w.child)));
   expect(exits, started.map((w) => w.stderr()).join('\n')).toEqual(started.map(() => 0));
   client.disconnect();
