@@ -62,7 +62,6 @@ function config(name: string, model: string, watch: string, extra: Record<string
 }
 
 function start(args: string[]): ChildProcess {
-  // Each process's onnxruntime uses every core (the engine has no thread setting in the stream config).
   const child = spawn(process.execPath, [CLI, ...args], { stdio: 'ignore' });
   children.push(child);
   return child;
@@ -112,7 +111,7 @@ for (const model of models) {
     const pool: ChildProcess[] = [];
     if (workers > 0) {
       while ((await redis.client.hget(`${name}:job`, 'run')) === null) await pause(20);
-      for (let w = 0; w < workers; w++) pool.push(start(['worker', file]));
+      for (let w = 0; w < workers; w++) pool.push(start(['worker', file, '--threads', '1']));
     }
     rates.push(await drainRate(path.join(work, name), model.rows, job));
     await once(job, 'exit').catch(() => undefined);

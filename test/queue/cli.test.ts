@@ -40,6 +40,12 @@ describe('queue errors are one clear line', () => {
     expect(errorLine(none.stderr)).toMatch(/'queue' is not set; a worker needs queue.url and queue.prefix$/);
   });
 
+  it('a worker given --threads 0 names the flag', () => {
+    const bad = run(['worker', config({ url: redis.socket, prefix: 'p' }), '--threads', '0']);
+    expect(bad.code).toBe(1);
+    expect(errorLine(bad.stderr)).toContain('--threads');
+  });
+
   it('a bad queue key names it', () => {
     const bad = run(['worker', config({ url: redis.socket, max_pending: 0 })]);
     expect(bad.code).toBe(1);

@@ -72,8 +72,8 @@ export class RedisServer {
 }
 
 /** A `fisher-merge worker CONFIG` process; its stderr is kept for failure messages. */
-export function startWorker(config: string): { child: ChildProcess; stderr: () => string } {
-  const child = spawn(process.execPath, [CLI, 'worker', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+export function startWorker(config: string, flags: readonly string[] = []): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(process.execPath, [CLI, 'worker', config, ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   process.once('exit', () => child.kill('SIGKILL'));

@@ -2,6 +2,7 @@
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { refuseOutputOnInputs, UserError, writeFileAtomic } from '@fisher-merge/core';
 import { mergeModels } from '@fisher-merge/merge-job';
 import { writeStreamConfig } from '../stream-job/helpers.ts';
@@ -46,6 +47,29 @@ describe('outputs never land on inputs', () => {
   });
 });
 
+describe('job configs: out never lands on an input', () => {
+  it('a stream out inside a watched directory is refused naming the task key, and nothing is written', () => {
+    const watch = tempDir();
+    const out = path.join(watch, 'out');
+    const config = writeStreamConfig(path.join(tempDir(), 'stream.yaml'), out, [{ task: 'sst2', watch }]);
+    expectRefused(cli(['stream', config, '--exit-when-idle', '100']), /out .*\/out lies inside the input tasks\[0\]\.watch/);
+    expect(readdirSync(watch)).toEqual([]);
+  });
+
+  it('a run out inside a task model folder is refused naming the config key, and the model is untouched', () => {
+    const model = editedModel(modelDir('sst2'), {});
+    const before = snapshot(model);
+    const file = path.join(tempDir(), 'run.yaml');
+    writeFileSync(file, stringify({
+      out: path.join(model, 'results'),
+      tasks: [{ task: 'sst2', model, train: glueFile('sst2', 'train'), validation: glueFile('sst2') }],
+      methods: ['isotropic'],
+    }));
+    expectRefused(cli(['run', file]), /run\.yaml: out .*results lies inside the input tasks\[0\]\.model/);
+    expect(snapshot(model)).toEqual(before);
+  });
+});
+
 describe('failures leave no temporary file', () => {
   it('writeFileAtomic onto an existing directory is one line and leaves nothing behind', async () => {
     const root = tempDir();
@@ -76,7 +100,7 @@ describe('file-system errors are one line with the path', () => {
     const root = tempDir();
     writeFileSync(path.join(root, 'file'), '');
     const out = path.join(root, 'file', 'out');
-    const config = writeStreamConfig(path.join(root, 'stream.yaml'), out, [{ task: 'sst2', watch: root }]);
+    const config = writeStreamConfig(path.join(root, 'stream.yaml'), out, [{ task: 'sst2', watch: tempDir() }]);
     expectRefused(cli(['stream', config, '--exit-when-idle', '100']), new RegExp(`${out.replaceAll('/', '\\/')}: not a directory \\(ENOTDIR on mkdir\\)`));
   });
 });

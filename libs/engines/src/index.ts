@@ -7,11 +7,13 @@ export const ENGINE_KINDS: readonly EngineKind[] = ['auto', 'onnx', 'tfjs'];
 export interface OpenEngineOptions {
   /** Where the choice is reported (default: stderr). */
   log?: (line: string) => void;
+  /** onnx intra-op threads (default: every core); lets several workers share one machine. */
+  threads?: number;
 }
 
 // Dynamic imports: an engine whose native runtime is missing must not break the others.
-async function open(kind: 'onnx' | 'tfjs', weights: EncoderWeights): Promise<Engine> {
-  if (kind === 'onnx') return checkedBatches(await (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights));
+async function open(kind: 'onnx' | 'tfjs', weights: EncoderWeights, threads: number | undefined): Promise<Engine> {
+  if (kind === 'onnx') return checkedBatches(await (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights, threads === undefined ? {} : { threads }));
   return checkedBatches(await (await import('@fisher-merge/engine-tfjs')).createTfjsEngine(weights));
 }
 
@@ -33,16 +35,16 @@ export async function openEngine(kind: EngineKind, weights: EncoderWeights, opti
   const log = options.log ?? ((line: string) => logEvent('engine', { message: line }));
   if (!ENGINE_KINDS.includes(kind)) throw new UserError(`unknown engine '${kind}' (known: ${ENGINE_KINDS.join(', ')})`);
   if (kind !== 'auto') {
-    const engine = await open(kind, weights);
+    const engine = await open(kind, weights, options.threads);
     log(`engine: ${engine.name}`);
     return engine;
   }
   try {
-    const engine = await open('onnx', weights);
+    const engine = await open('onnx', weights, options.threads);
     log('engine: onnx (auto)');
     return engine;
   } catch (e) {
-    const engine = await open('tfjs', weights);
+    const engine = await open('tfjs', weights, options.threads);
     log(`engine: tfjs (auto; onnx unavailable: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`);
     return engine;
   }

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { logEvent, Progress, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
+import { logEvent, Progress, refuseOutputOnInputs, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { readMaskFisher } from '@fisher-merge/fisher';
@@ -82,6 +82,14 @@ const bestScored = (scored: { label: string; score: number }[]): string => score
  */
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
+  refuseOutputOnInputs({ what: `${config.file}: out`, path: out }, [
+    ...config.tasks.flatMap((t, i) => [
+      { what: `tasks[${i}].model`, path: t.model },
+      { what: `tasks[${i}].train`, path: t.train },
+      ...(t.validation ? [{ what: `tasks[${i}].validation`, path: t.validation }] : []),
+    ]),
+    ...(config.base ? [{ what: 'base_model', path: config.base }] : []),
+  ]);
   const needed = [...new Set(config.methods.flatMap((m) => resolveRule(m.rule).needs.stats))];
   const files = ['results.md', 'results.json', 'results.parquet', 'report.html'].map((f) => path.join(out, f));
   const results: RunResults = {

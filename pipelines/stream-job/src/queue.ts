@@ -39,7 +39,7 @@ export async function runCoordinator(config: StreamConfig & { queue: QueueConfig
  * `fisher-merge worker CONFIG`: serves every task of the job (one loop per task, each with its own
  * engine and Redis connection) until `signal` aborts (SIGTERM), then finishes the batch in hand.
  */
-export async function runWorker(config: StreamConfig & { queue: QueueConfig }, signal: AbortSignal): Promise<Record<string, number>> {
+export async function runWorker(config: StreamConfig & { queue: QueueConfig }, signal: AbortSignal, threads?: number): Promise<Record<string, number>> {
   const { queue } = config;
   const redis = await openRedis(queue.url, 'worker');
   try {
@@ -51,7 +51,7 @@ export async function runWorker(config: StreamConfig & { queue: QueueConfig }, s
       if (!announced) throw new UserError(`worker: task '${name}' of the config is not part of the job announced under prefix '${queue.prefix}' (tasks: ${Object.keys(job.tasks).join(', ')})`);
       const { model } = await loadTaskModel(task.model, task.spec);
       if (model.fingerprint !== announced.modelFingerprint) throw new UserError(`worker: ${task.model}: the model differs from the coordinator's for task '${name}' (fingerprint ${model.fingerprint.slice(0, 12)} vs ${announced.modelFingerprint.slice(0, 12)})`);
-      const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('worker.engine', { task: name, engine: line }) });
+      const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('worker.engine', { task: name, engine: line }), ...(threads === undefined ? {} : { threads }) });
       const connection = redis.duplicate();
       connection.on('error', () => undefined);
       try {

@@ -27,7 +27,7 @@ import {
   takeUntil,
   tap,
 } from 'rxjs';
-import { acquireLock, logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
+import { acquireLock, logEvent, refuseOutputOnInputs, UserError, writeFileAtomic } from '@fisher-merge/core';
 import {
   arrowIpcSource,
   DirectoryWatcher,
@@ -137,6 +137,10 @@ interface TaskRun {
  */
 export async function runStreamJob(config: StreamConfig, options: StreamJobOptions = {}): Promise<StreamJobResult> {
   const layout = outLayout(config.out);
+  refuseOutputOnInputs({ what: 'out', path: config.out }, config.tasks.flatMap((t, i) => [
+    { what: `tasks[${i}].model`, path: t.model },
+    ...(t.input.kind === 'watch' ? [{ what: `tasks[${i}].watch`, path: t.input.dir }] : t.input.path === '-' ? [] : [{ what: `tasks[${i}].ipc`, path: t.input.path }]),
+  ]));
   await fs.mkdir(config.out, { recursive: true });
   // One job per output: a second would count the same files. A dead holder's lock is stale, never a block.
   const lock = await acquireLock(layout.lock, `stream output ${config.out}`);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UserError } from '@fisher-merge/core';
-import { nonNegativeInt } from '../options.ts';
+import { nonNegativeInt, positiveInt } from '../options.ts';
 
 interface StreamFlags {
   exitWhenIdle?: number;
@@ -27,7 +27,8 @@ export function registerWorker(program: Command): void {
     .command('worker')
     .description("Compute mask Fisher contributions for a stream job's coordinator through Redis Streams (the config's queue:); any number, on any machine that reaches Redis and reads the models. Runs until SIGTERM or SIGINT.")
     .argument('<config>', "the stream job's YAML config (the same file as the coordinator's)")
-    .action(async (file: string) => {
+    .option('--threads <n>', 'engine threads of this worker (default: every core); several workers on one machine take a share each', positiveInt('--threads'))
+    .action(async (file: string, flags: { threads?: number }) => {
       const { loadStreamConfig, runWorker } = await import('@fisher-merge/stream-job');
       const config = await loadStreamConfig(file);
       const queue = config.queue;
@@ -36,6 +37,6 @@ export function registerWorker(program: Command): void {
       const onSignal = (): void => stop.abort();
       process.once('SIGTERM', onSignal);
       process.once('SIGINT', onSignal);
-      await runWorker({ ...config, queue }, stop.signal);
+      await runWorker({ ...config, queue }, stop.signal, flags.threads);
     });
 }
