@@ -30,6 +30,14 @@ export function stateDictPickle(tensors: readonly TorchTensor[]): Uint8Array {
   return Uint8Array.from(out);
 }
 
+/** CRC, compressed and uncompressed size and name length: the same run in a local and a central header, at different offsets. */
+function writeEntryFields(header: Buffer, at: number, crc: number, size: number, nameLength: number): void {
+  header.writeUInt32LE(crc, at);
+  header.writeUInt32LE(size, at + 4);
+  header.writeUInt32LE(size, at + 8);
+  header.writeUInt16LE(nameLength, at + 12);
+}
+
 /** A stored (uncompressed) zip archive of the given entries, as torch.save lays one out. */
 export function storedZip(entries: ReadonlyArray<[string, Uint8Array]>): Uint8Array {
   const parts: Buffer[] = [];
@@ -41,18 +49,12 @@ export function storedZip(entries: ReadonlyArray<[string, Uint8Array]>): Uint8Ar
     const local = Buffer.alloc(30);
     local.writeUInt32LE(0x04034b50, 0);
     local.writeUInt16LE(20, 4);
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(data.length, 18);
-    local.writeUInt32LE(data.length, 22);
-    local.writeUInt16LE(nameBytes.length, 26);
+    writeEntryFields(local, 14, crc, data.length, nameBytes.length);
     const cd = Buffer.alloc(46);
     cd.writeUInt32LE(0x02014b50, 0);
     cd.writeUInt16LE(20, 4);
     cd.writeUInt16LE(20, 6);
-    cd.writeUInt32LE(crc, 16);
-    cd.writeUInt32LE(data.length, 20);
-    cd.writeUInt32LE(data.length, 24);
-    cd.writeUInt16LE(nameBytes.length, 28);
+    writeEntryFields(cd, 16, crc, data.length, nameBytes.length);
     cd.writeUInt32LE(offset, 42);
     central.push(cd, nameBytes);
     parts.push(local, nameBytes, Buffer.from(data));
