@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { SafetensorsWriter, type TensorInfo } from '@fisher-merge/checkpoint';
 import { writeMaskFisher, EMPTY_DATA_FINGERPRINT } from '@fisher-merge/fisher';
-import { describeModel } from '@fisher-merge/model';
+import { describeModel, modelFingerprint } from '@fisher-merge/model';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const LARGE = { hidden_size: 1024, num_hidden_layers: 24, num_attention_heads: 16, intermediate_size: 4096, vocab_size: 30522, max_position_embeddings: 512 };
@@ -80,7 +80,7 @@ async function writeRandomFisher(file: string, modelDir: string, seed: number): 
   await writeMaskFisher(file, {
     mode: 'batch', batchSize: 32, numLayers: L, numHeads: H, intermediateSize: I,
     head: Float64Array.from(head, Math.abs), neuron: Float64Array.from(neuron, Math.abs),
-    examples: 1024, batches: 32, task: 'sst2', modelFingerprint: (await describeModel(modelDir)).fingerprint, dataFingerprint: EMPTY_DATA_FINGERPRINT,
+    examples: 1024, batches: 32, task: 'sst2', modelFingerprint: await modelFingerprint(await describeModel(modelDir)), dataFingerprint: EMPTY_DATA_FINGERPRINT,
   });
 }
 

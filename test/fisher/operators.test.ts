@@ -5,6 +5,7 @@ import { glueTask, taskBatches } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
 import { accumulateFisher, decayFisher, emptyMaskFisher, foldFisher, type ContributedBatch, type FisherContribution } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/merge-job';
+import { modelFingerprint } from '@fisher-merge/model';
 import { glueFile, modelDir } from '../data/helpers.ts';
 
 describe('accumulateFisher', () => {
@@ -14,7 +15,7 @@ describe('accumulateFisher', () => {
     const engine = await openEngine('onnx', model.weights);
     try {
       const batches = taskBatches(glueFile('sst2', 'train'), { task, tokenizer, batchSize: 8, padTokenId: model.config.padTokenId, sample: { kind: 'first', n: 24 } });
-      const running = batches.pipe(accumulateFisher(engine, { mode: 'batch', task: 'sst2', modelFingerprint: model.fingerprint }));
+      const running = batches.pipe(accumulateFisher(engine, { mode: 'batch', task: 'sst2', modelFingerprint: await modelFingerprint(model) }));
       const first = await lastValueFrom(running.pipe(toArray()));
       const second = await lastValueFrom(running.pipe(toArray()));
       expect(first.map((u) => u.stats.examples)).toEqual([8, 16, 24]);

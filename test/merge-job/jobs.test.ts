@@ -8,7 +8,7 @@ import { encodeSafetensors, fromFloat32, readSafetensors, writeSafetensors } fro
 import { addStats, readMaskFisher, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { glueTask, parquetSource, writeRowsParquet } from '@fisher-merge/data';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
-import { describeModel } from '@fisher-merge/model';
+import { describeModel, modelFingerprint } from '@fisher-merge/model';
 import { tinyBert, writeModel } from '../model/tiny.ts';
 import { errorLine } from '../support.ts';
 
@@ -142,14 +142,14 @@ describe('merge', () => {
     const out = path.join(dir, 'carded');
     const run = cli('merge', '--model', model('sst2'), '--fisher', fisherFile('sst2'), '--model', model('cola'), '--fisher', fisherFile('cola'), '--lambda', '1,0.5', '--out', out);
     expect(run.status, run.stderr).toBe(0);
-    const inputs = await Promise.all(['sst2', 'cola'].map(async (t) => ({ dir: model(t), model: await describeModel(model(t)), fisher: await readMaskFisher(fisherFile(t)) })));
+    const inputs = await Promise.all(['sst2', 'cola'].map(async (t) => ({ dir: model(t), fingerprint: await modelFingerprint(await describeModel(model(t))), fisher: await readMaskFisher(fisherFile(t)) })));
     for (const folder of ['encoder', 'sst2', 'cola']) {
       const card = readFileSync(path.join(out, folder, 'README.md'), 'utf8');
       expect(card).toContain('| method | mask-fisher |');
       expect(card).toContain('| parameters | universal=true, normalize="none" |');
       expect(card).toContain('| lambdas | 1, 0.5 |');
       expect(card).toContain('| weights dtype | F32 |');
-      for (const i of inputs) expect(card).toContain(`| \`${i.dir}\` | \`${i.model.fingerprint}\` | maskFisher: \`${fisherFile(i.fisher.task)}\` | ${i.fisher.examples} | \`${i.fisher.dataFingerprint}\` | - |`);
+      for (const i of inputs) expect(card).toContain(`| \`${i.dir}\` | \`${i.fingerprint}\` | maskFisher: \`${fisherFile(i.fisher.task)}\` | ${i.fisher.examples} | \`${i.fisher.dataFingerprint}\` | - |`);
       expect(card).toContain('Not evaluated.');
     }
     expect(readFileSync(path.join(out, 'cola', 'README.md'), 'utf8')).toContain('the classifier of `cola`');

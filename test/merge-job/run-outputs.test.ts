@@ -7,7 +7,7 @@ import { readSafetensors } from '@fisher-merge/checkpoint';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { readMaskFisher } from '@fisher-merge/fisher';
 import { readRunConfig, runJob, type RunResults } from '@fisher-merge/merge-job';
-import { describeModel } from '@fisher-merge/model';
+import { describeModel, modelFingerprint } from '@fisher-merge/model';
 import { tempDir } from '../support.ts';
 import { openInChromium, screenshotColours, type OpenedPage } from '../report/browser.ts';
 
@@ -63,7 +63,7 @@ describe('run outputs', () => {
 
   it('each merged folder has a model card: method, parameters, inputs with fingerprints, and its scores', async () => {
     const kept = path.join(out, 'merges', 'sst2_cola', best);
-    const fingerprints = await Promise.all(TASKS.map(async (t) => (await describeModel(path.join(root, 'data/models', t))).fingerprint));
+    const fingerprints = await Promise.all(TASKS.map(async (t) => modelFingerprint(await describeModel(path.join(root, 'data/models', t)))));
     const fishers = await Promise.all(TASKS.map((t) => readMaskFisher(path.join(out, 'fisher', `${t}.mask.safetensors`))));
     for (const folder of ['encoder', ...TASKS]) {
       const card = readFileSync(path.join(kept, folder, 'README.md'), 'utf8');

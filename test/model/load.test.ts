@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { UserError, type Tensor } from '@fisher-merge/core';
 import { saveCheckpoint } from '@fisher-merge/checkpoint';
-import { describeModel, encoderTensorRoles, families, headTensorNames, labelsFromConfig, loadEncoder, toHfTensors } from '@fisher-merge/model';
+import { describeModel, encoderTensorRoles, families, headTensorNames, labelsFromConfig, loadEncoder, modelFingerprint, toHfTensors } from '@fisher-merge/model';
 import { rawSafetensors, tempDir } from '../checkpoint/helpers.ts';
 import { H, tinyBert, writeModel, type TinyModel } from './tiny.ts';
 
@@ -27,7 +27,7 @@ describe('fixture checkpoints', () => {
     const [info, model] = await Promise.all([describeModel('data/models/sst2'), loadEncoder('data/models/sst2')]);
     expect(info).not.toHaveProperty('weights');
     expect(info.config).toEqual(model.config);
-    expect(info.fingerprint).toBe(model.fingerprint);
+    expect(info.weightFiles).toEqual(model.weightFiles);
     expect(encoderTensorRoles(info)).toEqual(encoderTensorRoles(model));
     const name = 'bert.encoder.layer.1.intermediate.dense.weight';
     expect(info.source.float32(name)).toEqual(model.weights.layers[1]!.ffnIn.weight);
@@ -71,9 +71,10 @@ describe('fixture checkpoints', () => {
     expect(byName.get('bert.pooler.dense.weight')).toMatchObject({ role: 'pooler' });
   });
 
-  it('fingerprints the weight file with sha256', async () => {
-    const model = await loadEncoder('data/models/rte');
-    expect(model.fingerprint).toBe(createHash('sha256').update(readFileSync('data/models/rte/model.safetensors')).digest('hex'));
+  it('fingerprints the weight file with sha256, also when prefetched while loading', async () => {
+    const expected = createHash('sha256').update(readFileSync('data/models/rte/model.safetensors')).digest('hex');
+    expect(await modelFingerprint(await loadEncoder('data/models/rte'))).toBe(expected);
+    expect(await modelFingerprint(await loadEncoder('data/models/rte', { prefetchFingerprint: true }))).toBe(expected);
   });
 
   it('roundtrips load -> toHfTensors -> saveCheckpoint -> load bit for bit (the file, even)', async () => {
@@ -86,7 +87,7 @@ describe('fixture checkpoints', () => {
     const b = toHfTensors(again, again.weights);
     expect(Object.keys(b)).toEqual(Object.keys(a));
     for (const name of Object.keys(a)) expect(bytesOf(b[name]!).equals(bytesOf(a[name]!))).toBe(true);
-    expect(again.fingerprint).toBe(model.fingerprint);
+    expect(await modelFingerprint(again)).toBe(await modelFingerprint(model));
   });
 
   it('loads a torch-written pytorch_model.bin to the same weights as its safetensors twin', async () => {
@@ -97,7 +98,7 @@ describe('fixture checkpoints', () => {
     const a = toHfTensors(bin, bin.weights);
     const b = toHfTensors(st, st.weights);
     for (const name of Object.keys(b)) expect(bytesOf(a[name]!).equals(bytesOf(b[name]!))).toBe(true);
-    expect(bin.fingerprint).not.toBe(st.fingerprint);
+    expect(await modelFingerprint(bin)).not.toBe(await modelFingerprint(st));
   });
 });
 

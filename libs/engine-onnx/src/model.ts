@@ -44,17 +44,19 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const unsqueeze = (x: string, axes: number[]) => g.op('Unsqueeze', [x, g.ints(axes)]);
   const out = (name: string, value: string) => g.output(name, value, 'float');
 
-  // Linear layers: y = x W^T + b as Gemm(transB) on the stored [out, in] weight; dx = dy W.
-  interface Lin { w: string; b: string; path: string; inF: number; outF: number }
+  // Linear layers: y = scale (x W^T + b) as Gemm(transB) on the stored [out, in] weight, the scale in
+  // Gemm's alpha and beta (no scaled copy of the weights); dx = scale dy W.
+  interface Lin { w: string; b: string; path: string; inF: number; outF: number; scale: number }
   const linear = (l: Linear, path: string, scale = 1): Lin => ({
     inF: l.inFeatures,
     outF: l.outFeatures,
-    w: g.weight(`${path}.weight`, scale === 1 ? l.weight : l.weight.map((v) => v * scale), [l.outFeatures, l.inFeatures]),
-    b: g.weight(`${path}.bias`, scale === 1 ? l.bias : l.bias.map((v) => v * scale), [l.outFeatures]),
+    w: g.weight(`${path}.weight`, l.weight, [l.outFeatures, l.inFeatures]),
+    b: g.weight(`${path}.bias`, l.bias, [l.outFeatures]),
     path,
+    scale,
   });
-  const fwd = (x: string, p: Lin) => g.op('Gemm', [x, p.w, p.b], { transB: 1 });
-  const back = (dy: string, p: Lin) => mm(dy, p.w);
+  const fwd = (x: string, p: Lin) => g.op('Gemm', [x, p.w, p.b], p.scale === 1 ? { transB: 1 } : { transB: 1, alpha: p.scale, beta: p.scale });
+  const back = (dy: string, p: Lin) => (p.scale === 1 ? mm(dy, p.w) : g.op('Gemm', [dy, p.w], { alpha: p.scale }));
 
   // Row layouts. Packed [N, F] -> [B, S, F]: gather with slot_tokens (padding slots repeat a real token,
   // which attention masks out) or, where the padding must be zero, with slot_rows on an appended zero
@@ -162,7 +164,7 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     const last = l === L - 1;
     const xin = x;
     const xq = last ? g.op('Gather', [x, firstTokens], { axis: 0 }) : x; // [Rq, D]
-    const Q = linear(lw.query, `layers.${l}.query`, 1 / Math.sqrt(dh)); // pre-scaled by 1/sqrt(d)
+    const Q = linear(lw.query, `layers.${l}.query`, 1 / Math.sqrt(dh)); // queries scaled by 1/sqrt(d)
     const K = linear(lw.key, `layers.${l}.key`);
     const V = linear(lw.value, `layers.${l}.value`);
     const q = heads(fwd(xq, Q), last);
@@ -247,10 +249,10 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
 
     // Padding slots drop out: P is exactly 0 in their key columns and query rows, so dS is zero there.
     const dS = mul(s.P, sub(dP, sum(mul(dP, s.P), [3], 1))); // softmax backward
-    const dq = unheads(mm(dS, s.k), s.last); // gradient to the pre-scaled query
+    const dq = unheads(mm(dS, s.k), s.last); // gradient to the scaled query
     const dk = unheads(mm(tr(dS, [0, 1, 3, 2]), s.q), false);
     const dv = unheads(mm(tr(s.P, [0, 1, 3, 2]), dC), false);
-    // The stored query weight is W/sqrt(d): the true weight's gradient is dq/sqrt(d) times the input.
+    // The query is (x W^T + b)/sqrt(d): the weight's gradient is dq/sqrt(d) times the input.
     fisherLinear(s.Q, s.xq, mul(dq, g.scalar(1 / Math.sqrt(dh))), s.last);
     fisherLinear(s.K, s.xin, dk);
     fisherLinear(s.V, s.xin, dv);

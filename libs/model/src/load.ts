@@ -27,8 +27,8 @@ export interface LoadedModel {
   hfConfig: HfConfig;
   /** '' for a bare encoder checkpoint (BertModel), 'bert.' etc. for a model with a task head. */
   encoderPrefix: string;
-  /** sha256 of the weight files. */
-  fingerprint: string;
+  /** The weight files, in a stable order: what `modelFingerprint` hashes. */
+  weightFiles: readonly string[];
   layout: ModelLayout;
 }
 
@@ -160,12 +160,27 @@ export async function describeModel(dir: string): Promise<ModelInfo> {
       throw new UserError(`${file}: tensor '${name}' has shape [${info.shape.join(',')}], expected [${p.shape.join(',')}] from ${configLabel}`);
     }
   }
-  return { dir, family, config, hfConfig, encoderPrefix, layout, source, fingerprint: await sha256Files(source.files) };
+  return { dir, family, config, hfConfig, encoderPrefix, layout, source, weightFiles: source.files };
+}
+
+/**
+ * sha256 of a model's weight files, hashed on first use (once per process): commands whose outputs
+ * do not record it, such as eval and predict, never read the weights twice.
+ */
+export function modelFingerprint(model: Pick<LoadedModel, 'weightFiles'>): Promise<string> {
+  return sha256Files(model.weightFiles);
+}
+
+export interface LoadOptions {
+  /** Starts hashing the weights (on another thread) while they load, for a later `modelFingerprint`. */
+  prefetchFingerprint?: boolean;
 }
 
 /** Loads a Hugging Face model folder (config.json + weights) of any described family into canonical weights. */
-export async function loadEncoder(dir: string): Promise<LoadedModel> {
+export async function loadEncoder(dir: string, options: LoadOptions = {}): Promise<LoadedModel> {
   const { source, ...info } = await describeModel(dir);
+  // A failed prefetch is forgotten; the later modelFingerprint call reports it.
+  if (options.prefetchFingerprint) modelFingerprint(info).catch(() => undefined);
   const { layout, place } = modelSchema(info);
   return { ...info, weights: buildWeights(layout, (p) => source.float32(checkpointName(info.layout, place(p).name))) };
 }

@@ -3,7 +3,7 @@ import { reportProgress } from '@fisher-merge/core';
 import { expectedRows, FlowControl, releaseCredits, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { accumulateFisher, accumulateFullFisher, type FisherMode, type FullFisher, type MaskFisher } from '@fisher-merge/fisher';
-import { toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
+import { modelFingerprint, toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
 import { loadTaskModel } from './task-model.ts';
 
 export interface FisherJobOptions {
@@ -43,9 +43,10 @@ export interface FullFisherResult {
  */
 async function accumulate<S>(
   opts: FisherJobOptions,
-  operator: (engine: Engine, model: LoadedModel) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
-): Promise<{ stats: S; model: LoadedModel; seconds: number; engine: string }> {
-  const { model, tokenizer, task } = await loadTaskModel(opts.modelDir, opts.task, { ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
+  operator: (engine: Engine, fingerprint: string) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
+): Promise<{ stats: S; model: LoadedModel; fingerprint: string; seconds: number; engine: string }> {
+  const { model, tokenizer, task } = await loadTaskModel(opts.modelDir, opts.task, { prefetchFingerprint: true, ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
+  const fingerprint = await modelFingerprint(model);
   const engine = await openEngine(opts.engine, model.weights);
   const started = performance.now();
   try {
@@ -63,12 +64,12 @@ async function accumulate<S>(
     const total = opts.progressLabel ? await expectedRows(opts.data, sample) : undefined;
     const last = await lastValueFrom(
       batches.pipe(
-        operator(engine, model),
+        operator(engine, fingerprint),
         releaseCredits(flow),
         opts.progressLabel ? reportProgress({ label: opts.progressLabel, ...(total !== undefined ? { total } : {}) }, ({ batch }) => batch.tokens.batchSize) : identity,
       ),
     );
-    return { stats: last.stats, model, seconds: (performance.now() - started) / 1000, engine: engine.name };
+    return { stats: last.stats, model, fingerprint, seconds: (performance.now() - started) / 1000, engine: engine.name };
   } finally {
     await engine.dispose();
   }
@@ -76,19 +77,19 @@ async function accumulate<S>(
 
 /** Mask-node Fisher of one fine-tuned model on its task's data (the paper's statistic). */
 export async function computeMaskFisher(opts: FisherJobOptions & { mode: FisherMode }): Promise<MaskFisherResult> {
-  const { stats, seconds, engine } = await accumulate(opts, (e, model) =>
-    accumulateFisher<ModelBatch>(e, { mode: opts.mode, task: opts.task.name, modelFingerprint: model.fingerprint }));
+  const { stats, seconds, engine } = await accumulate(opts, (e, fingerprint) =>
+    accumulateFisher<ModelBatch>(e, { mode: opts.mode, task: opts.task.name, modelFingerprint: fingerprint }));
   return { stats, seconds, engine };
 }
 
 /** Full diagonal Fisher of every parameter (Matena & Raffel's statistic), named as in the checkpoint. */
 export async function computeFullFisher(opts: FisherJobOptions & { mode: 'empirical' | 'expected'; loop?: 'batched' | 'classic' }): Promise<FullFisherResult> {
-  const { stats, model, seconds, engine } = await accumulate(opts, (e) => accumulateFullFisher<ModelBatch>(e, opts.mode, opts.loop));
+  const { stats, model, fingerprint, seconds, engine } = await accumulate(opts, (e) => accumulateFullFisher<ModelBatch>(e, opts.mode, opts.loop));
   const fisher: FullFisher = {
     mode: opts.mode,
     examples: stats.examples,
     task: opts.task.name,
-    modelFingerprint: model.fingerprint,
+    modelFingerprint: fingerprint,
     dataFingerprint: stats.dataFingerprint,
     tensors: toHfTensors(model, stats.sums),
   };

@@ -4,7 +4,7 @@ import { Progress, UserError, refuseOutputOnInputs, writeDirAtomic, writeFileAto
 import { SafetensorsWriter, TORCH_DTYPE, fromFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
-import { describeModel, encoderTensorRoles, headTensorNames, type ModelInfo } from '@fisher-merge/model';
+import { describeModel, encoderTensorRoles, headTensorNames, modelFingerprint, type ModelInfo } from '@fisher-merge/model';
 import { modelCard, type MergeProvenance, type ModelCardInput } from '@fisher-merge/report';
 
 export interface MergeJobOptions {
@@ -52,13 +52,15 @@ export async function writeModelCards(result: MergeJobResult, writer: string, ev
 interface MergeMember {
   dir: string;
   model: ModelInfo;
+  /** sha256 of its weight files: recorded in the output and checked against its statistics. */
+  fingerprint: string;
   /** Encoder tensors in the canonical order shared by every model of the family. */
   slots: TensorSlot[];
 }
 
 async function member(dir: string): Promise<MergeMember> {
   const model = await describeModel(dir);
-  return { dir, model, slots: encoderTensorRoles(model) };
+  return { dir, model, fingerprint: await modelFingerprint(model), slots: encoderTensorRoles(model) };
 }
 
 /** Models of one family with encoders of one shape, or a UserError saying which differs and how. */
@@ -77,8 +79,8 @@ function checkSameArchitecture(reference: MergeMember, other: MergeMember): void
 }
 
 function checkFisherMatches(file: string, fisher: MaskFisher | { modelFingerprint: string }, m: MergeMember): void {
-  if (fisher.modelFingerprint !== m.model.fingerprint) {
-    throw new UserError(`${file}: Fisher statistics were computed on another model (fingerprint ${fisher.modelFingerprint.slice(0, 12)}…), not ${m.dir} (${m.model.fingerprint.slice(0, 12)}…)`);
+  if (fisher.modelFingerprint !== m.fingerprint) {
+    throw new UserError(`${file}: Fisher statistics were computed on another model (fingerprint ${fisher.modelFingerprint.slice(0, 12)}…), not ${m.dir} (${m.fingerprint.slice(0, 12)}…)`);
   }
   if ('head' in fisher) {
     const c = m.model.config;
@@ -206,7 +208,7 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     dtype,
     models: members.map((m, j) => ({
       dir: m.dir,
-      fingerprint: m.model.fingerprint,
+      fingerprint: m.fingerprint,
       params: merger.modelParams[j] ?? {},
       statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, files[kind]?.[j] ?? 'in memory'])),
       fisher_examples: fisherMeta[j]?.examples ?? null,

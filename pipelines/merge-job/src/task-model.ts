@@ -2,7 +2,7 @@ import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
 import { loadTokenizer, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import type { HfConfig } from '@fisher-merge/checkpoint';
-import { labelsFromConfig, loadEncoder, tokenLimits, type EncoderConfig, type LoadedModel } from '@fisher-merge/model';
+import { labelsFromConfig, loadEncoder, tokenLimits, type EncoderConfig, type LoadedModel, type LoadOptions } from '@fisher-merge/model';
 
 export interface TaskModel {
   model: LoadedModel;
@@ -14,8 +14,8 @@ export interface TaskModel {
  * tokenizer (and `maxLength`, when given) that fit its embedding tables; and the task reading
  * string labels through the model's label2id.
  */
-export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } = {}): Promise<TaskModel & { task: TaskSpec }> {
-  const [model, tokenizer] = await Promise.all([loadEncoder(dir), loadTokenizer(dir)]);
+export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } & LoadOptions = {}): Promise<TaskModel & { task: TaskSpec }> {
+  const [model, tokenizer] = await Promise.all([loadEncoder(dir, options), loadTokenizer(dir)]);
   checkTaskHead(dir, model.config, task);
   fitTokenizer(dir, tokenizer, model.config, options.maxLength);
   return { model, tokenizer, task: withModelLabels(task, model.hfConfig, dir) };

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { logEvent } from '@fisher-merge/core';
 import { openEngine } from '@fisher-merge/engines';
+import { modelFingerprint } from '@fisher-merge/model';
 import { maskFisherContribution } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/merge-job';
 import { openRedis, QueueCoordinator, readJob, serveTask, type JobAnnouncement } from '@fisher-merge/queue';
@@ -23,7 +24,7 @@ export async function runCoordinator(config: StreamConfig & { queue: QueueConfig
       ...options,
       status: { queue: { url: queue.url, prefix: queue.prefix } },
       compute: async ({ name, model }) => {
-        tasks[name] = { modelFingerprint: model.fingerprint };
+        tasks[name] = { modelFingerprint: await modelFingerprint(model) };
         // Every task is opened before the first batch is cut: announce once all are known.
         if (Object.keys(tasks).length === config.tasks.length) await coordinator.announce({ mode: config.mode, tasks });
         return { contributions: (stop$) => coordinator.contributions(name, queue.maxPending, stop$), inFlightBatches: queue.maxPending, close: async () => undefined };
@@ -49,8 +50,9 @@ export async function runWorker(config: StreamConfig & { queue: QueueConfig }, s
       const name = task.spec.name;
       const announced = job.tasks[name];
       if (!announced) throw new UserError(`worker: task '${name}' of the config is not part of the job announced under prefix '${queue.prefix}' (tasks: ${Object.keys(job.tasks).join(', ')})`);
-      const { model } = await loadTaskModel(task.model, task.spec);
-      if (model.fingerprint !== announced.modelFingerprint) throw new UserError(`worker: ${task.model}: the model differs from the coordinator's for task '${name}' (fingerprint ${model.fingerprint.slice(0, 12)} vs ${announced.modelFingerprint.slice(0, 12)})`);
+      const { model } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
+      const fingerprint = await modelFingerprint(model);
+      if (fingerprint !== announced.modelFingerprint) throw new UserError(`worker: ${task.model}: the model differs from the coordinator's for task '${name}' (fingerprint ${fingerprint.slice(0, 12)} vs ${announced.modelFingerprint.slice(0, 12)})`);
       const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('worker.engine', { task: name, engine: line }), ...(threads === undefined ? {} : { threads }) });
       const connection = redis.duplicate();
       connection.on('error', () => undefined);

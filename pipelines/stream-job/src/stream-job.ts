@@ -49,7 +49,7 @@ import {
 import { openEngine } from '@fisher-merge/engines';
 import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type FisherUpdate, type MaskFisher } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/merge-job';
-import type { Engine, LoadedModel } from '@fisher-merge/model';
+import { modelFingerprint, type Engine, type LoadedModel } from '@fisher-merge/model';
 import type { StreamConfig, StreamTask } from './config.ts';
 import { RowLedger } from './ledger.ts';
 import { exhaustMapWithTrailing, takeControlFile } from './operators.ts';
@@ -163,13 +163,14 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
 
 async function openTask(task: StreamTask, config: StreamConfig, saved: StreamState | undefined, compute: (task: TaskModel) => Promise<TaskCompute>): Promise<TaskRun> {
   const name = task.spec.name;
-  const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec);
+  const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
   const previous = saved?.tasks[name];
-  if (previous) checkResumable(outLayout(config.out).checkpoint, name, previous.stats, config, model.fingerprint);
+  const fingerprint = await modelFingerprint(model);
+  if (previous) checkResumable(outLayout(config.out).checkpoint, name, previous.stats, config, fingerprint);
   const state: TaskState = previous ?? {
     stats: emptyMaskFisher(
       { numLayers: model.config.numLayers, numHeads: model.config.numHeads, intermediateSize: model.config.intermediateSize },
-      { mode: config.mode, batchSize: config.batchSize, task: name, modelFingerprint: model.fingerprint },
+      { mode: config.mode, batchSize: config.batchSize, task: name, modelFingerprint: fingerprint },
     ),
     cursor: { consumed: new Set() },
     quarantined: 0,

@@ -23,7 +23,7 @@ export function registerEval(program: Command): void {
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(64).argParser(positiveInt('--batch-size')))
     .option('--json', 'print exactly one JSON object {"task","examples","metrics"}')
     .action(async (flags: EvalFlags) => {
-      const { evaluateModel } = await import('@fisher-merge/merge-job');
+      const { evaluateModel } = await import('@fisher-merge/merge-job/eval-job');
       const result = await evaluateModel({
         modelDir: flags.model,
         data: flags.data,

@@ -38,7 +38,7 @@ export function registerFisher(program: Command): void {
     .requiredOption('--out <file>', 'output .safetensors file')
     .action(async (flags: FisherFlags) => {
       refuseOutputOnInputs({ what: '--out', path: flags.out }, [{ what: '--model', path: flags.model }, ...dataInputs(flags.data)]);
-      const [{ writeFullFisher, writeMaskFisher }, { computeFullFisher, computeMaskFisher }] = await Promise.all([import('@fisher-merge/fisher'), import('@fisher-merge/merge-job')]);
+      const [{ writeFullFisher, writeMaskFisher }, { computeFullFisher, computeMaskFisher }] = await Promise.all([import('@fisher-merge/fisher'), import('@fisher-merge/merge-job/fisher-job')]);
       const task = await resolveModelTask(flags, flags.model);
       const common = {
         modelDir: flags.model,
