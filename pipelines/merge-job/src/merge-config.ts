@@ -5,6 +5,7 @@ import { UserError } from '@fisher-merge/core';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { mergeModels, type MergeJobOptions, type MergeJobResult } from './merge-job.ts';
 import { sampling, STATISTIC_JOBS, statisticSettings, type StatisticSettings, type StatisticSource } from './statistics.ts';
+import { withModelLabelCount } from './task-model.ts';
 
 /** `fisher-merge merge CONFIG.yaml`: one merge in one file (mergekit's vocabulary). Paths are relative to the file. */
 export interface MergeConfig extends StatisticSettings {
@@ -26,9 +27,12 @@ export interface MergeConfig extends StatisticSettings {
 }
 
 export async function readMergeConfig(file: string): Promise<MergeConfig> {
-  return mergeConfig(file, await loadConfig(MERGE_CONFIG, file));
+  const c = await loadConfig(MERGE_CONFIG, file);
+  const models = await Promise.all(c.models.map(async (m) => (m.data ? { ...m, data: await withModelLabelCount(m.data, path.resolve(path.dirname(file), m.model)) } : m)));
+  return mergeConfig(file, { ...c, models });
 }
 
+/** A merge config from a parsed document; custom tasks without `num_labels` keep the default of 2 (readMergeConfig reads it from the model). */
 export function parseMergeConfig(file: string, doc: unknown): MergeConfig {
   return mergeConfig(file, parseConfig(MERGE_CONFIG, doc, file));
 }

@@ -6,6 +6,7 @@ import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import type { SearchStrategy } from './coefficient-search.ts';
 import { statisticSettings } from './statistics.ts';
+import { withModelLabelCount } from './task-model.ts';
 
 /** One fine-tuned model and its task's data. Paths are resolved against the config file's folder. */
 export interface RunTask {
@@ -51,9 +52,12 @@ export type SaveModels = RunConfigKeys['save_models'];
 
 /** Reads a run config (the shared vocabulary of libs/config; see data/demo.yaml for every key). */
 export async function readRunConfig(file: string): Promise<RunConfig> {
-  return runConfig(file, await loadConfig(RUN_CONFIG, file));
+  const c = await loadConfig(RUN_CONFIG, file);
+  const tasks = await Promise.all(c.tasks.map((t) => withModelLabelCount(t, path.resolve(path.dirname(file), t.model))));
+  return runConfig(file, { ...c, tasks });
 }
 
+/** A run config from a parsed document; custom tasks without `num_labels` keep the default of 2 (readRunConfig reads it from the model). */
 export function parseRunConfig(file: string, doc: unknown): RunConfig {
   return runConfig(file, parseConfig(RUN_CONFIG, doc, file));
 }

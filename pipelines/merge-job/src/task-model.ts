@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
-import { loadTokenizer, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
-import type { HfConfig } from '@fisher-merge/checkpoint';
-import { labelsFromConfig, loadEncoder, tokenLimits, type EncoderConfig, type LoadedModel, type LoadOptions } from '@fisher-merge/model';
+import { customTask, loadTokenizer, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
+import { readHfConfig, type HfConfig } from '@fisher-merge/checkpoint';
+import { labelsFromConfig, loadEncoder, numLabelsFromConfig, tokenLimits, type EncoderConfig, type LoadedModel, type LoadOptions } from '@fisher-merge/model';
 
 export interface TaskModel {
   model: LoadedModel;
@@ -19,6 +19,25 @@ export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxL
   checkTaskHead(dir, model.config, task);
   fitTokenizer(dir, tokenizer, model.config, options.maxLength);
   return { model, tokenizer, task: withModelLabels(task, model.hfConfig, dir) };
+}
+
+/** A config entry's task keys (libs/config's TASK_KEYS, as parsed) and the task they make. */
+interface TaskEntry {
+  text_column?: string | undefined;
+  num_labels?: number | undefined;
+  spec: TaskSpec;
+}
+
+/**
+ * A config entry of a custom task without `num_labels` takes its model's label count from
+ * config.json, as the CLI's --text-column does (a count of 1 makes it a regression task); every
+ * other entry is returned as is.
+ */
+export async function withModelLabelCount<T extends TaskEntry>(entry: T, modelDir: string): Promise<T> {
+  if (entry.text_column === undefined || entry.num_labels !== undefined) return entry;
+  const numLabels = numLabelsFromConfig(await readHfConfig(modelDir), path.join(modelDir, 'config.json'));
+  const { name, textColumn, textPairColumn, labelColumn } = entry.spec;
+  return { ...entry, num_labels: numLabels, spec: customTask({ name, textColumn, ...(textPairColumn !== undefined ? { textPairColumn } : {}), labelColumn, numLabels }) };
 }
 
 /** A classification task that reads a label column of strings through config.json label2id. */

@@ -4,6 +4,7 @@ import type { ReadyRule, TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
+import { withModelLabelCount } from '@fisher-merge/merge-job/task-model';
 
 /** Where a task's examples come from. */
 export type TaskInput =
@@ -63,9 +64,13 @@ export interface QueueConfig {
 
 /** Reads and checks a stream job's YAML config (the shared vocabulary of libs/config); paths in it are relative to the config file. */
 export async function loadStreamConfig(file: string): Promise<StreamConfig> {
-  return streamConfig(await loadConfig(STREAM_CONFIG, file), path.dirname(path.resolve(file)));
+  const c = await loadConfig(STREAM_CONFIG, file);
+  const baseDir = path.dirname(path.resolve(file));
+  const tasks = await Promise.all(c.tasks.map((t) => withModelLabelCount(t, path.resolve(baseDir, t.model))));
+  return streamConfig({ ...c, tasks }, baseDir);
 }
 
+/** A stream config from a parsed document; custom tasks without `num_labels` keep the default of 2 (loadStreamConfig reads it from the model). */
 export function parseStreamConfig(raw: unknown, baseDir: string, name: string): StreamConfig {
   return streamConfig(parseConfig(STREAM_CONFIG, raw, name), baseDir);
 }
