@@ -46,6 +46,13 @@ describe('queue errors are one clear line', () => {
     expect(errorLine(bad.stderr)).toContain('--threads');
   });
 
+  it('a coordinator given --threads says that workers take it (it runs no engine)', () => {
+    const file = config({ url: redis.socket, prefix: 'p' });
+    const bad = run(['stream', file, '--threads', '1']);
+    expect(bad.code).toBe(1);
+    expect(errorLine(bad.stderr)).toBe(`--threads: ${file} sets 'queue', so this process coordinates and runs no engine; give --threads to each worker`);
+  });
+
   it('a bad queue key names it', () => {
     const bad = run(['worker', config({ url: redis.socket, max_pending: 0 })]);
     expect(bad.code).toBe(1);

@@ -28,14 +28,14 @@ async function configFor(dir: string, name: string, watch: Record<string, string
 }
 
 /** The coordinator drains the files through `workers` worker processes; returns its result and the queue status it left. */
-async function throughWorkers(dir: string, watch: Record<string, string>, mode: 'batch' | 'example', workers: number) {
-  const name = `queue-${mode}-${workers}`;
+async function throughWorkers(dir: string, watch: Record<string, string>, mode: 'batch' | 'example', workers: number, workerFlags: readonly string[] = []) {
+  const name = `queue-${mode}-${workers}${workerFlags.join('')}`;
   const { file, config } = await configFor(dir, name, watch, mode, { url: redis.socket, prefix: name, max_pending: 4 });
   const client = redis.client();
   const running = runCoordinator(config as StreamConfig & { queue: QueueConfig }, { exitWhenIdleMs: 200, statusIntervalMs: 50 });
   // Workers join once the coordinator announced its job under the prefix.
   await eventually('job announced', async () => (await client.hget(`${name}:job`, 'run')) !== null);
-  const started = Array.from({ length: workers }, () => startWorker(file));
+  const started = Array.from({ length: workers }, () => startWorker(file, workerFlags));
   // Backpressure: however far the sources are ahead, a task's stream never holds more than max_pending batches.
   let finished = false;
   let peakBacklog = 0;
@@ -96,4 +96,12 @@ describe('coordinator and workers on Redis Streams', () => {
       }
     }, HANG_GUARD_MS);
   }
+
+  it('a single-process job and workers given the same engine thread count are bit-identical (onnxruntime sums depend on it)', async () => {
+    const dir = tempDir();
+    const watch = await incoming(dir, TASKS, PARTS);
+    const single = await runStreamJob((await configFor(dir, 'single-one-thread', watch, 'batch')).config, { exitWhenIdleMs: 200, threads: 1 });
+    const { result } = await throughWorkers(dir, watch, 'batch', 2, ['--threads', '1']);
+    for (const task of TASKS) expectSameStats(result.stats[task]!, single.stats[task]!);
+  }, HANG_GUARD_MS);
 });

@@ -78,6 +78,11 @@ export interface StreamJobOptions {
    * the queue coordinator passes workers reached through Redis.
    */
   compute?: (task: TaskModel) => Promise<TaskCompute>;
+  /**
+   * Engine threads of the in-process engines (default: every core). onnxruntime's sums depend on it
+   * in the last bits, so a job equals its queue workers bit for bit when both run the same count.
+   */
+  threads?: number;
   /** Called with each version once it is published (the coordinator announces it on Redis). */
   published?: (manifest: VersionManifest, dir: string) => Promise<void>;
   /** Extra fields of status.json (the coordinator's queue). */
@@ -152,7 +157,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     for (const name of Object.keys(saved?.tasks ?? {})) {
       if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
     }
-    const compute = options.compute ?? localCompute;
+    const compute = options.compute ?? ((task: TaskModel) => localCompute(task, options.threads));
     for (const task of config.tasks) runs.push(await openTask(task, config, saved, compute));
     return await runTasks(config, options, runs, saved);
   } finally {
@@ -189,8 +194,8 @@ async function openTask(task: StreamTask, config: StreamConfig, saved: StreamSta
 }
 
 /** The task's own engine in this process; closing waits for a call a stop or an error left running. */
-async function localCompute({ name, model, config }: TaskModel): Promise<TaskCompute> {
-  const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }) });
+async function localCompute({ name, model, config }: TaskModel, threads: number | undefined): Promise<TaskCompute> {
+  const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }), ...(threads === undefined ? {} : { threads }) });
   const running = new Set<Promise<unknown>>();
   const tracked: Engine = {
     name: engine.name,
