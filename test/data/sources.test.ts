@@ -157,4 +157,15 @@ describe('writeRowsParquet (parquetjs-lite)', () => {
     expect(item!.batch.toArray().map((r) => ({ ...r.toJSON(), examples: Number(r.examples) }))).toEqual(rows);
     await expect(writeRowsParquet(file, [{ task: 'x' }], { task: { type: 'UTF8' }, examples: { type: 'INT64' } })).rejects.toThrow(`${file}: row 0 has no value for required column 'examples'`);
   });
+
+  it('writes list columns as Parquet lists: a NULL list stays NULL, an empty one stays empty', async () => {
+    const file = path.join(dir, 'lists.parquet');
+    const rows = [{ task: 'own', lambdas: null }, { task: 'merged', lambdas: [1, 0.5] }, { task: 'none', lambdas: [] }];
+    await writeRowsParquet(file, rows, { task: { type: 'UTF8' }, lambdas: { type: 'DOUBLE', list: true, optional: true } });
+    const [item] = await collect(parquetSource(file));
+    expect(item!.batch.schema.fields.map((f) => `${f.name}:${f.type}`)).toEqual(['task:Utf8', 'lambdas:List<Float64>']);
+    const lambdas = item!.batch.getChild('lambdas')!;
+    expect(Array.from({ length: rows.length }, (_, i) => lambdas.get(i)?.toArray() ?? null).map((v) => (v ? Array.from(v as Float64Array) : v))).toEqual(rows.map((r) => r.lambdas));
+    await expect(writeRowsParquet(file, [{ task: 'x', lambdas: 1 }], { task: { type: 'UTF8' }, lambdas: { type: 'DOUBLE', list: true } })).rejects.toThrow(`${file}: row 0 has 1 in list column 'lambdas', expected an array`);
+  });
 });

@@ -1,8 +1,12 @@
 // The parts of parquetjs-lite 0.8 (untyped) that this library and its bench use.
 declare module 'parquetjs-lite' {
   export type ParquetFieldType = 'UTF8' | 'INT32' | 'INT64' | 'FLOAT' | 'DOUBLE' | 'BOOLEAN';
+  /** A leaf column, or a group of fields ('LIST' marks a group as a Parquet list). */
+  export type ParquetField =
+    | { type: ParquetFieldType; optional?: boolean; repeated?: boolean; compression?: ParquetCompression }
+    | { type?: 'LIST'; optional?: boolean; repeated?: boolean; fields: Record<string, ParquetField> };
   export class ParquetSchema {
-    constructor(fields: Record<string, { type: ParquetFieldType; optional?: boolean; repeated?: boolean; compression?: ParquetCompression }>);
+    constructor(fields: Record<string, ParquetField>);
   }
   export type ParquetCompression = 'UNCOMPRESSED' | 'SNAPPY' | 'GZIP' | 'BROTLI';
   export interface ParquetWriterOptions {

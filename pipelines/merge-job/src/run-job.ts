@@ -258,19 +258,19 @@ const RESULT_ROWS_SCHEMA = {
   metric: { type: 'UTF8' },
   value: { type: 'DOUBLE' },
   examples: { type: 'INT64' },
-  lambdas: { type: 'DOUBLE', repeated: true },
+  lambdas: { type: 'DOUBLE', list: true, optional: true },
   params: { type: 'UTF8', optional: true },
   merge_seconds: { type: 'DOUBLE', optional: true },
 } as const;
 
 /**
  * One row per score, for data platforms that read results as a table. Own models have no merge:
- * merge, params and merge_seconds are NULL, lambdas empty; params is the merge's parameters as JSON.
+ * merge, lambdas, params and merge_seconds are NULL; params is the merge's parameters as JSON.
  */
 function* resultRows(results: RunResults): Generator<Record<string, unknown>> {
   for (const [task, metrics] of Object.entries(results.individual)) {
     for (const [metric, value] of Object.entries(metrics)) {
-      yield { merge: null, method: 'own', task, metric, value, examples: results.evalExamples[task], lambdas: [], params: null, merge_seconds: null };
+      yield { merge: null, method: 'own', task, metric, value, examples: results.evalExamples[task], lambdas: null, params: null, merge_seconds: null };
     }
   }
   for (const [merge, methods] of Object.entries(results.merges)) {
