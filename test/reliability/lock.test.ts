@@ -1,7 +1,8 @@
 // One stream job per output: a lock held for the job's life; a dead holder's lock never blocks a restart.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { acquireLock } from '@fisher-merge/core';
@@ -52,6 +53,57 @@ describe('acquireLock', () => {
     // pid 1 is alive, but it is not the process that took the lock (its start time differs).
     writeFileSync(file, JSON.stringify({ pid: 1, start: 'not-the-start-of-pid-1', since: 'then' }));
     await (await acquireLock(file, 'the output')).release();
+  });
+});
+
+/** Starts `n` contenders for the lock, lets them go at once, and returns each one's first answer after "ready". */
+async function contend(file: string, n: number): Promise<{ child: ChildProcess; answer: string }[]> {
+  const children = Array.from({ length: n }, () => spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'test/reliability/contend-lock.ts'), file], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] }));
+  await Promise.all(children.map((c) => printed(c, 'stdout', 'ready')));
+  const answers = children.map((c) => new Promise<string>((resolve) => {
+    let seen = '';
+    c.stdout!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      const line = seen.split('\n').find((l) => l === 'held' || l.startsWith('refused: '));
+      if (line) resolve(line);
+    });
+  }));
+  for (const c of children) c.stdin!.write('go\n');
+  return Promise.all(children.map(async (child, i) => ({ child, answer: await answers[i]! })));
+}
+
+describe('many jobs taking over one stale lock at once', () => {
+  it('exactly one holds it, every other is refused naming that one, round after round', async () => {
+    const file = path.join(tempDir(), 'lock');
+    for (let round = 0; round < 4; round++) {
+      const dead = spawnSync(process.execPath, ['-e', '']);
+      writeFileSync(file, JSON.stringify({ pid: dead.pid, start: null, since: `round ${round}` }));
+      const results = await contend(file, 6);
+      try {
+        const holders = results.filter((r) => r.answer === 'held');
+        expect(holders.length, results.map((r) => r.answer).join('\n')).toBe(1);
+        const winner = holders[0]!.child.pid;
+        expect(JSON.parse(readFileSync(file, 'utf8')).pid).toBe(winner);
+        for (const r of results.filter((x) => x.answer !== 'held')) expect(r.answer).toContain(`is in use by another job (pid ${winner},`);
+      } finally {
+        for (const r of results) r.child.kill('SIGKILL');
+        await Promise.all(results.map((r) => (r.child.exitCode === null ? once(r.child, 'exit') : undefined)));
+      }
+    }
+  }, 120_000);
+
+  it('a takeover marker left by a job that died mid-takeover does not block the lock', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'lock');
+    const dead = spawnSync(process.execPath, ['-e', '']);
+    const stale = JSON.stringify({ pid: dead.pid, start: null, since: 'then' });
+    writeFileSync(file, stale);
+    const marker = `${file}.takeover-${createHash('sha256').update(stale).digest('hex').slice(0, 16)}`;
+    writeFileSync(marker, JSON.stringify({ pid: dead.pid, start: null, since: 'mid-takeover' }));
+    const lock = await acquireLock(file, 'the output');
+    expect(JSON.parse(readFileSync(file, 'utf8')).pid).toBe(process.pid);
+    expect(readdirSync(dir)).toEqual(['lock']);
+    await lock.release();
   });
 });
 

@@ -1,6 +1,7 @@
 import { readFileSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { UserError } from './errors.ts';
 
 /** Who holds a lock: the process id and, where the OS tells it (Linux /proc), the process's start time. */
@@ -55,12 +56,11 @@ export interface HeldLock {
  */
 export async function acquireLock(file: string, what: string): Promise<HeldLock> {
   await fs.mkdir(path.dirname(file), { recursive: true });
-  const me: Holder = { pid: process.pid, start: procStat(process.pid)?.start ?? null, since: new Date().toISOString() };
-  const mine = JSON.stringify(me);
+  const mine = JSON.stringify({ pid: process.pid, start: procStat(process.pid)?.start ?? null, since: new Date().toISOString() } satisfies Holder);
   const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}`;
   await fs.writeFile(tmp, mine);
   try {
-    for (let attempt = 0; attempt < 10; attempt++) {
+    for (let attempt = 0; attempt < 50; attempt++) {
       try {
         await fs.link(tmp, file);
         return { file, release: () => releaseLock(file, mine) };
@@ -73,7 +73,7 @@ export async function acquireLock(file: string, what: string): Promise<HeldLock>
       if (holder && isAlive(holder)) {
         throw new UserError(`${what} is in use by another job (pid ${holder.pid}, since ${holder.since}; lock ${file}); stop it or use another output`);
       }
-      await removeStale(file, text);
+      await removeStale(file, text, mine);
     }
     throw new UserError(`${file}: could not take the lock (other jobs keep taking it)`);
   } finally {
@@ -81,17 +81,31 @@ export async function acquireLock(file: string, what: string): Promise<HeldLock>
   }
 }
 
-/** Moves the stale lock aside under a private name; puts it back if another job replaced it meanwhile. */
-async function removeStale(file: string, stale: string): Promise<void> {
-  const aside = `${file}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
+/**
+ * Removes `file` if it still holds the stale text `stale`. Of the jobs that found the same stale
+ * lock, only the one that creates its takeover marker (named after that text) may remove it, and
+ * it reads the lock again first: the lock cannot change under it, since nobody else removes that
+ * text, so no job ever removes a lock another has just taken. A marker left by a job that died
+ * while taking over is itself stale and removed the same way.
+ */
+async function removeStale(file: string, stale: string, mine: string): Promise<void> {
+  const marker = `${file}.takeover-${createHash('sha256').update(stale).digest('hex').slice(0, 16)}`;
   try {
-    await fs.rename(file, aside);
+    await fs.writeFile(marker, mine, { flag: 'wx' });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const text = await fs.readFile(marker, 'utf8').catch(() => undefined);
+    if (text === undefined) return; // that takeover just ended
+    const holder = parseHolder(text);
+    if (holder && isAlive(holder)) await delay(5); // another job is taking over: look again after it
+    else await removeStale(marker, text, mine);
+    return;
   }
-  if ((await fs.readFile(aside, 'utf8')) !== stale) await fs.link(aside, file).catch(() => undefined);
-  await fs.rm(aside, { force: true });
+  try {
+    if ((await fs.readFile(file, 'utf8').catch(() => undefined)) === stale) await fs.rm(file, { force: true });
+  } finally {
+    await fs.rm(marker, { force: true });
+  }
 }
 
 async function releaseLock(file: string, mine: string): Promise<void> {
