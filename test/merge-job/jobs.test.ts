@@ -143,6 +143,8 @@ describe('merge', () => {
     const run = cli('merge', '--model', model('sst2'), '--fisher', fisherFile('sst2'), '--model', model('cola'), '--fisher', fisherFile('cola'), '--lambda', '1,0.5', '--out', out);
     expect(run.status, run.stderr).toBe(0);
     const inputs = await Promise.all(['sst2', 'cola'].map(async (t) => ({ dir: model(t), fingerprint: await modelFingerprint(await describeModel(model(t))), fisher: await readMaskFisher(fisherFile(t)) })));
+    // fisher records the sha256 of the weights it ran (hashed on a thread while the batches ran).
+    for (const i of inputs) expect(i.fisher.modelFingerprint).toBe(i.fingerprint);
     for (const folder of ['encoder', 'sst2', 'cola']) {
       const card = readFileSync(path.join(out, folder, 'README.md'), 'utf8');
       expect(card).toContain('| method | mask-fisher |');

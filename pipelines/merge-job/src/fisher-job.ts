@@ -43,10 +43,12 @@ export interface FullFisherResult {
  */
 async function accumulate<S>(
   opts: FisherJobOptions,
-  operator: (engine: Engine, fingerprint: string) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
+  operator: (engine: Engine) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
 ): Promise<{ stats: S; model: LoadedModel; fingerprint: string; seconds: number; engine: string }> {
   const { model, tokenizer, task } = await loadTaskModel(opts.modelDir, opts.task, { prefetchFingerprint: true, ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
-  const fingerprint = await modelFingerprint(model);
+  // Hashed on its own thread while the batches run, not before them; awaited with the last batch.
+  const fingerprint = modelFingerprint(model);
+  fingerprint.catch(() => undefined); // a failure is reported where it is awaited, unless the job failed first
   const engine = await openEngine(opts.engine, model.weights);
   const started = performance.now();
   try {
@@ -64,12 +66,13 @@ async function accumulate<S>(
     const total = opts.progressLabel ? await expectedRows(opts.data, sample) : undefined;
     const last = await lastValueFrom(
       batches.pipe(
-        operator(engine, fingerprint),
+        operator(engine),
         releaseCredits(flow),
         opts.progressLabel ? reportProgress({ label: opts.progressLabel, ...(total !== undefined ? { total } : {}) }, ({ batch }) => batch.tokens.batchSize) : identity,
       ),
     );
-    return { stats: last.stats, model, fingerprint, seconds: (performance.now() - started) / 1000, engine: engine.name };
+    const seconds = (performance.now() - started) / 1000;
+    return { stats: last.stats, model, fingerprint: await fingerprint, seconds, engine: engine.name };
   } finally {
     await engine.dispose();
   }
@@ -77,9 +80,10 @@ async function accumulate<S>(
 
 /** Mask-node Fisher of one fine-tuned model on its task's data (the paper's statistic). */
 export async function computeMaskFisher(opts: FisherJobOptions & { mode: FisherMode }): Promise<MaskFisherResult> {
-  const { stats, seconds, engine } = await accumulate(opts, (e, fingerprint) =>
-    accumulateFisher<ModelBatch>(e, { mode: opts.mode, task: opts.task.name, modelFingerprint: fingerprint }));
-  return { stats, seconds, engine };
+  // The fingerprint is known only once its hash thread is done: recorded after the last batch.
+  const { stats, fingerprint, seconds, engine } = await accumulate(opts, (e) =>
+    accumulateFisher<ModelBatch>(e, { mode: opts.mode, task: opts.task.name, modelFingerprint: '' }));
+  return { stats: { ...stats, modelFingerprint: fingerprint }, seconds, engine };
 }
 
 /** Full diagonal Fisher of every parameter (Matena & Raffel's statistic), named as in the checkpoint. */
