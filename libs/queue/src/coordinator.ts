@@ -3,9 +3,10 @@ import { concatMap, Observable, takeUntil, type OperatorFunction } from 'rxjs';
 import type { Redis } from 'ioredis';
 import { FlowControl, type ModelBatch } from '@fisher-merge/data';
 import type { ContributedBatch, FisherContribution } from '@fisher-merge/fisher';
-import { batchFields, readResult } from './codec.ts';
+import { logEvent } from '@fisher-merge/core';
+import { batchFields, readBatch, readResult } from './codec.ts';
 import { jobKeys, WORKERS } from './keys.ts';
-import { entriesOf } from './redis.ts';
+import { entriesOf, rangeEntries } from './redis.ts';
 
 /** What workers check before serving a job: the coordinator's run and, per task, what it accumulates. */
 export interface JobAnnouncement {
@@ -47,16 +48,24 @@ export class QueueCoordinator {
    * emits the workers' contributions in sequence order, each once however often it arrives. At most
    * `maxPending` batches are appended and not yet folded: beyond that, appending waits. `stop$`
    * ends it at once, leaving the batches still out to be re-read by the next run.
+   *
+   * A batch whose entry and result are both gone from Redis (lost in a crash of a Redis that
+   * persists only every second, say) is appended again once nothing has been folded for
+   * `repairAfterMs` and no result is waiting: at worst a batch is computed twice, and its second
+   * result is ignored like any repeat.
    */
-  contributions(task: string, maxPending: number, stop$: Observable<unknown>): OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>> {
+  contributions(task: string, maxPending: number, stop$: Observable<unknown>, repairAfterMs: number): OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>> {
     const k = this.keys.task(task);
     return (source) =>
       new Observable<ContributedBatch<ModelBatch>>((subscriber) => {
         const credits = new FlowControl(maxPending);
         const out = new Map<number, ModelBatch>();
         const arrived = new Map<number, FisherContribution>();
+        /** Batches whose XADD has completed, until folded. */
+        const queued = new Set<number>();
         let appended = 0;
         let next = 0;
+        let foldedAt = performance.now();
         let sourceDone = false;
         const closed = new AbortController();
         const fold = (): void => {
@@ -64,7 +73,9 @@ export class QueueCoordinator {
             const batch = out.get(next)!;
             arrived.delete(next);
             out.delete(next);
+            queued.delete(next);
             next++;
+            foldedAt = performance.now();
             credits.release();
             subscriber.next({ batch, contribution: c });
           }
@@ -73,6 +84,15 @@ export class QueueCoordinator {
         // XREAD blocks its connection: results are read on a connection of their own.
         const reader = this.redis.duplicate();
         reader.on('error', () => undefined);
+        const repair = async (): Promise<void> => {
+          const inStream = new Set(rangeEntries(await this.redis.callBuffer('XRANGE', k.batches, '-', '+')).map(readBatch).filter((b) => b.run === this.run).map((b) => b.seq));
+          for (const seq of [...queued].sort((a, b) => a - b)) {
+            if (arrived.has(seq) || inStream.has(seq)) continue;
+            logEvent('queue.batch_reappended', { task, seq });
+            await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, out.get(seq)!.tokens));
+          }
+          foldedAt = performance.now();
+        };
         void (async () => {
           let lastId = '0-0';
           try {
@@ -85,6 +105,7 @@ export class QueueCoordinator {
               }
               if (entries.length > 0) await this.redis.xdel(k.results, ...entries.map((e) => e.id));
               fold();
+              if (entries.length === 0 && queued.size > 0 && performance.now() - foldedAt > repairAfterMs) await repair();
             }
           } catch (e) {
             if (!closed.signal.aborted) subscriber.error(e);
@@ -97,6 +118,7 @@ export class QueueCoordinator {
               const seq = appended++;
               out.set(seq, batch);
               await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens));
+              queued.add(seq);
             }),
           )
           .subscribe({

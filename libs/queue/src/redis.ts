@@ -33,8 +33,12 @@ export type StreamEntry = { id: string; fields: Map<string, Buffer> };
 export function entriesOf(reply: unknown): StreamEntry[] {
   if (!Array.isArray(reply) || reply.length === 0) return [];
   // RESP2: [[key, entries]]; RESP3 maps arrive flattened as [key, entries].
-  const entries = (Buffer.isBuffer(reply[0]) || typeof reply[0] === 'string' ? reply[1] : (reply[0] as unknown[])[1]) as [Buffer, Buffer[] | null][];
-  return entries.flatMap(([id, flat]) => {
+  return rangeEntries(Buffer.isBuffer(reply[0]) || typeof reply[0] === 'string' ? reply[1] : (reply[0] as unknown[])[1]);
+}
+
+/** The entries of an XRANGE reply (and of the stream part of the replies above). */
+export function rangeEntries(reply: unknown): StreamEntry[] {
+  return (reply as [Buffer, Buffer[] | null][]).flatMap(([id, flat]) => {
     // XAUTOCLAIM lists entries deleted meanwhile with null fields.
     if (!flat) return [];
     const fields = new Map<string, Buffer>();

@@ -27,7 +27,7 @@ export async function runCoordinator(config: StreamConfig & { queue: QueueConfig
         tasks[name] = { modelFingerprint: await modelFingerprint(model) };
         // Every task is opened before the first batch is cut: announce once all are known.
         if (Object.keys(tasks).length === config.tasks.length) await coordinator.announce({ mode: config.mode, tasks });
-        return { contributions: (stop$) => coordinator.contributions(name, queue.maxPending, stop$), inFlightBatches: queue.maxPending, close: async () => undefined };
+        return { contributions: (stop$) => coordinator.contributions(name, queue.maxPending, stop$, queue.claimIdleMs), inFlightBatches: queue.maxPending, close: async () => undefined };
       },
       published: (manifest, dir) => coordinator.announceVersion(manifest.version, dir, manifest),
     });
