@@ -49,28 +49,41 @@ function expectReference(stats: Record<string, MaskFisher>): void {
   TASKS.forEach((task, t) => expectSameStats(stats[task]!, reference[t]!));
 }
 
+/**
+ * Runs `body` on a fresh Redis with the job `name` set up; the workers it starts must exit cleanly
+ * when stopped afterwards; workers, client and Redis are stopped whatever happens.
+ */
+async function withWorkers(
+  name: string,
+  redisOptions: { aof?: boolean },
+  body: (run: { redis: RedisServer; client: ReturnType<RedisServer['client']>; job: Awaited<ReturnType<typeof setup>>; startWorkers: (n: number) => void }) => Promise<void>,
+): Promise<void> {
+  const redis = await RedisServer.start(redisOptions);
+  const client = redis.client();
+  const workers: ChildProcess[] = [];
+  try {
+    const job = await setup(redis, name);
+    await body({ redis, client, job, startWorkers: (n) => workers.push(...Array.from({ length: n }, () => startWorker(job.file).child)) });
+    for (const w of workers) expect(await stopWorker(w)).toBe(0);
+  } finally {
+    for (const w of workers) await stopWorker(w);
+    client.disconnect();
+    await redis.stop();
+  }
+}
+
 describe('coordinator and workers under faults', () => {
   it('a batch entry lost from Redis (as a crash between fsyncs loses one) is appended again; the statistics equal the uninterrupted run', async () => {
-    const redis = await RedisServer.start();
-    const client = redis.client();
-    const workers: ChildProcess[] = [];
-    try {
-      const { file, config } = await setup(redis, 'lost-entry');
-      const running = runCoordinator(config, { exitWhenIdleMs: 200 });
+    await withWorkers('lost-entry', {}, async ({ client, job, startWorkers }) => {
+      const running = runCoordinator(job.config, { exitWhenIdleMs: 200 });
       const batches = 'lost-entry:{sst2}:batches';
       await eventually('a batch appended', async () => (await client.xlen(batches)) > 0);
       // No worker runs yet, so nobody has read it: the first batch is gone before any result exists.
       const [[id]] = (await client.xrange(batches, '-', '+', 'COUNT', 1)) as [string, string[]][];
       expect(await client.xdel(batches, id!)).toBe(1);
-      for (let i = 0; i < 2; i++) workers.push(startWorker(file).child);
-      const result = await running;
-      expectReference(result.stats);
-      for (const w of workers) expect(await stopWorker(w)).toBe(0);
-    } finally {
-      for (const w of workers) await stopWorker(w);
-      client.disconnect();
-      await redis.stop();
-    }
+      startWorkers(2);
+      expectReference((await running).stats);
+    });
   }, HANG_GUARD_MS);
 
   it('kill -9 of a worker mid-batch: another worker claims its entries after claim_idle_ms and finishes them', async () => {
@@ -133,24 +146,15 @@ describe('coordinator and workers under faults', () => {
   }, HANG_GUARD_MS);
 
   it('a Redis restart with AOF on: coordinator and workers reconnect and end with the uninterrupted statistics', async () => {
-    const redis = await RedisServer.start({ aof: true });
-    const client = redis.client();
-    const workers: ChildProcess[] = [];
-    try {
-      const { file, config, checkpoint } = await setup(redis, 'restarted-redis');
-      const running = runCoordinator(config, { exitWhenIdleMs: 200 });
+    await withWorkers('restarted-redis', { aof: true }, async ({ redis, client, job, startWorkers }) => {
+      const running = runCoordinator(job.config, { exitWhenIdleMs: 200 });
       await eventually('job announced', async () => (await client.hget('restarted-redis:job', 'run')) !== null);
-      for (let i = 0; i < 2; i++) workers.push(startWorker(file).child);
-      await eventually('the coordinator folded part of the data', midway(checkpoint));
+      startWorkers(2);
+      await eventually('the coordinator folded part of the data', midway(job.checkpoint));
       await redis.restart(true);
       const result = await running;
-      expect(await folded(checkpoint)).toBe(TASKS.length * ROWS);
+      expect(await folded(job.checkpoint)).toBe(TASKS.length * ROWS);
       expectReference(result.stats);
-      for (const w of workers) expect(await stopWorker(w)).toBe(0);
-    } finally {
-      for (const w of workers) await stopWorker(w);
-      client.disconnect();
-      await redis.stop();
-    }
+    });
   }, HANG_GUARD_MS);
 });
