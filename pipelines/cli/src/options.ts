@@ -73,6 +73,10 @@ export async function resolveModelTask(flags: TaskFlags, modelDir: string): Prom
   return withModelLabels(resolveTask({ ...flags, ...(numLabels !== undefined ? { numLabels } : {}) }), hfConfig, modelDir);
 }
 
+/** Engine threads: onnxruntime's sums depend on the count in the last bits, so equal counts give equal bits. */
+export const threadsOption = (detail = ''): Option =>
+  new Option('--threads <n>', `engine threads (default: every core); results equal bit for bit between processes with the same count${detail}`).argParser(positiveInt('--threads'));
+
 export const engineOption = (): Option => new Option('--engine <kind>', 'tensor engine (auto picks onnx when onnxruntime loads)').choices([...ENGINE_KINDS]).default('auto');
 
 /** Writes a string to stdout and waits while a slow reader catches up. */

@@ -17,6 +17,8 @@ export interface EvalDataOptions {
 export interface EvalJobOptions extends EvalDataOptions {
   modelDir: string;
   engine: EngineKind;
+  /** Engine threads (default: every core). */
+  threads?: number;
   /** Already tokenized batches of `data` (a job scoring many models on one split tokenizes it once). */
   batches?: readonly TokenBatch[];
   /** Progress meter label; none when undefined. */
@@ -88,7 +90,7 @@ export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
 }
 
 async function scoreModel(opts: EvalJobOptions, model: LoadedModel, batches: Observable<TokenBatch>): Promise<EvalResult> {
-  const engine = await openEngine(opts.engine, model.weights, { log: () => {} });
+  const engine = await openEngine(opts.engine, model.weights, { log: () => {}, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) });
   try {
     const total = opts.batches ? opts.batches.reduce((n, b) => n + b.batchSize, 0) : await expectedRows(opts.data, opts.limit ? { kind: 'first', n: opts.limit } : undefined);
     const progress = opts.progressLabel ? { label: opts.progressLabel, ...(total !== undefined ? { total } : {}) } : undefined;

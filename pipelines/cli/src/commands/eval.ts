@@ -1,12 +1,13 @@
 import { Option, type Command } from 'commander';
 import type { EngineKind } from '@fisher-merge/engines';
-import { addTaskOptions, engineOption, positiveInt, resolveModelTask, writeStdout, type TaskFlags } from '../options.ts';
+import { addTaskOptions, engineOption, positiveInt, resolveModelTask, threadsOption, writeStdout, type TaskFlags } from '../options.ts';
 
 interface EvalFlags extends TaskFlags {
   model: string;
   data: string;
   limit?: number;
   engine: EngineKind;
+  threads?: number;
   batchSize: number;
   json?: boolean;
 }
@@ -20,6 +21,7 @@ export function registerEval(program: Command): void {
   addTaskOptions(command, { labels: true })
     .option('--limit <n>', 'only the first n examples', positiveInt('--limit'))
     .addOption(engineOption())
+    .addOption(threadsOption())
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(64).argParser(positiveInt('--batch-size')))
     .option('--json', 'print exactly one JSON object {"task","examples","metrics"}')
     .action(async (flags: EvalFlags) => {
@@ -29,6 +31,7 @@ export function registerEval(program: Command): void {
         data: flags.data,
         task: await resolveModelTask(flags, flags.model),
         engine: flags.engine,
+        ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
         batchSize: flags.batchSize,
         ...(flags.limit ? { limit: flags.limit } : {}),
         progressLabel: 'eval',

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { logEvent, refuseOutputOnInputs } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data/tasks';
 import type { EngineKind } from '@fisher-merge/engines';
-import { addTaskOptions, dataInputs, engineOption, nonNegativeInt, positiveInt, resolveModelTask, type TaskFlags } from '../options.ts';
+import { addTaskOptions, dataInputs, engineOption, nonNegativeInt, positiveInt, resolveModelTask, threadsOption, type TaskFlags } from '../options.ts';
 
 interface FisherFlags extends TaskFlags {
   model: string;
@@ -15,6 +15,7 @@ interface FisherFlags extends TaskFlags {
   fullMode: 'empirical' | 'expected';
   fullLoop: 'batched' | 'classic';
   engine: EngineKind;
+  threads?: number;
   maxLength: number;
   out: string;
 }
@@ -34,6 +35,7 @@ export function registerFisher(program: Command): void {
     .addOption(new Option('--full-mode <mode>', 'full Fisher: gold label (empirical) or expectation under the model (expected)').choices(['empirical', 'expected']).default('empirical'))
     .addOption(new Option('--full-loop <how>', 'full Fisher: per-example gradients batched in one graph, or the classic batch-size-1 loop (the baseline the paper times)').choices(['batched', 'classic']).default('batched'))
     .addOption(engineOption())
+    .addOption(threadsOption())
     .addOption(new Option('--max-length <n>', 'maximum tokens per example').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
     .requiredOption('--out <file>', 'output .safetensors file')
     .action(async (flags: FisherFlags) => {
@@ -47,6 +49,7 @@ export function registerFisher(program: Command): void {
         batchSize: flags.batchSize,
         maxLength: flags.maxLength,
         engine: flags.engine,
+        ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
         progressLabel: `fisher ${task.name}`,
         ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
         ...(flags.seed !== undefined ? { seed: flags.seed } : {}),

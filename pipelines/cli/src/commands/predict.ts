@@ -4,13 +4,14 @@ import { reportProgress, UserError } from '@fisher-merge/core';
 import { labelsFromConfig, loadEncoder } from '@fisher-merge/model';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { argmax, softmax } from '@fisher-merge/eval';
-import { addTaskOptions, engineOption, positiveInt, resolveModelTask, writeStdout, type TaskFlags } from '../options.ts';
+import { addTaskOptions, engineOption, positiveInt, resolveModelTask, threadsOption, writeStdout, type TaskFlags } from '../options.ts';
 
 interface PredictFlags extends TaskFlags {
   model: string;
   data: string;
   limit?: number;
   engine: EngineKind;
+  threads?: number;
   batchSize: number;
   gold?: boolean;
 }
@@ -28,6 +29,7 @@ export function registerPredict(program: Command): void {
     .option('--limit <n>', 'only the first n examples', positiveInt('--limit'))
     .option('--gold', "also print each row's label from the task's label column as \"gold\" (class indices, or strings through config.json label2id)")
     .addOption(engineOption())
+    .addOption(threadsOption())
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(32).argParser(positiveInt('--batch-size')))
     .action(async (flags: PredictFlags) => {
       const [{ concatMap, lastValueFrom }, { expectedRows, FlowControl, loadTokenizer, releaseCredits, taskBatches }, { checkTaskHead, fitTokenizer }] = await Promise.all([
@@ -41,7 +43,7 @@ export function registerPredict(program: Command): void {
       fitTokenizer(flags.model, tokenizer, model.config);
       const names = labelsFromConfig(model.hfConfig, path.join(flags.model, 'config.json')).names;
       const regression = model.config.problemType === 'regression';
-      const engine = await openEngine(flags.engine, model.weights);
+      const engine = await openEngine(flags.engine, model.weights, flags.threads !== undefined ? { threads: flags.threads } : {});
       try {
         const flow = new FlowControl(4, { grow: true });
         const sample = flags.limit ? { kind: 'first' as const, n: flags.limit } : undefined;

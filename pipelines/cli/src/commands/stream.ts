@@ -1,13 +1,11 @@
 import type { Command } from 'commander';
 import { UserError } from '@fisher-merge/core';
-import { nonNegativeInt, positiveInt } from '../options.ts';
+import { nonNegativeInt, threadsOption } from '../options.ts';
 
 interface StreamFlags {
   exitWhenIdle?: number;
   threads?: number;
 }
-
-const THREADS_HELP = 'engine threads (default: every core); results equal bit for bit between processes with the same count';
 
 export function registerStream(program: Command): void {
   program
@@ -16,7 +14,7 @@ export function registerStream(program: Command): void {
       + 'SIGHUP or OUT/control/publish publishes now; SIGINT, SIGTERM or OUT/control/stop stop after a checkpoint.')
     .argument('<config>', 'YAML config: tasks (task, model, watch DIR | ipc PATH|-), fisher, publish, out')
     .option('--exit-when-idle <ms>', 'drain: treat each input as finished once nothing new arrived for ms, count the last partial batch, publish and exit', nonNegativeInt('--exit-when-idle'))
-    .option('--threads <n>', THREADS_HELP, positiveInt('--threads'))
+    .addOption(threadsOption())
     .action(async (file: string, flags: StreamFlags) => {
       const { loadStreamConfig, runCoordinator, runStreamJob } = await import('@fisher-merge/stream-job');
       const config = await loadStreamConfig(file);
@@ -32,7 +30,7 @@ export function registerWorker(program: Command): void {
     .command('worker')
     .description("Compute mask Fisher contributions for a stream job's coordinator through Redis Streams (the config's queue:); any number, on any machine that reaches Redis and reads the models. Runs until SIGTERM or SIGINT.")
     .argument('<config>', "the stream job's YAML config (the same file as the coordinator's)")
-    .option('--threads <n>', `${THREADS_HELP}; several workers on one machine take a share each`, positiveInt('--threads'))
+    .addOption(threadsOption('; several workers on one machine take a share each'))
     .action(async (file: string, flags: { threads?: number }) => {
       const { loadStreamConfig, runWorker } = await import('@fisher-merge/stream-job');
       const config = await loadStreamConfig(file);
