@@ -6,7 +6,7 @@ import { tableFromIPC, type Table } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  FlowControl, glueTask, loadTokenizer, parquetSource, taskColumns, tokenize, tokenizeOnThreads, TokenizerPool, TOKENIZED, writeTokenizedArrow,
+  FlowControl, glueTask, loadTokenizer, parquetSource, releaseCredits, taskColumns, tokenize, tokenizeOnThreads, TokenizerPool, TOKENIZED, writeTokenizedArrow,
 } from '@fisher-merge/data';
 import { tempDir } from '../support.ts';
 import { glueFile, modelDir, REPO } from './helpers.ts';
@@ -65,7 +65,7 @@ describe('tokenize --out FILE.arrow', () => {
       try {
         // Small source batches: many in flight across the threads.
         const source = parquetSource(glueFile('rte', 'validation'), { columns: taskColumns(task), batchSize: 16, flow });
-        await writeTokenizedArrow(file, source.pipe(tokenizeOnThreads(pool, task)), { label: 'class', onWritten: () => flow.release() });
+        await lastValueFrom(source.pipe(tokenizeOnThreads(pool, task), writeTokenizedArrow(file, { label: 'class' }), releaseCredits(flow, () => 1)));
       } finally {
         await pool.close();
       }

@@ -1,6 +1,6 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { UserError, numel, tempPath, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
+import { UserError, numel, tempPath, writeError, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
 import { bufferSource, fileSource, type ByteSource } from './bytes.ts';
 import { DTYPE_ARRAY, DTYPE_SIZE, KNOWN_DTYPES, isDType, toFloat32, toFloat64, typedArrayFromBytes } from './dtype.ts';
 
@@ -230,7 +230,8 @@ export async function writeSafetensors(file: string, tensors: Record<string, Ten
 export class SafetensorsWriter {
   private readonly order: string[];
   private next = 0;
-  private readonly early = new Map<string, Tensor>();
+  /** Bytes of tensors written before their turn, checked already. */
+  private readonly early = new Map<string, Uint8Array>();
   private fd: number | undefined;
 
   private constructor(
@@ -263,12 +264,12 @@ export class SafetensorsWriter {
   write(name: string, tensor: Tensor): void {
     const declared = this.infos[name];
     if (!declared) throw new Error(`${path.basename(this.file)}: tensor '${name}' was not declared in the header`);
-    tensorBytes(name, tensor, declared);
+    const bytes = tensorBytes(name, tensor, declared);
     if (this.order.indexOf(name) < this.next || this.early.has(name)) throw new Error(`${path.basename(this.file)}: tensor '${name}' written twice`);
-    this.early.set(name, tensor);
+    this.early.set(name, bytes);
     while (this.next < this.order.length && this.early.has(this.order[this.next]!)) {
       const ready = this.order[this.next]!;
-      this.put(tensorBytes(ready, this.early.get(ready)!));
+      this.put(this.early.get(ready)!);
       this.early.delete(ready);
       this.next++;
     }
@@ -299,7 +300,7 @@ export class SafetensorsWriter {
       for (let done = 0; done < bytes.byteLength;) done += writeSync(this.fd!, bytes, done, bytes.byteLength - done);
     } catch (e) {
       this.abort();
-      throw new UserError(`${this.file}: cannot write (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+      throw writeError(this.file, e);
     }
   }
 }

@@ -1,16 +1,20 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { UserError, fileSystemReason, isFileSystemError } from './errors.ts';
+import { UserError, fileSystemReason } from './errors.ts';
 
 /** A unique temporary name next to `target` (same directory, so a rename puts it in place). */
 export function tempPath(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
-/** A file-system failure while writing `target` (its temporary name included) as one line naming the target. */
-function writeError(target: string, e: unknown): unknown {
-  return isFileSystemError(e) ? new UserError(`${target}: cannot write: ${fileSystemReason(e)}`) : e;
+/**
+ * A file-system failure while writing `target` (its temporary name included) as one line naming the
+ * target; any other error is returned as it is. Every writer of an output reports failures this way.
+ */
+export function writeError(target: string, e: unknown): unknown {
+  const errno = e as NodeJS.ErrnoException;
+  return e instanceof Error && !(e instanceof UserError) && typeof errno.code === 'string' ? new UserError(`${target}: cannot write: ${fileSystemReason(errno)}`) : e;
 }
 
 /** Writes a file so that readers see either the old content or the complete new one, never a part; nothing is left behind on failure. */

@@ -1,9 +1,10 @@
-import { createWriteStream, promises as fs } from 'node:fs';
+import { createWriteStream, promises as fs, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { Field, Float32, Int32, Int64, List, makeData, RecordBatch, RecordBatchFileWriter, Schema, Struct, type Data } from 'apache-arrow';
-import { concatMap, lastValueFrom, type Observable } from 'rxjs';
-import { tempPath, UserError } from '@fisher-merge/core';
+import { concatMap, Observable, type MonoTypeOperatorFunction } from 'rxjs';
+import { tempPath, writeError } from '@fisher-merge/core';
 import { int32ListData } from './tokenize.ts';
 import type { TokenizedRows } from './tokenizer-pool.ts';
 
@@ -33,46 +34,62 @@ function recordBatch(schema: Schema, label: 'class' | 'regression' | undefined, 
 
 /**
  * Writes tokenized batches as one Arrow IPC file, batch by batch as they arrive (memory holds the
- * batches in flight, not the file), under a temporary name renamed into place at the end: the file
- * appears complete or not at all. `onWritten` runs after each batch (to release its credit).
- * Resolves with the number of rows written.
+ * batches in flight, not the file), under a temporary name renamed into place when the source
+ * completes: the file appears complete or not at all. Each batch is passed on once it is written
+ * (so `releaseCredits` after this gives its credit back), and the output completes after the rename.
  */
-export async function writeTokenizedArrow(
-  file: string,
-  batches: Observable<TokenizedRows>,
-  options: { label?: 'class' | 'regression'; onWritten?: (item: TokenizedRows) => void },
-): Promise<number> {
-  await fs.mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = tempPath(path.resolve(file));
-  const schema = tokenizedFileSchema(options.label);
-  const writer = new RecordBatchFileWriter();
-  // The schema goes first, so a source without rows still makes a valid (empty) file.
-  writer.reset(undefined, schema);
-  const out = createWriteStream(tmp);
-  const done = finished(writer.toNodeStream().pipe(out));
-  let rows = 0;
-  try {
-    await lastValueFrom(
-      batches.pipe(
-        concatMap(async (item) => {
-          writer.write(recordBatch(schema, options.label, item));
-          rows += item.rowIds.length;
-          // Let the file stream catch up before taking the next batch.
-          if (out.writableNeedDrain) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
-          options.onWritten?.(item);
-        }),
-      ),
-      { defaultValue: undefined },
-    );
-    writer.finish();
-    await done;
-    await fs.rename(tmp, file);
-  } catch (e) {
-    // Stop the file stream; what the writer still holds is dropped with it.
-    out.destroy();
-    await done.catch(() => undefined);
-    await fs.rm(tmp, { force: true });
-    throw e instanceof Error && 'code' in e && !(e instanceof UserError) ? new UserError(`${file}: cannot write (${String((e as NodeJS.ErrnoException).code)})`) : e;
-  }
-  return rows;
+export function writeTokenizedArrow(file: string, options: { label?: 'class' | 'regression' } = {}): MonoTypeOperatorFunction<TokenizedRows> {
+  return (batches) =>
+    new Observable<TokenizedRows>((subscriber) => {
+      const target = path.resolve(file);
+      const tmp = tempPath(target);
+      const schema = tokenizedFileSchema(options.label);
+      const writer = new RecordBatchFileWriter();
+      // The schema goes first, so a source without rows still makes a valid (empty) file.
+      writer.reset(undefined, schema);
+      let out: WriteStream | undefined;
+      let flushed: Promise<void> | undefined;
+      let renamed = false;
+      const opened = (async () => {
+        await fs.mkdir(path.dirname(target), { recursive: true });
+        out = createWriteStream(tmp);
+        flushed = finished(writer.toNodeStream().pipe(out));
+        flushed.catch(() => undefined); // awaited below; a failure is reported there
+      })();
+      opened.catch(() => undefined);
+      // Stops the file stream (what the writer still holds is dropped with it) and removes the partial file.
+      const discard = async (): Promise<void> => {
+        out?.destroy();
+        await flushed?.catch(() => undefined);
+        await fs.rm(tmp, { force: true });
+      };
+      const fail = (e: unknown): void => void discard().then(() => subscriber.error(writeError(file, e)));
+      const writing = batches
+        .pipe(
+          concatMap(async (item) => {
+            await opened;
+            writer.write(recordBatch(schema, options.label, item));
+            // Let the file stream catch up before taking the next batch.
+            if (out!.writableNeedDrain) await once(out!, 'drain');
+            return item;
+          }),
+        )
+        .subscribe({
+          next: (item) => subscriber.next(item),
+          error: fail,
+          complete: () => {
+            void (async () => {
+              await opened;
+              writer.finish();
+              await flushed;
+              await fs.rename(tmp, target);
+              renamed = true;
+            })().then(() => subscriber.complete(), fail);
+          },
+        });
+      return () => {
+        writing.unsubscribe();
+        if (!renamed) void discard();
+      };
+    });
 }

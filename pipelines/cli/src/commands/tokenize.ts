@@ -60,7 +60,7 @@ async function printTokens(flags: TokenizeFlags): Promise<void> {
 }
 
 async function writeTokens(flags: TokenizeFlags & { out: string }): Promise<void> {
-  const { expectedRows, FlowControl, loadTokenizer, openTaskSource, taskColumns, tokenizeOnThreads, TokenizerPool, writeTokenizedArrow } = await import('@fisher-merge/data');
+  const [{ lastValueFrom, reduce }, { expectedRows, FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenizeOnThreads, TokenizerPool, writeTokenizedArrow }] = await Promise.all([import('rxjs'), import('@fisher-merge/data')]);
   refuseOutputOnInputs({ what: '--out', path: flags.out }, dataInputs(flags.data));
   const task = resolveTask(flags);
   // Loaded here too so that a bad tokenizer.json is one clear line before any thread starts.
@@ -73,11 +73,13 @@ async function writeTokens(flags: TokenizeFlags & { out: string }): Promise<void
     const source = openTaskSource(flags.data, { columns: taskColumns(task, { labels: flags.labels }), flow, ...(sample ? { sample } : {}) });
     const total = await expectedRows(flags.data, sample);
     const started = performance.now();
-    const tokenized = source.pipe(
+    const rows = await lastValueFrom(source.pipe(
       tokenizeOnThreads(pool, task, { maxLength: flags.maxLength, labels: flags.labels }),
       reportProgress({ label: 'tokenize', ...(total !== undefined ? { total } : {}) }, (item) => item.rowIds.length),
-    );
-    const rows = await writeTokenizedArrow(flags.out, tokenized, { ...(flags.labels ? { label: task.labelKind } : {}), onWritten: () => flow.release() });
+      writeTokenizedArrow(flags.out, flags.labels ? { label: task.labelKind } : {}),
+      releaseCredits(flow, () => 1),
+      reduce((n, item) => n + item.rowIds.length, 0),
+    ));
     logEvent('tokenize.written', { out: flags.out, rows, threads: flags.threads, seconds: Number(((performance.now() - started) / 1000).toFixed(3)) });
   } finally {
     await pool.close();
