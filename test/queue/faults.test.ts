@@ -87,11 +87,8 @@ describe('coordinator and workers under faults', () => {
   }, HANG_GUARD_MS);
 
   it('kill -9 of a worker mid-batch: another worker claims its entries after claim_idle_ms and finishes them', async () => {
-    const redis = await RedisServer.start();
-    const client = redis.client();
-    try {
-      const { file, config } = await setup(redis, 'killed-worker');
-      const running = runCoordinator(config, { exitWhenIdleMs: 200 });
+    await withWorkers('killed-worker', {}, async ({ client, job }) => {
+      const running = runCoordinator(job.config, { exitWhenIdleMs: 200 });
       await eventually('job announced', async () => (await client.hget('killed-worker:job', 'run')) !== null);
       // Kill workers while they hold an entry, until one died holding one (its entries stay pending).
       const pendingOf = async (consumer: string) => {
@@ -100,7 +97,7 @@ describe('coordinator and workers under faults', () => {
       };
       let orphaned = false;
       for (let attempt = 0; attempt < 5 && !orphaned; attempt++) {
-        const victim = startWorker(file);
+        const victim = startWorker(job.file);
         const consumer = () => `${hostname()}:${victim.child.pid}`;
         await eventually('the worker holds an entry', () => pendingOf(consumer()));
         victim.child.kill('SIGKILL');
@@ -108,41 +105,32 @@ describe('coordinator and workers under faults', () => {
         orphaned = await pendingOf(consumer());
       }
       expect(orphaned).toBe(true);
-      const rescuer = startWorker(file);
+      const rescuer = startWorker(job.file);
       const result = await running;
       expect(await stopWorker(rescuer.child), rescuer.stderr()).toBe(0);
       expect(rescuer.stderr()).toContain('"worker.claimed"');
       expectReference(result.stats);
-    } finally {
-      client.disconnect();
-      await redis.stop();
-    }
+    });
   }, HANG_GUARD_MS);
 
   it('kill -9 of the coordinator: the restarted coordinator resumes from its checkpoint, nothing counted twice or lost', async () => {
-    const redis = await RedisServer.start();
-    const client = redis.client();
-    try {
-      const { file, checkpoint } = await setup(redis, 'killed-coordinator');
-      const coordinator = spawn(process.execPath, [CLI, 'stream', file], { stdio: 'ignore' });
+    await withWorkers('killed-coordinator', {}, async ({ client, job }) => {
+      const coordinator = spawn(process.execPath, [CLI, 'stream', job.file], { stdio: 'ignore' });
       await eventually('job announced', async () => (await client.hget('killed-coordinator:job', 'run')) !== null);
-      const worker = startWorker(file);
-      await eventually('the coordinator folded part of the data', midway(checkpoint));
+      const worker = startWorker(job.file);
+      await eventually('the coordinator folded part of the data', midway(job.checkpoint));
       coordinator.kill('SIGKILL');
       await once(coordinator, 'exit');
-      const atKill = await folded(checkpoint);
+      const atKill = await folded(job.checkpoint);
       expect(atKill).toBeLessThan(TASKS.length * ROWS);
-      const restarted = spawn(process.execPath, [CLI, 'stream', file, '--exit-when-idle', '200'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const restarted = spawn(process.execPath, [CLI, 'stream', job.file, '--exit-when-idle', '200'], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       restarted.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       const [code] = await once(restarted, 'exit');
       expect(code, stderr).toBe(0);
       expect(await stopWorker(worker.child), worker.stderr()).toBe(0);
-      expectReference(Object.fromEntries(Object.entries((await readStreamState(checkpoint))!.tasks).map(([t, s]) => [t, s.stats])));
-    } finally {
-      client.disconnect();
-      await redis.stop();
-    }
+      expectReference(Object.fromEntries(Object.entries((await readStreamState(job.checkpoint))!.tasks).map(([t, s]) => [t, s.stats])));
+    });
   }, HANG_GUARD_MS);
 
   it('a Redis restart with AOF on: coordinator and workers reconnect and end with the uninterrupted statistics', async () => {

@@ -26,12 +26,15 @@ export interface ContributedBatch<T> {
   decay?: number;
 }
 
+/** One labelled batch through the model's mask-gradient pass, into its contribution (in process or on a queue worker). */
+export async function computeContribution(engine: Engine, mode: FisherMode, tokens: TokenBatch): Promise<FisherContribution> {
+  if (!tokens.labels) throw new Error('mask Fisher needs labelled batches');
+  return maskFisherContribution(engine.config, mode, tokens, await engine.maskGradients(tokens));
+}
+
 /** Runs each labelled batch through the model's mask-gradient pass, one at a time, into its contribution. */
 export function maskFisherContributions<T extends { tokens: TokenBatch }>(engine: Engine, mode: FisherMode): OperatorFunction<T, ContributedBatch<T>> {
-  return concatMap(async (batch) => {
-    if (!batch.tokens.labels) throw new Error('mask Fisher needs labelled batches');
-    return { batch, contribution: maskFisherContribution(engine.config, mode, batch.tokens, await engine.maskGradients(batch.tokens)) };
-  });
+  return concatMap(async (batch) => ({ batch, contribution: await computeContribution(engine, mode, batch.tokens) }));
 }
 
 /**

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { logEvent } from '@fisher-merge/core';
 import { openEngine } from '@fisher-merge/engines';
 import { modelFingerprint } from '@fisher-merge/model';
-import { maskFisherContribution } from '@fisher-merge/fisher';
+import { computeContribution } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/merge-job';
 import { openRedis, QueueCoordinator, readJob, serveTask, type JobAnnouncement } from '@fisher-merge/queue';
 import { UserError } from '@fisher-merge/core';
@@ -57,7 +57,7 @@ export async function runWorker(config: StreamConfig & { queue: QueueConfig }, s
       const connection = redis.duplicate();
       connection.on('error', () => undefined);
       try {
-        const n = await serveTask(connection, queue.prefix, name, async (tokens) => maskFisherContribution(engine.config, job.mode, tokens, await engine.maskGradients(tokens)), { consumer, claimIdleMs: queue.claimIdleMs, signal });
+        const n = await serveTask(connection, queue.prefix, name, (tokens) => computeContribution(engine, job.mode, tokens), { consumer, claimIdleMs: queue.claimIdleMs, signal });
         return [name, n] as const;
       } finally {
         connection.disconnect();
