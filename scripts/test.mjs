@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 // Runs the whole test suite with vitest and ends with the one line CI reads: `N passed, N failed`.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fisher-merge-test-'));
 const report = path.join(dir, 'report.json');
+// Every temporary file of the run, the spawned commands' and servers' included, goes under `dir`,
+// which goes at the end, however the run ended.
+const scratch = path.join(dir, 'tmp');
+mkdirSync(scratch);
 const args = ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...process.argv.slice(2)];
-const run = spawnSync('npx', args, { stdio: 'inherit' });
+const run = spawnSync('npx', args, { stdio: 'inherit', env: { ...process.env, TMPDIR: scratch } });
 
 let passed = 0;
 let failed = 0;

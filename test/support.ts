@@ -16,11 +16,21 @@ export function rng(seed: number): () => number {
   };
 }
 
-/** A fresh temporary directory, removed when the test process exits (usable inside tests and helpers). */
+const tempDirs: string[] = [];
+
+/**
+ * A fresh temporary directory (usable inside tests and helpers), removed after its test file by
+ * test/remove-temp-dirs.ts: vitest's forks end without an 'exit' event, so an exit hook leaked them.
+ */
 export function tempDir(prefix = 'fisher-merge-test-'): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  tempDirs.push(dir);
   return dir;
+}
+
+/** Removes every directory tempDir made in this test file. */
+export function removeTempDirs(): void {
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** erf to ~1e-15 (series for small |x|, continued fraction otherwise). */

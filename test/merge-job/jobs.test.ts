@@ -1,16 +1,15 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { lastValueFrom, toArray } from 'rxjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { encodeSafetensors, fromFloat32, readSafetensors, writeSafetensors } from '@fisher-merge/checkpoint';
 import { addStats, readMaskFisher, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { glueTask, parquetSource, writeRowsParquet } from '@fisher-merge/data';
 import { computeMaskFisher, mergeModels } from '@fisher-merge/merge-job';
 import { describeModel, modelFingerprint } from '@fisher-merge/model';
 import { tinyBert, writeModel } from '../model/tiny.ts';
-import { errorLine } from '../support.ts';
+import { errorLine, tempDir } from '../support.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const model = (t: string) => path.join(root, 'data/models', t);
@@ -25,7 +24,7 @@ function cli(...args: string[]) {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'fisher-merge-jobs-'));
+  dir = tempDir('fisher-merge-jobs-');
   for (const t of ['sst2', 'cola']) {
     const { stats } = await computeMaskFisher({ modelDir: model(t), data: train(t), task: glueTask(t), samples: 32, batchSize: 16, mode: 'batch', engine: 'onnx' });
     await writeMaskFisher(fisherFile(t), stats);
@@ -40,7 +39,6 @@ beforeAll(async () => {
   await writeRowsParquet(path.join(dir, 'halves', 'b.parquet'), rows.slice(64), schema);
 }, 120_000);
 
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Same bytes (a deep equality over millions of elements is far too slow). */
 function expectBitEqual(a: Float32Array, b: Float32Array, label: string): void {

@@ -1,12 +1,12 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { lastValueFrom, toArray } from 'rxjs';
 import { readSafetensors } from '@fisher-merge/checkpoint';
 import { parquetSource } from '@fisher-merge/data';
 import { readFullFisher, readMaskFisher } from '@fisher-merge/fisher';
 import { readRunConfig, runJob, type RunResults } from '@fisher-merge/merge-job';
+import { tempDir } from '../support.ts';
 
 /**
  * The PyTorch reference end to end: the run job over the fixture pairs must reproduce the merged
@@ -25,7 +25,7 @@ let out: string;
 let results: RunResults;
 
 beforeAll(async () => {
-  out = mkdtempSync(path.join(tmpdir(), 'fisher-merge-reference-'));
+  out = tempDir('fisher-merge-reference-');
   const tasks = reference.tasks.map((t) => `  - task: ${t}\n    model: ${root}/data/models/${t}\n    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet\n    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`);
   const config = [
     `out: ${out}`,
@@ -41,7 +41,6 @@ beforeAll(async () => {
   results = await runJob(await readRunConfig(path.join(out, 'reference.yaml')));
 }, 900_000);
 
-afterAll(() => rmSync(out, { recursive: true, force: true }));
 
 /**
  * |a - b| <= rel * scale per element; the scale is |b| unless given (a merged weight is judged against
