@@ -112,7 +112,7 @@ function poisonedWeights(dir: string, tensor: string, value: number): Uint8Array
 
 describe('non-finite weights', () => {
   const name = 'bert.encoder.layer.1.attention.self.key.weight';
-  it.each([NaN, Infinity])('refuses %s on load, naming the tensor, in every command that reads weights', async (value) => {
+  it.each([NaN, Infinity, -Infinity])('refuses %s on load, naming the tensor, in every command that reads weights', async (value) => {
     const dir = editedModel(SST2, { weights: poisonedWeights(SST2, name, value) });
     const pattern = new RegExp(`model\\.safetensors: tensor '${name.replaceAll('.', '\\.')}' holds ${value} at element 3; weights must be finite`);
     await expect(loadEncoder(dir)).rejects.toThrow(pattern);

@@ -37,16 +37,21 @@ export function allowNonfiniteWeights(allow: boolean): void {
   allowNonfinite = allow;
 }
 
+/** Index of the first NaN or infinite value, or -1. */
+function firstNonfinite(values: Float32Array): number {
+  // v * 0 is NaN exactly when v is NaN or infinite, so one sum tells whether to search at all.
+  let probe = 0;
+  for (let i = 0; i < values.length; i++) probe += values[i]! * 0;
+  return probe === 0 ? -1 : values.findIndex((v) => !Number.isFinite(v));
+}
+
 /** A tensor's values as float32, refused when one is NaN or infinite (unless allowed). */
 function finiteFloat32(reader: TensorFile, name: string): Float32Array {
   const t = reader.tensor(name);
   const values = toFloat32(t.dtype, t.data);
-  if (!allowNonfinite) {
-    for (let i = 0; i < values.length; i++) {
-      if (!Number.isFinite(values[i]!)) {
-        throw new UserError(`${reader.label}: tensor '${name}' holds ${values[i]} at element ${i}; weights must be finite (--allow-nonfinite to load it anyway)`);
-      }
-    }
+  const bad = allowNonfinite ? -1 : firstNonfinite(values);
+  if (bad >= 0) {
+    throw new UserError(`${reader.label}: tensor '${name}' holds ${values[bad]} at element ${bad}; weights must be finite (--allow-nonfinite to load it anyway)`);
   }
   return values;
 }
