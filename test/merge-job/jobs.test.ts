@@ -39,7 +39,6 @@ beforeAll(async () => {
   await writeRowsParquet(path.join(dir, 'halves', 'b.parquet'), rows.slice(64), schema);
 }, 120_000);
 
-
 /** Same bytes (a deep equality over millions of elements is far too slow). */
 function expectBitEqual(a: Float32Array, b: Float32Array, label: string): void {
   expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength)), label).toBe(true);

@@ -41,7 +41,6 @@ beforeAll(async () => {
   results = await runJob(await readRunConfig(path.join(out, 'reference.yaml')));
 }, 900_000);
 
-
 /**
  * |a - b| <= rel * scale per element; the scale is |b| unless given (a merged weight is judged against
  * the size of the weights it averages, since near-cancelling inputs leave a tiny b).

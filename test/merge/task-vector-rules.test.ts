@@ -48,7 +48,7 @@ async function merge(name: string, opts: Partial<MergeJobOptions>): Promise<Weig
   const out = path.join(dir, name);
   await mergeModels({ models: TASKS.map(modelDir), base, method: 'ties', out, ...opts });
   const merged = Object.assign(encoder(path.join(out, 'encoder', 'model.safetensors')), { provenance: JSON.parse(readFileSync(path.join(out, 'merge.json'), 'utf8')) });
-  // Ten merges of three models each: keep what is checked, not the folders, so disk use stays small.
+  // A merge writes whole model folders; keep only what is checked, so the file's disk use stays small.
   rmSync(out, { recursive: true });
   return merged;
 }
