@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import './no-telemetry.ts';
 import * as ort from 'onnxruntime-node';
 import type { TokenBatch } from '@fisher-merge/core';
 import { mapWeights, positionIds, type Engine, type EncoderConfig, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
