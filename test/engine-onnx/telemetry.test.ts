@@ -1,9 +1,7 @@
-import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../support.ts';
-import { glueFile, modelDir, REPO } from '../reliability/support.ts';
+import { cli, glueFile, modelDir } from '../reliability/support.ts';
 
 /** Runs `eval` on a few rows with a temporary directory of its own (and the user's ORT_DISABLE_TELEMETRY, if any); lists what it left there. */
 function leftInTemp(userSetting?: string): string[] {
@@ -11,8 +9,7 @@ function leftInTemp(userSetting?: string): string[] {
   const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp };
   delete env.ORT_DISABLE_TELEMETRY;
   if (userSetting !== undefined) env.ORT_DISABLE_TELEMETRY = userSetting;
-  const args = ['eval', '--model', modelDir('sst2'), '--data', glueFile('sst2'), '--task', 'sst2', '--limit', '4'];
-  const run = spawnSync(process.execPath, [path.join(REPO, 'bin/fisher-merge.mjs'), ...args], { encoding: 'utf8', cwd: REPO, env });
+  const run = cli(['eval', '--model', modelDir('sst2'), '--data', glueFile('sst2'), '--task', 'sst2', '--limit', '4'], { env });
   expect(run.status, run.stderr).toBe(0);
   return readdirSync(tmp);
 }

@@ -41,8 +41,13 @@ export interface CliRun {
   stderr: string;
 }
 
-export function cli(args: readonly string[], options: { input?: string | Uint8Array } = {}): CliRun {
-  const run = spawnSync(process.execPath, [path.join(REPO, 'bin/fisher-merge.mjs'), ...args], { encoding: 'utf8', cwd: REPO, ...(options.input !== undefined ? { input: options.input } : {}) });
+export function cli(args: readonly string[], options: { input?: string | Uint8Array; env?: NodeJS.ProcessEnv } = {}): CliRun {
+  const run = spawnSync(process.execPath, [path.join(REPO, 'bin/fisher-merge.mjs'), ...args], {
+    encoding: 'utf8',
+    cwd: REPO,
+    ...(options.input !== undefined ? { input: options.input } : {}),
+    ...(options.env !== undefined ? { env: options.env } : {}),
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
