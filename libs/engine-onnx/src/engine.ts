@@ -3,7 +3,7 @@ import './no-telemetry.ts';
 import * as ort from 'onnxruntime-node';
 import type { TokenBatch } from '@fisher-merge/core';
 import { mapWeights, positionIds, type Engine, type EncoderConfig, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
-import { buildGraph, EMBEDDING_GRAD, type GraphKind } from './model.ts';
+import { buildGraph, EMBEDDING_GRAD, ffnWidth, type GraphKind } from './model.ts';
 
 export interface OnnxEngineOptions {
   /** intra-op threads; default: every core. */
@@ -191,8 +191,9 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
     return (name: string) => out[name].data as Float32Array;
   };
 
-  // Rows per Fisher run so that one [rows, out, in] per-example weight gradient stays under the bound.
-  const largest = Math.max(...weights.layers.flatMap((l) => [l.ffnIn, l.ffnOut, l.query].map((x) => x.weight.length)), 1);
+  // Rows per Fisher run so that one [rows, out, in] per-example weight gradient (at the graph's FFN
+  // width) stays under the bound.
+  const largest = Math.max(ffnWidth(config.intermediateSize) * config.hiddenSize, config.hiddenSize * config.hiddenSize, 1);
   const fisherRows = Math.max(1, Math.floor((options.fisherChunkBytes ?? 256 * 2 ** 20) / (4 * largest)));
 
   return {

@@ -1,3 +1,3 @@
 export { createOnnxEngine, type OnnxEngineOptions } from './engine.ts';
-export { buildGraph, type GraphKind } from './model.ts';
+export { buildGraph, ffnWidth, type GraphKind } from './model.ts';
 export { Graph } from './graph.ts';
