@@ -39,7 +39,10 @@ describe('FFN widths that are a multiple of 1024', async () => {
   it('are widened in the graph, and only they', () => {
     expect(ffnWidth(I)).toBeGreaterThan(I);
     expect(ffnWidth(I + 1)).toBe(I + 1);
-    expect(buildGraph(weights, 'mask').weights.get('param:layers.1.ffnOut.weight')!.dims).toEqual([16, ffnWidth(I)]);
+    const widened = buildGraph(weights, 'mask').weights.get('param:layers.1.ffnOut.weight')!;
+    expect(widened.dims).toEqual([16, ffnWidth(I)]);
+    // Built once per layer, whatever the number of graph kinds.
+    expect(buildGraph(weights, 'forward').weights.get('param:layers.1.ffnOut.weight')!.data).toBe(widened.data);
   });
 
   it('give the logits, losses and mask gradients of the unwidened model, at the model width', async () => {

@@ -25,14 +25,21 @@ export function ffnWidth(intermediateSize: number): number {
   return intermediateSize % 1024 === 0 ? intermediateSize + 16 : intermediateSize;
 }
 
+// One widened copy per layer, shared by the graphs of every kind built on the same weights.
+const extended = new WeakMap<Linear, Linear>();
+
 /** A copy of `l` with zero output rows appended up to `outF` and zero input columns up to `inF`. */
 function zeroExtended(l: Linear, outF: number, inF: number): Linear {
   if (outF === l.outFeatures && inF === l.inFeatures) return l;
+  const known = extended.get(l);
+  if (known?.outFeatures === outF && known.inFeatures === inF) return known;
   const weight = new Float32Array(outF * inF);
   for (let o = 0; o < l.outFeatures; o++) weight.set(l.weight.subarray(o * l.inFeatures, (o + 1) * l.inFeatures), o * inF);
   const bias = new Float32Array(outF);
   bias.set(l.bias);
-  return { weight, bias, outFeatures: outF, inFeatures: inF };
+  const wide = { weight, bias, outFeatures: outF, inFeatures: inF };
+  extended.set(l, wide);
+  return wide;
 }
 
 /**
