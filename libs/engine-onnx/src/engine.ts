@@ -69,11 +69,19 @@ interface PackedRows {
   labels?: Float32Array; // [rows]
 }
 
+/** Real tokens (attention mask 1) of each row of `b`. */
+function rowLengths(b: TokenBatch): Int32Array {
+  const T = b.seqLen, mask = b.attentionMask;
+  const lengths = new Int32Array(b.batchSize);
+  for (let r = 0; r < b.batchSize; r++) for (let t = 0; t < T; t++) if (mask[r * T + t]) lengths[r]++;
+  return lengths;
+}
+
 /**
  * Packs `order` (row indices of `b`) in that order. Position ids follow the family's rule on the padded
  * rows, so they are what the padded model would see. A row's token 0 feeds the head, so it must be real.
  */
-function packRows(config: EncoderConfig, b: TokenBatch, order: ArrayLike<number>): PackedRows {
+function packRows(config: EncoderConfig, b: TokenBatch, order: ArrayLike<number>, lengths = rowLengths(b)): PackedRows {
   const T = b.seqLen, mask = b.attentionMask;
   const positions = positionIds(config, b);
   const rows = order.length;
@@ -82,10 +90,8 @@ function packRows(config: EncoderConfig, b: TokenBatch, order: ArrayLike<number>
   for (let i = 0; i < rows; i++) {
     const r = order[i];
     if (!mask[r * T]) throw new Error(`engine-onnx: row ${r} of the batch starts with a padding token (attention_mask 0); rows must be right-padded`);
-    let len = 0;
-    for (let t = 0; t < T; t++) if (mask[r * T + t]) len++;
-    starts[i + 1] = starts[i] + len;
-    slots = Math.max(slots, len);
+    starts[i + 1] = starts[i] + lengths[r];
+    slots = Math.max(slots, lengths[r]);
   }
   const N = starts[rows];
   const p: PackedRows = {
@@ -138,12 +144,8 @@ function replicatePerClass(b: TokenBatch, classes: number): TokenBatch {
   return { batchSize: B * classes, seqLen: T, inputIds: rep(b.inputIds), attentionMask: rep(b.attentionMask), tokenTypeIds: rep(b.tokenTypeIds), labels };
 }
 
-/** Row indices by increasing number of real tokens, so that chunks of neighbours pad little. */
-function byLength(b: TokenBatch): Int32Array {
-  const T = b.seqLen;
-  const len = Array.from({ length: b.batchSize }, (_, r) => b.attentionMask.subarray(r * T, (r + 1) * T).reduce((s, v) => s + (v ? 1 : 0), 0));
-  return inOrder(b.batchSize).sort((x, y) => len[x] - len[y] || x - y);
-}
+/** Row indices by increasing length, so that chunks of neighbours pad little. */
+const byLength = (lengths: Int32Array): Int32Array => inOrder(lengths.length).sort((x, y) => lengths[x] - lengths[y] || x - y);
 
 export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEngineOptions = {}): Promise<Engine> {
   const config = weights.config;
@@ -212,9 +214,10 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
       const kind: GraphKind = expected ? 'fisher-expected' : 'fisher-empirical';
       const acc = new FisherSums(weights);
       // Fisher sums do not depend on row order: chunks of similar lengths pad the per-example sums least.
-      const order = byLength(rows);
+      const lengths = rowLengths(rows);
+      const order = byLength(lengths);
       for (let from = 0; from < order.length; from += fisherRows) {
-        const chunk = packRows(config, rows, order.subarray(from, from + fisherRows));
+        const chunk = packRows(config, rows, order.subarray(from, from + fisherRows), lengths);
         const get = await run(kind, chunk);
         for (const path of acc.sums.keys()) if (!HOST_SCATTERED.has(path)) acc.add(path, get(path));
         const grad = get(EMBEDDING_GRAD);
