@@ -101,9 +101,7 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   // which attention masks out) or, where the padding must be zero, with slot_rows on an appended zero
   // row. [B*S, F] -> packed: gather with token_slots. Token 0 only: [B, F] <-> [B, 1, F] by Reshape.
   const flat = (x: string, width: number) => reshape(x, [-1, width]);
-  const slotted = (x: string) => g.op('Gather', [x, slotTokens]);
   const zeroPadded = (x: string, width: number) => g.op('Gather', [g.op('Concat', [x, g.const(new Array<number>(width).fill(0), 'float', [1, width])], { axis: 0 }), slotRows!]);
-  const packed = (x: string, width: number) => g.op('Gather', [flat(x, width), tokenSlots]);
   const perExample = (x: string, width: number, tokenZero: boolean) => (tokenZero ? reshape(x, [-1, 1, width]) : zeroPadded(x, width));
   // Per-example sums over tokens [B, F]: one MatMul with the [B, N] token-to-example indicator.
   const exampleSum = (x: string, tokenZero: boolean) => (tokenZero ? x : mm(exampleTokens!, x));
@@ -188,14 +186,21 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const project = emb.project ? linear(emb.project, 'embeddings.project') : undefined;
   let x = project ? fwd(embNorm.y, project) : embNorm.y; // [N, D]
 
+  // Attention runs head-major, [H,B,S,d] (token 0 only: [H,B,1,d]): rows [R, D] are transposed to
+  // [H,R,d] while packed, then gathered into slots per head, so the transposes move the R real rows,
+  // not the B x S slots (about twice as many on SST-2).
   const maskF = g.op('Cast', [slotMask], { to: 1 });
-  const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [1, 2]); // [B,1,1,S]
+  const additive = unsqueeze(mul(sub(g.scalar(1), maskF), g.scalar(LOWEST)), [0, 2]); // [1,B,1,S]
   // Backward graphs zero the attention rows of padding queries, so their (repeated) inputs get no gradient.
-  const realQueries = backward ? unsqueeze(maskF, [1, 3]) : undefined; // [B,1,S,1]
-
-  // Attention layouts: rows [R, D] -> heads [B,H,S,d] (token 0 only: [B,H,1,d]), and back.
-  const heads = (y: string, tokenZero: boolean) => tr(tokenZero ? reshape(y, [-1, 1, H, dh]) : reshape(slotted(y), [0, 0, H, dh]), [0, 2, 1, 3]);
-  const unheads = (y: string, tokenZero: boolean) => (tokenZero ? flat(tr(y, [0, 2, 1, 3]), D) : packed(tr(y, [0, 2, 1, 3]), D));
+  const realQueries = backward ? unsqueeze(maskF, [0, 3]) : undefined; // [1,B,S,1]
+  const heads = (y: string, tokenZero: boolean) => {
+    const rows = tr(reshape(y, [-1, H, dh]), [1, 0, 2]); // [H,R,d]
+    return tokenZero ? unsqueeze(rows, [2]) : g.op('Gather', [rows, slotTokens], { axis: 1 });
+  };
+  const unheads = (y: string, tokenZero: boolean) => {
+    const perHead = reshape(y, [H, -1, dh]); // [H, B*Sq, d]
+    return flat(tr(tokenZero ? perHead : g.op('Gather', [perHead, tokenSlots], { axis: 1 }), [1, 0, 2]), D);
+  };
 
   // ---- encoder layers. Only token 0 reaches the head, so the last layer computes queries (and all that
   // follows: attention output, FFN) for token 0 alone; keys and values still cover every token.
@@ -209,7 +214,7 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     const q = heads(fwd(xq, Q), last);
     const k = heads(fwd(x, K), false);
     const v = heads(fwd(x, V), false);
-    const probs = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [B,H,Sq,S]
+    const probs = g.op('Softmax', [add(mm(q, tr(k, [0, 1, 3, 2])), additive)], { axis: -1 }); // [H,B,Sq,S]
     const P = realQueries && !last ? mul(probs, realQueries) : probs;
     const ctx = unheads(mm(P, v), last);
     const O = linear(lw.attnOut, `layers.${l}.attnOut`);
@@ -281,9 +286,9 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     fisherLinear(s.Fi, s.n1.y, dpre, s.last);
     const da = layerNormBack(s.n1, add(df, back(dpre, s.Fi)));
     fisherLinear(s.O, s.ctx, da, s.last);
-    const dC = heads(back(da, s.O), s.last); // [B,H,Sq,d]
-    const dP = mm(dC, tr(s.v, [0, 1, 3, 2])); // [B,H,Sq,S]
-    if (masks) headGrads[l] = sum(mul(dP, s.P), [2, 3]); // [B,H]
+    const dC = heads(back(da, s.O), s.last); // [H,B,Sq,d]
+    const dP = mm(dC, tr(s.v, [0, 1, 3, 2])); // [H,B,Sq,S]
+    if (masks) headGrads[l] = tr(sum(mul(dP, s.P), [2, 3]), [1, 0]); // [B,H]
     if (l === 0 && !fisher) break; // the mask graph is done once layer 0's mask gradients exist
 
     // Padding slots drop out: P is exactly 0 in their key columns and query rows, so dS is zero there.
