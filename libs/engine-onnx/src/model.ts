@@ -47,9 +47,9 @@ function zeroExtended(l: Linear, outF: number, inF: number): Linear {
  * sum_b loss_b, reusing forward values. Output names of parameter Fishers are dotted EncoderWeights paths.
  * Unpadded: token-wise values are 2-D [rows, features] over the real tokens only, packed example after
  * example (rows = N, or B where only token 0 is kept), so every linear layer is one Gemm over real tokens
- * with its bias fused and the PyTorch [out, in] weight used as stored (transB). Only attention, and the
- * per-example sums of the Fisher graphs, gather the packed rows into [B, S, F] (S: the longest example),
- * with zero rows in the padding slots.
+ * with its bias fused and the PyTorch [out, in] weight used as stored (transB). Only attention (per head,
+ * [H, B, S, d]) and the per-example sums of the Fisher graphs ([B, S, F], zero rows in the padding slots)
+ * gather the packed rows into slots (S: the longest example).
  */
 export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const c = w.config;
