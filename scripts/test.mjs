@@ -4,9 +4,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fisher-merge-test-'));
-const report = path.join(dir, 'report.json');
+// The run's JSON report stays (vitest names it at the end), replaced by the next run.
+const report = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test-results', 'report.json');
+rmSync(report, { force: true }); // a run that writes none must not be counted from the last one's
 // Every temporary file of the run, the spawned commands' and servers' included, goes under `dir`,
 // which goes at the end, however the run ended.
 const scratch = path.join(dir, 'tmp');
