@@ -3,15 +3,15 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildGraph, createOnnxEngine, ffnWidth } from '@fisher-merge/engine-onnx';
 import { flattenWeights, type EncoderWeights, type Linear } from '@fisher-merge/model';
+import { expectClose } from './close.ts';
 import { bertConfig, paddedBatch, randomWeights } from './random.ts';
 
-const I = 1024;
-const config = bertConfig({ numLayers: 2, hiddenSize: 16, numHeads: 2, intermediateSize: I, vocabSize: 40, maxPositions: 16, numLabels: 3 });
+const I = 1024, D = 16;
+const config = bertConfig({ numLayers: 2, hiddenSize: D, numHeads: 2, intermediateSize: I, vocabSize: 40, maxPositions: 16, numLabels: 3 });
 const weights = randomWeights(config, 21, undefined, 0.2);
 
 /** The model with neuron I added to every FFN: zero input row, zero bias, zero output column. */
 function withZeroNeuron(w: EncoderWeights): EncoderWeights {
-  const D = w.config.hiddenSize;
   const ffnIn = (l: Linear): Linear => ({ weight: Float32Array.from([...l.weight, ...new Array<number>(D).fill(0)]), bias: Float32Array.from([...l.bias, 0]), outFeatures: I + 1, inFeatures: D });
   const ffnOut = (l: Linear): Linear => {
     const weight = new Float32Array(D * (I + 1));
@@ -21,14 +21,8 @@ function withZeroNeuron(w: EncoderWeights): EncoderWeights {
   return { ...w, config: { ...w.config, intermediateSize: I + 1 }, layers: w.layers.map((l) => ({ ...l, ffnIn: ffnIn(l.ffnIn), ffnOut: ffnOut(l.ffnOut) })) };
 }
 
-/** Neuron I's entries dropped from [rows, I + 1] (or [I + 1] when rows = 1, or each row of a [.., I+1] block). */
+/** `a` without the last entry of each row of `width`: neuron I's, from rows over I + 1 neurons. */
 const withoutLast = (a: ArrayLike<number>, width: number) => Array.from(a).filter((_, i) => i % width !== width - 1);
-
-function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  const scale = Array.from(want).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-  for (let i = 0; i < want.length; i++) if (!(Math.abs(got[i] - want[i]) <= 1e-5 * scale)) expect.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]}`);
-}
 
 describe('FFN widths that are a multiple of 1024', async () => {
   const wide = await createOnnxEngine(weights, { threads: 1 });
@@ -40,7 +34,7 @@ describe('FFN widths that are a multiple of 1024', async () => {
     expect(ffnWidth(I)).toBeGreaterThan(I);
     expect(ffnWidth(I + 1)).toBe(I + 1);
     const widened = buildGraph(weights, 'mask').weights.get('param:layers.1.ffnOut.weight')!;
-    expect(widened.dims).toEqual([16, ffnWidth(I)]);
+    expect(widened.dims).toEqual([D, ffnWidth(I)]);
     // Built once per layer, whatever the number of graph kinds.
     expect(buildGraph(weights, 'forward').weights.get('param:layers.1.ffnOut.weight')!.data).toBe(widened.data);
   });
@@ -62,7 +56,7 @@ describe('FFN widths that are a multiple of 1024', async () => {
       ...w,
       layers: w.layers.map((l) => ({
         ...l,
-        ffnIn: { ...l.ffnIn, weight: l.ffnIn.weight.slice(0, I * 16), bias: l.ffnIn.bias.slice(0, I) },
+        ffnIn: { ...l.ffnIn, weight: l.ffnIn.weight.slice(0, I * D), bias: l.ffnIn.bias.slice(0, I) },
         ffnOut: { ...l.ffnOut, weight: Float32Array.from(withoutLast(l.ffnOut.weight, I + 1)) },
       })),
     });

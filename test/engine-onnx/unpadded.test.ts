@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { TokenBatch } from '@fisher-merge/core';
 import { createOnnxEngine } from '@fisher-merge/engine-onnx';
 import { flattenWeights, type EncoderConfig } from '@fisher-merge/model';
+import { expectClose, maxAbs } from './close.ts';
 import { bertConfig, paddedBatch, randomWeights } from './random.ts';
 
 const config: EncoderConfig = bertConfig({ numLayers: 2, hiddenSize: 16, numHeads: 4, intermediateSize: 24, vocabSize: 50, maxPositions: 32, numLabels: 3 });
@@ -15,14 +16,6 @@ const batch = (lengths: number[], width: number, seed: number) => paddedBatch(co
 function alone(x: TokenBatch, b: number, len: number): TokenBatch {
   const row = (a: Int32Array) => a.slice(b * x.seqLen, b * x.seqLen + len);
   return { batchSize: 1, seqLen: len, inputIds: row(x.inputIds), attentionMask: row(x.attentionMask), tokenTypeIds: row(x.tokenTypeIds), labels: x.labels!.slice(b, b + 1) };
-}
-
-const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-
-/** Within 1e-5 of `scale` (default: the largest magnitude wanted): the rounding of a different GEMM blocking. */
-function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: string, scale = maxAbs(want)): void {
-  expect(got.length, what).toBe(want.length);
-  for (let i = 0; i < want.length; i++) if (!(Math.abs(got[i] - want[i]) <= 1e-5 * scale)) expect.fail(`${what}[${i}]: got ${got[i]}, want ${want[i]}`);
 }
 
 describe('onnx engine on padded batches', async () => {
