@@ -21,6 +21,13 @@ function sameEncoder(a: string, b: string): void {
   for (const name of x!.names()) expect(Buffer.from(x!.float32(name).buffer).equals(Buffer.from(y!.float32(name).buffer)), name).toBe(true);
 }
 
+/** merge.json's models carry the examples and data fingerprint their Fisher files record. */
+function expectFisherData(provenance: { models: { fisher_examples: unknown; fisher_data_fingerprint: unknown }[] }, fishers: string[]): void {
+  const recorded = fishers.map((f) => readSafetensors(f).metadata);
+  expect(recorded.every((m) => /^[0-9a-f]{64}$/.test(m.data_fingerprint ?? ''))).toBe(true);
+  expect(provenance.models.map((m) => [m.fisher_examples, m.fisher_data_fingerprint])).toEqual(recorded.map((m) => [Number(m.examples), m.data_fingerprint]));
+}
+
 describe('merge CONFIG.yaml', () => {
   it('equals the flag form (dtype included), and merge.json records the effective parameters with their defaults', () => {
     writeFileSync(path.join(dir, 'ties.yaml'), [
@@ -66,7 +73,22 @@ describe('merge CONFIG.yaml', () => {
     const flags = cli('merge', '--model', `${models}/sst2`, '--fisher', fishers[0]!, '--model', `${models}/cola`, '--fisher', fishers[1]!, '--out', path.join(dir, 'fisher-flags'));
     expect(flags.status, flags.stderr).toBe(0);
     sameEncoder(path.join(dir, 'fisher-out'), path.join(dir, 'fisher-flags'));
-    expect(JSON.parse(readFileSync(path.join(dir, 'fisher-out', 'merge.json'), 'utf8')).params).toEqual({ universal: true, normalize: 'none' });
+    const provenance = JSON.parse(readFileSync(path.join(dir, 'fisher-out', 'merge.json'), 'utf8'));
+    expect(provenance.params).toEqual({ universal: true, normalize: 'none' });
+    expectFisherData(provenance, fishers);
+  });
+
+  it("merge.json records each full Fisher file's examples and data fingerprint", () => {
+    const fishers = ['sst2', 'cola'].map((t) => {
+      const out = path.join(dir, `${t}.full.safetensors`);
+      const run = cli('fisher', '--kind', 'full', '--model', `${models}/${t}`, '--data', `${root}/data/glue/${t}/train-00000-of-00001.parquet`, '--task', t, '--samples', t === 'sst2' ? '4' : '3', '--out', out);
+      expect(run.status, run.stderr).toBe(0);
+      return out;
+    });
+    const merged = path.join(dir, 'full-out');
+    const run = cli('merge', '--method', 'full-fisher', '--model', `${models}/sst2`, '--fisher', fishers[0]!, '--model', `${models}/cola`, '--fisher', fishers[1]!, '--out', merged);
+    expect(run.status, run.stderr).toBe(0);
+    expectFisherData(JSON.parse(readFileSync(path.join(merged, 'merge.json'), 'utf8')), fishers);
   });
 
   it('a bad config is one line naming the file and the key; a config and flags together are refused', () => {

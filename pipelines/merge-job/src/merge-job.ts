@@ -90,19 +90,22 @@ function checkFisherMatches(file: string, fisher: MaskFisher | { modelFingerprin
   }
 }
 
+/** What a Fisher file says of the data behind it, for the provenance. */
+interface FisherData { examples: number; dataFingerprint: string }
+
 /** How the job supplies each statistic a rule can declare: one model's file, read and checked against that model. */
-const READ_STATISTIC: { [K in Statistic]: (file: string, m: MergeMember, reference: MergeMember) => Promise<NonNullable<Statistics[K]>[number]> } = {
+const READ_STATISTIC: { [K in Statistic]: (file: string, m: MergeMember, reference: MergeMember) => Promise<{ statistic: NonNullable<Statistics[K]>[number]; data: FisherData }> } = {
   async maskFisher(file, m) {
     const fisher = await readMaskFisher(file);
     checkFisherMatches(file, fisher, m);
-    return fisher;
+    return { statistic: fisher, data: fisher };
   },
   async fullFisher(file, m, reference) {
     const fisher = readFullFisher(file);
     checkFisherMatches(file, fisher.meta, m);
     // The rule asks by the first model's tensor names.
     const index = new Map(reference.slots.map((s, i) => [s.name, m.slots[i]!.name]));
-    return (name) => fisher.tensor(index.get(name)!);
+    return { statistic: (name) => fisher.tensor(index.get(name)!), data: fisher.meta };
   },
 };
 
@@ -176,10 +179,13 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
       return fisher;
     });
   }
+  const fileData: { [K in Statistic]?: FisherData[] } = {};
   for (const kind of rule.needs.stats) {
     if (stats[kind]) continue;
-    const read = READ_STATISTIC[kind] as (file: string, m: MergeMember, reference: MergeMember) => Promise<never>;
-    stats[kind] = await Promise.all(files[kind]!.map((file, j) => read(file, members[j]!, members[0]!)));
+    const read = READ_STATISTIC[kind] as (file: string, m: MergeMember, reference: MergeMember) => Promise<{ statistic: never; data: FisherData }>;
+    const results = await Promise.all(files[kind]!.map((file, j) => read(file, members[j]!, members[0]!)));
+    stats[kind] = results.map((r) => r.statistic);
+    fileData[kind] = results.map((r) => r.data);
   }
   const slotIndex = new Map(members[0]!.slots.map((s, i) => [s.name, i]));
   const tensorOf = (m: MergeMember, slot: TensorSlot) => m.model.source.float32(m.slots[slotIndex.get(slot.name)!]!.name);
@@ -198,8 +204,8 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   const first = members[0]!;
   const prefix = first.model.encoderPrefix;
   const outputs = { encoder: path.join(opts.out, 'encoder'), models: Object.fromEntries(names.map((n) => [n, path.join(opts.out, n)])) };
-  // Examples and data fingerprint of each model's Fisher (mask, else full: its header only).
-  const fisherMeta = members.map((_, j) => stats.maskFisher?.[j] ?? (files.fullFisher?.[j] ? readFullFisher(files.fullFisher[j]).meta : undefined));
+  // Examples and data fingerprint of each model's Fisher (mask, else full).
+  const fisherMeta = members.map((_, j): FisherData | undefined => stats.maskFisher?.[j] ?? fileData.fullFisher?.[j]);
   const provenance: MergeProvenance = {
     method: rule.name,
     params: merger.params,
