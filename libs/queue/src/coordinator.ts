@@ -61,9 +61,9 @@ export class QueueCoordinator {
         const credits = new FlowControl(maxPending);
         const out = new Map<number, ModelBatch>();
         const arrived = new Map<number, FisherContribution>();
-        /** Batches whose XADD has completed, until folded. */
-        const queued = new Set<number>();
         let appended = 0;
+        // Batches whose XADD has completed: XADDs run one at a time, so they are the seqs below it.
+        let added = 0;
         let next = 0;
         let foldedAt = performance.now();
         let sourceDone = false;
@@ -73,7 +73,6 @@ export class QueueCoordinator {
             const batch = out.get(next)!;
             arrived.delete(next);
             out.delete(next);
-            queued.delete(next);
             next++;
             foldedAt = performance.now();
             credits.release();
@@ -86,7 +85,7 @@ export class QueueCoordinator {
         reader.on('error', () => undefined);
         const repair = async (): Promise<void> => {
           const inStream = new Set(rangeEntries(await this.redis.callBuffer('XRANGE', k.batches, '-', '+')).map(readBatch).filter((b) => b.run === this.run).map((b) => b.seq));
-          for (const seq of [...queued].sort((a, b) => a - b)) {
+          for (let seq = next; seq < added; seq++) {
             if (arrived.has(seq) || inStream.has(seq)) continue;
             logEvent('queue.batch_reappended', { task, seq });
             await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, out.get(seq)!.tokens));
@@ -105,7 +104,7 @@ export class QueueCoordinator {
               }
               if (entries.length > 0) await this.redis.xdel(k.results, ...entries.map((e) => e.id));
               fold();
-              if (entries.length === 0 && queued.size > 0 && performance.now() - foldedAt > repairAfterMs) await repair();
+              if (entries.length === 0 && added > next && performance.now() - foldedAt > repairAfterMs) await repair();
             }
           } catch (e) {
             if (!closed.signal.aborted) subscriber.error(e);
@@ -118,7 +117,7 @@ export class QueueCoordinator {
               const seq = appended++;
               out.set(seq, batch);
               await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens));
-              queued.add(seq);
+              added = seq + 1;
             }),
           )
           .subscribe({
