@@ -11,6 +11,7 @@ export function tempPath(target: string): string {
 /**
  * A file-system failure while writing `target` (its temporary name included) as one line naming the
  * target; any other error is returned as it is. Every writer of an output reports failures this way.
+ * Not isFileSystemError: the errors of writeSync and of write streams carry a code but no path.
  */
 export function writeError(target: string, e: unknown): unknown {
   const errno = e as NodeJS.ErrnoException;

@@ -13,7 +13,7 @@ export interface OpenEngineOptions {
 
 // Dynamic imports: an engine whose native runtime is missing must not break the others.
 async function open(kind: 'onnx' | 'tfjs', weights: EncoderWeights, threads: number | undefined): Promise<Engine> {
-  if (kind === 'onnx') return checkedBatches(await (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights, threads === undefined ? {} : { threads }));
+  if (kind === 'onnx') return checkedBatches(await (await import('@fisher-merge/engine-onnx')).createOnnxEngine(weights, { threads }));
   return checkedBatches(await (await import('@fisher-merge/engine-tfjs')).createTfjsEngine(weights));
 }
 

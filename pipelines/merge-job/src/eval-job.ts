@@ -90,7 +90,7 @@ export async function evaluateModel(opts: EvalJobOptions): Promise<EvalResult> {
 }
 
 async function scoreModel(opts: EvalJobOptions, model: LoadedModel, batches: Observable<TokenBatch>): Promise<EvalResult> {
-  const engine = await openEngine(opts.engine, model.weights, { log: () => {}, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) });
+  const engine = await openEngine(opts.engine, model.weights, { log: () => {}, threads: opts.threads });
   try {
     const total = opts.batches ? opts.batches.reduce((n, b) => n + b.batchSize, 0) : await expectedRows(opts.data, opts.limit ? { kind: 'first', n: opts.limit } : undefined);
     const progress = opts.progressLabel ? { label: opts.progressLabel, ...(total !== undefined ? { total } : {}) } : undefined;

@@ -51,7 +51,7 @@ async function accumulate<S>(
   // Hashed on its own thread while the batches run, not before them; awaited with the last batch.
   const fingerprint = modelFingerprint(model);
   fingerprint.catch(() => undefined); // a failure is reported where it is awaited, unless the job failed first
-  const engine = await openEngine(opts.engine, model.weights, opts.threads !== undefined ? { threads: opts.threads } : {});
+  const engine = await openEngine(opts.engine, model.weights, { threads: opts.threads });
   const started = performance.now();
   try {
     const flow = new FlowControl(4, { grow: true });

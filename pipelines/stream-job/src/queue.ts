@@ -53,7 +53,7 @@ export async function runWorker(config: StreamConfig & { queue: QueueConfig }, s
       const { model } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
       const fingerprint = await modelFingerprint(model);
       if (fingerprint !== announced.modelFingerprint) throw new UserError(`worker: ${task.model}: the model differs from the coordinator's for task '${name}' (fingerprint ${fingerprint.slice(0, 12)} vs ${announced.modelFingerprint.slice(0, 12)})`);
-      const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('worker.engine', { task: name, engine: line }), ...(threads === undefined ? {} : { threads }) });
+      const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('worker.engine', { task: name, engine: line }), threads });
       const connection = redis.duplicate();
       connection.on('error', () => undefined);
       try {

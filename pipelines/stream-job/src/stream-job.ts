@@ -195,7 +195,7 @@ async function openTask(task: StreamTask, config: StreamConfig, saved: StreamSta
 
 /** The task's own engine in this process; closing waits for a call a stop or an error left running. */
 async function localCompute({ name, model, config }: TaskModel, threads: number | undefined): Promise<TaskCompute> {
-  const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }), ...(threads === undefined ? {} : { threads }) });
+  const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }), threads });
   const running = new Set<Promise<unknown>>();
   const tracked: Engine = {
     name: engine.name,

@@ -31,7 +31,7 @@ export function registerEval(program: Command): void {
         data: flags.data,
         task: await resolveModelTask(flags, flags.model),
         engine: flags.engine,
-        ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
+        threads: flags.threads,
         batchSize: flags.batchSize,
         ...(flags.limit ? { limit: flags.limit } : {}),
         progressLabel: 'eval',

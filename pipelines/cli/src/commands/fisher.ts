@@ -49,7 +49,7 @@ export function registerFisher(program: Command): void {
         batchSize: flags.batchSize,
         maxLength: flags.maxLength,
         engine: flags.engine,
-        ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
+        threads: flags.threads,
         progressLabel: `fisher ${task.name}`,
         ...(flags.samples !== undefined ? { samples: flags.samples } : {}),
         ...(flags.seed !== undefined ? { seed: flags.seed } : {}),

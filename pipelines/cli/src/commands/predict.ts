@@ -43,7 +43,7 @@ export function registerPredict(program: Command): void {
       fitTokenizer(flags.model, tokenizer, model.config);
       const names = labelsFromConfig(model.hfConfig, path.join(flags.model, 'config.json')).names;
       const regression = model.config.problemType === 'regression';
-      const engine = await openEngine(flags.engine, model.weights, flags.threads !== undefined ? { threads: flags.threads } : {});
+      const engine = await openEngine(flags.engine, model.weights, { threads: flags.threads });
       try {
         const flow = new FlowControl(4, { grow: true });
         const sample = flags.limit ? { kind: 'first' as const, n: flags.limit } : undefined;

@@ -21,7 +21,7 @@ export function registerStream(program: Command): void {
       const options = { handleSignals: true, ...(flags.exitWhenIdle !== undefined ? { exitWhenIdleMs: flags.exitWhenIdle } : {}) };
       const queue = config.queue;
       if (queue && flags.threads !== undefined) throw new UserError(`--threads: ${file} sets 'queue', so this process coordinates and runs no engine; give --threads to each worker`);
-      await (queue ? runCoordinator({ ...config, queue }, options) : runStreamJob(config, { ...options, ...(flags.threads !== undefined ? { threads: flags.threads } : {}) }));
+      await (queue ? runCoordinator({ ...config, queue }, options) : runStreamJob(config, { ...options, threads: flags.threads }));
     });
 }
 
