@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { glueTask, taskBatches } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
 import { accumulateFisher, decayFisher, emptyMaskFisher, foldFisher, type ContributedBatch, type FisherContribution } from '@fisher-merge/fisher';
-import { loadTaskModel } from '@fisher-merge/merge-job';
+import { loadTaskModel } from '@fisher-merge/task-model';
 import { modelFingerprint } from '@fisher-merge/model';
 import { glueFile, modelDir } from '../data/helpers.ts';
 

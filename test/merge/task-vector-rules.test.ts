@@ -4,7 +4,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensors } from '@fisher-merge/checkpoint';
 import { glueTask } from '@fisher-merge/data';
 import { readMaskFisher, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
-import { computeMaskFisher, mergeModels, type MergeJobOptions } from '@fisher-merge/merge-job';
+import { computeMaskFisher } from '@fisher-merge/merge-job';
+import { mergeModels, type MergeJobOptions } from '@fisher-merge/merge-writer';
 import { tempDir } from '../support.ts';
 
 /**

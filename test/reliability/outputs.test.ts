@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { refuseOutputOnInputs, UserError, writeFileAtomic } from '@fisher-merge/core';
-import { mergeModels } from '@fisher-merge/merge-job';
+import { mergeModels } from '@fisher-merge/merge-writer';
 import { writeStreamConfig } from '../stream-job/helpers.ts';
 import { tempDir } from '../support.ts';
 import { cli, editedModel, expectRefused, glueFile, modelDir } from './support.ts';

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { bufferSource, parsePytorchBin, readSafetensors, encodeSafetensors } from '@fisher-merge/checkpoint';
 import { describeModel } from '@fisher-merge/model';
-import { mergeModels } from '@fisher-merge/merge-job';
+import { mergeModels } from '@fisher-merge/merge-writer';
 import { torchCheckpoint } from '../fuzz/torch-zip.ts';
 import { tempDir } from '../support.ts';
 import { cli, editedModel, expectRefused, modelDir } from './support.ts';

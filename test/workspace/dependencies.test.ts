@@ -47,6 +47,13 @@ describe('workspace dependencies', () => {
     expect(declared(dir), `${dir}/package.json "dependencies" must list each imported @fisher-merge/* package as "*"`).toEqual(importedPackages(dir));
   });
 
+  // Libraries are the reusable parts and pipelines wire them: a pipeline that needs another's code
+  // means that code belongs in a library. The CLI is the one entry point that dispatches to pipelines.
+  it.each(packages.filter((dir) => dir !== 'pipelines/cli'))('%s imports no pipeline', (dir) => {
+    const pipelines = packages.filter((p) => p.startsWith('pipelines/')).map((p) => manifest(p).name);
+    expect(importedPackages(dir).filter((name) => pipelines.includes(name))).toEqual([]);
+  });
+
   it("Nx's project graph has an edge for every import", () => {
     const file = path.join(tempDir(), 'graph.json');
     execFileSync(process.execPath, [realpathSync(path.join(root, 'node_modules/.bin/nx')), 'graph', `--file=${file}`], { cwd: root, stdio: 'pipe', env: { ...process.env, NX_DAEMON: 'false' } });

@@ -69,7 +69,7 @@ export async function resolveModelTask(flags: TaskFlags, modelDir: string): Prom
   const hfConfig = await readHfConfig(modelDir);
   const label = path.join(modelDir, 'config.json');
   const numLabels = flags.textColumn !== undefined && flags.numLabels === undefined ? numLabelsFromConfig(hfConfig, label) : flags.numLabels;
-  const { withModelLabels } = await import('@fisher-merge/merge-job/task-model');
+  const { withModelLabels } = await import('@fisher-merge/task-model');
   return withModelLabels(resolveTask({ ...flags, ...(numLabels !== undefined ? { numLabels } : {}) }), hfConfig, modelDir);
 }
 

@@ -4,7 +4,7 @@ import { GLUE_METRICS, computeMetrics, type MetricName } from '@fisher-merge/eva
 import { expectedRows, FlowControl, releaseCredits, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { loadEncoder, type Engine, type LoadedModel } from '@fisher-merge/model';
-import { checkTaskHead, loadTaskModel } from './task-model.ts';
+import { checkTaskHead, loadTaskModel } from '@fisher-merge/task-model';
 
 export interface EvalDataOptions {
   data: string;

@@ -4,7 +4,7 @@ import { expectedRows, FlowControl, releaseCredits, taskBatches, type ModelBatch
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { accumulateFisher, accumulateFullFisher, type FisherMode, type FullFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { modelFingerprint, toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
-import { loadTaskModel } from './task-model.ts';
+import { loadTaskModel } from '@fisher-merge/task-model';
 
 export interface FisherJobOptions {
   modelDir: string;

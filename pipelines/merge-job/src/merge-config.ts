@@ -3,9 +3,9 @@ import { loadConfig, MERGE_CONFIG, parseConfig } from '@fisher-merge/config';
 import { OUTPUT_DTYPES, type OutputDType } from '@fisher-merge/checkpoint';
 import { UserError } from '@fisher-merge/core';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
-import { mergeModels, type MergeJobOptions, type MergeJobResult } from './merge-job.ts';
+import { mergeModels, type MergeJobOptions, type MergeJobResult } from '@fisher-merge/merge-writer';
 import { sampling, STATISTIC_JOBS, statisticSettings, type StatisticSettings, type StatisticSource } from './statistics.ts';
-import { withModelLabelCount } from './task-model.ts';
+import { withModelLabelCount } from '@fisher-merge/task-model';
 
 /** `fisher-merge merge CONFIG.yaml`: one merge in one file (mergekit's vocabulary). Paths are relative to the file. */
 export interface MergeConfig extends StatisticSettings {

@@ -6,7 +6,7 @@ import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import type { SearchStrategy } from './coefficient-search.ts';
 import { statisticSettings } from './statistics.ts';
-import { withModelLabelCount } from './task-model.ts';
+import { withModelLabelCount } from '@fisher-merge/task-model';
 
 /** One fine-tuned model and its task's data. Paths are resolved against the config file's folder. */
 export interface RunTask {

@@ -4,7 +4,7 @@ import type { ReadyRule, TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
-import { withModelLabelCount } from '@fisher-merge/merge-job/task-model';
+import { withModelLabelCount } from '@fisher-merge/task-model';
 
 /** Where a task's examples come from. */
 export type TaskInput =

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '@fisher-merge/core';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
-import { mergeModels } from '@fisher-merge/merge-job';
+import { mergeModels } from '@fisher-merge/merge-writer';
 import { renderReport } from '@fisher-merge/report';
 import type { StreamConfig } from './config.ts';
 import { outLayout, type SourceCursor } from './state.ts';

@@ -3,7 +3,7 @@ import { logEvent } from '@fisher-merge/core';
 import { openEngine } from '@fisher-merge/engines';
 import { modelFingerprint } from '@fisher-merge/model';
 import { computeContribution } from '@fisher-merge/fisher';
-import { loadTaskModel } from '@fisher-merge/merge-job';
+import { loadTaskModel } from '@fisher-merge/task-model';
 import { openRedis, QueueCoordinator, readJob, serveTask, type JobAnnouncement } from '@fisher-merge/queue';
 import { UserError } from '@fisher-merge/core';
 import type { QueueConfig, StreamConfig } from './config.ts';

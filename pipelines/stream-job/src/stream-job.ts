@@ -48,7 +48,7 @@ import {
 } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
 import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type FisherUpdate, type MaskFisher } from '@fisher-merge/fisher';
-import { loadTaskModel } from '@fisher-merge/merge-job';
+import { loadTaskModel } from '@fisher-merge/task-model';
 import { modelFingerprint, type Engine, type LoadedModel } from '@fisher-merge/model';
 import type { StreamConfig, StreamTask } from './config.ts';
 import { RowLedger } from './ledger.ts';
@@ -77,7 +77,7 @@ export interface StreamJobOptions {
    * Where each task's batches become Fisher contributions: by default its engine in this process;
    * the queue coordinator passes workers reached through Redis.
    */
-  compute?: (task: TaskModel) => Promise<TaskCompute>;
+  compute?: (task: LoadedTask) => Promise<TaskCompute>;
   /**
    * Engine threads of the in-process engines (default: every core). onnxruntime's sums depend on it
    * in the last bits, so a job equals its queue workers bit for bit when both run the same count.
@@ -90,7 +90,7 @@ export interface StreamJobOptions {
 }
 
 /** A task's model as the stream job loaded it, for the code that computes its contributions. */
-export interface TaskModel {
+export interface LoadedTask {
   name: string;
   model: LoadedModel;
   config: StreamConfig;
@@ -157,7 +157,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     for (const name of Object.keys(saved?.tasks ?? {})) {
       if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
     }
-    const compute = options.compute ?? ((task: TaskModel) => localCompute(task, options.threads));
+    const compute = options.compute ?? ((task: LoadedTask) => localCompute(task, options.threads));
     for (const task of config.tasks) runs.push(await openTask(task, config, saved, compute));
     return await runTasks(config, options, runs, saved);
   } finally {
@@ -166,7 +166,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
   }
 }
 
-async function openTask(task: StreamTask, config: StreamConfig, saved: StreamState | undefined, compute: (task: TaskModel) => Promise<TaskCompute>): Promise<TaskRun> {
+async function openTask(task: StreamTask, config: StreamConfig, saved: StreamState | undefined, compute: (task: LoadedTask) => Promise<TaskCompute>): Promise<TaskRun> {
   const name = task.spec.name;
   const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
   const previous = saved?.tasks[name];
@@ -194,7 +194,7 @@ async function openTask(task: StreamTask, config: StreamConfig, saved: StreamSta
 }
 
 /** The task's own engine in this process; closing waits for a call a stop or an error left running. */
-async function localCompute({ name, model, config }: TaskModel, threads: number | undefined): Promise<TaskCompute> {
+async function localCompute({ name, model, config }: LoadedTask, threads: number | undefined): Promise<TaskCompute> {
   const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }), threads });
   const running = new Set<Promise<unknown>>();
   const tracked: Engine = {

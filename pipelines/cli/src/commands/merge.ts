@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { logEvent, UserError } from '@fisher-merge/core';
 import { MERGE_RULES, type Params } from '@fisher-merge/merge';
 import { OUTPUT_DTYPES } from '@fisher-merge/checkpoint';
-import type { MergeJobOptions } from '@fisher-merge/merge-job';
+import type { MergeJobOptions } from '@fisher-merge/merge-writer';
 import { collect } from '../options.ts';
 
 interface MergeFlags {
@@ -50,7 +50,7 @@ export function registerMerge(program: Command): void {
     .addOption(new Option('--dtype <name>', "dtype of the written weights (default: the inputs' dtype where they agree, else float32)").choices([...OUTPUT_DTYPES.keys()]))
     .option('--out <dir>', 'output directory (replaced atomically)')
     .action(async (file: string | undefined, flags: MergeFlags) => {
-      const { mergeModels, readMergeConfig, runMergeConfig } = await import('@fisher-merge/merge-job');
+      const [{ mergeModels }, { readMergeConfig, runMergeConfig }] = await Promise.all([import('@fisher-merge/merge-writer'), import('@fisher-merge/merge-job')]);
       const result = file === undefined ? await mergeModels(flagJob(flags)) : await runMergeConfig(await readMergeConfig(configOnly(file, flags)));
       logEvent('merge.written', { encoder: result.outputs.encoder, models: Object.values(result.outputs.models), seconds: Number(result.seconds.toFixed(3)) });
     });

@@ -33,7 +33,7 @@ export function registerPredict(program: Command): void {
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(32).argParser(positiveInt('--batch-size')))
     .action(async (flags: PredictFlags) => {
       const [{ concatMap, lastValueFrom }, { expectedRows, FlowControl, loadTokenizer, releaseCredits, taskBatches }, { checkTaskHead, fitTokenizer }] = await Promise.all([
-        import('rxjs'), import('@fisher-merge/data'), import('@fisher-merge/merge-job/task-model'),
+        import('rxjs'), import('@fisher-merge/data'), import('@fisher-merge/task-model'),
       ]);
       const task = await resolveModelTask(flags, flags.model);
       const [model, tokenizer] = await Promise.all([loadEncoder(flags.model), loadTokenizer(flags.model)]);

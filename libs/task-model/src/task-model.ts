@@ -4,7 +4,7 @@ import { customTask, loadTokenizer, type TaskSpec, type TextTokenizer } from '@f
 import { readHfConfig, type HfConfig } from '@fisher-merge/checkpoint';
 import { labelsFromConfig, loadEncoder, numLabelsFromConfig, tokenLimits, type EncoderConfig, type LoadedModel, type LoadOptions } from '@fisher-merge/model';
 
-export interface TaskModel {
+export interface ModelAndTokenizer {
   model: LoadedModel;
   tokenizer: TextTokenizer;
 }
@@ -14,7 +14,7 @@ export interface TaskModel {
  * tokenizer (and `maxLength`, when given) that fit its embedding tables; and the task reading
  * string labels through the model's label2id.
  */
-export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } & LoadOptions = {}): Promise<TaskModel & { task: TaskSpec }> {
+export async function loadTaskModel(dir: string, task: TaskSpec, options: { maxLength?: number } & LoadOptions = {}): Promise<ModelAndTokenizer & { task: TaskSpec }> {
   const [model, tokenizer] = await Promise.all([loadEncoder(dir, options), loadTokenizer(dir)]);
   checkTaskHead(dir, model.config, task);
   fitTokenizer(dir, tokenizer, model.config, options.maxLength);
