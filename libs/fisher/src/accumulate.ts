@@ -26,6 +26,15 @@ export interface ContributedBatch<T> {
   decay?: number;
 }
 
+/**
+ * A batch for which no contribution will come (a queue dead-lettered it): a job moves its cursor
+ * over the batch's rows and records them as skipped, never folded and never read again.
+ */
+export interface DeadBatch<T> {
+  batch: T;
+  dead: { reason: string };
+}
+
 /** One labelled batch through the model's mask-gradient pass, into its contribution (in process or on a queue worker). */
 export async function computeContribution(engine: Engine, mode: FisherMode, tokens: TokenBatch): Promise<FisherContribution> {
   if (!tokens.labels) throw new Error('mask Fisher needs labelled batches');
