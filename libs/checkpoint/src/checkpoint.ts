@@ -37,12 +37,17 @@ export function allowNonfiniteWeights(allow: boolean): void {
   allowNonfinite = allow;
 }
 
+/** Whether NaN and Inf are let through (--allow-nonfinite): statistics follow the same choice as weights. */
+export const nonfiniteAllowed = (): boolean => allowNonfinite;
+
 /** Index of the first NaN or infinite value, or -1. */
-function firstNonfinite(values: Float32Array): number {
+export function firstNonfinite(values: ArrayLike<number>): number {
   // v * 0 is NaN exactly when v is NaN or infinite, so one sum tells whether to search at all.
   let probe = 0;
   for (let i = 0; i < values.length; i++) probe += values[i]! * 0;
-  return probe === 0 ? -1 : values.findIndex((v) => !Number.isFinite(v));
+  if (probe === 0) return -1;
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
+  return -1;
 }
 
 /** A tensor's values as float32, refused when one is NaN or infinite (unless allowed). */

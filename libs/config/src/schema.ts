@@ -1,12 +1,5 @@
 import { z } from 'zod';
-import { isUserError, UserError } from '@fisher-merge/core';
-
-/** A value as an error message shows it: JSON, cut short, or `nothing` for a missing key. */
-export function shown(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
+import { clipped, isUserError, shown, UserError } from '@fisher-merge/core';
 
 /** The error option of a schema: every failure reads `expected WHAT, got VALUE`. */
 export function expected(what: string): { error: (issue: { input?: unknown }) => string } {
@@ -58,7 +51,8 @@ export function checked<I, O>(run: (value: I) => O) {
 /** `tasks[1].samples`; `(top level)` for the document itself. */
 export function keyPath(path: readonly PropertyKey[]): string {
   let out = '';
-  for (const part of path) out += typeof part === 'number' ? `[${part}]` : `${out ? '.' : ''}${String(part)}`;
+  // A key is input too: a 52 MB key name is cut like any echoed value.
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : `${out ? '.' : ''}${clipped(String(part))}`;
   return out || '(top level)';
 }
 

@@ -28,3 +28,23 @@ export function fileSystemReason(e: NodeJS.ErrnoException): string {
 export function fileSystemErrorLine(e: FileSystemError): string {
   return `${e.path}: ${fileSystemReason(e)}${e.dest ? ` (to ${e.dest})` : ''}`;
 }
+
+/** The most characters of an input's value an error line repeats (a 52 MB value must not become a 52 MB line). */
+export const MAX_ECHO_CHARS = 80;
+
+/** Text from an input cut to a readable length for an error line, saying how long it really was. */
+export function clipped(text: string, max = MAX_ECHO_CHARS): string {
+  return text.length > max ? `${text.slice(0, max - 3)}... (${text.length} characters)` : text;
+}
+
+/** A value as an error line shows it: JSON, cut to a readable length, or `nothing` for a missing one. */
+export function shown(value: unknown, max = MAX_ECHO_CHARS): string {
+  if (value === undefined) return 'nothing';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value); // a BigInt, a cycle
+  }
+  return clipped(text, max);
+}

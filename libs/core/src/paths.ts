@@ -1,4 +1,4 @@
-import { realpathSync } from 'node:fs';
+import { readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from './errors.ts';
 
@@ -44,4 +44,33 @@ export function refuseOutputOnInputs(output: NamedPath, inputs: readonly NamedPa
       }
     }
   }
+}
+
+export interface ExistingOutputPolicy {
+  /** What the output is: a folder (replaced whole) or a file. */
+  kind: 'folder' | 'file';
+  /** The user said to replace what is there (`--overwrite`, `overwrite: true`). */
+  overwrite: boolean;
+  /** How the user says so, for the message: `--overwrite` or `overwrite: true`. */
+  how: string;
+}
+
+/**
+ * A UserError when an output would destroy what is already there: an existing file, or a folder
+ * holding anything, is refused unless the user asked to overwrite it (the writer then replaces it
+ * only once the new output is complete); an empty folder is taken. A folder output onto a file, or
+ * a file output onto a folder, is refused even then: that is a wrong path, not an old output.
+ */
+export function refuseExistingOutput(output: NamedPath, policy: ExistingOutputPolicy): void {
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(output.path).isDirectory();
+  } catch {
+    return; // nothing there (or nothing readable: the write itself reports that)
+  }
+  if (isDirectory !== (policy.kind === 'folder')) {
+    throw new UserError(`${output.what} ${output.path} is ${isDirectory ? 'a folder, expected a file' : 'a file, expected a folder'}; write the output elsewhere`);
+  }
+  if (policy.overwrite || (isDirectory && readdirSync(output.path).length === 0)) return;
+  throw new UserError(`${output.what} ${output.path} already exists${isDirectory ? ' and is not empty' : ''}; give ${policy.how} to replace it, or write the output elsewhere`);
 }

@@ -1,7 +1,14 @@
 import { existsSync } from 'node:fs';
-import { UserError, type Tensor } from '@fisher-merge/core';
+import { shown, UserError, type Tensor } from '@fisher-merge/core';
 import { readSafetensors, writeSafetensors } from '@fisher-merge/checkpoint';
-import type { FisherMode, MaskFisher } from './mask-fisher.ts';
+import type { MaskFisher } from './mask-fisher.ts';
+import { checkExampleCounts, checkStatisticShape, checkStatisticValues } from './statistic-check.ts';
+
+/** F32 copies of a statistic's sums, checked as they will be stored (a finite float64 sum can overflow float32). */
+function storedSums(file: string, tensors: Record<string, Tensor>): Record<string, Tensor> {
+  for (const [name, t] of Object.entries(tensors)) checkStatisticValues({ file, tensor: name, shape: t.shape }, t.data as Float32Array, { sumOfSquares: true });
+  return tensors;
+}
 
 /** `fisher_merge` metadata values telling the two kinds of Fisher file apart. */
 export const MASK_FISHER_FORMAT = 'mask-fisher/1';
@@ -9,10 +16,10 @@ export const FULL_FISHER_FORMAT = 'full-fisher/1';
 
 /** Writes mask-node statistics: `head_fisher` [L,H] and `neuron_fisher` [L,I] (F32) plus counts and fingerprints. */
 export async function writeMaskFisher(file: string, stats: MaskFisher): Promise<void> {
-  const tensors: Record<string, Tensor> = {
+  const tensors = storedSums(file, {
     head_fisher: { dtype: 'F32', shape: [stats.numLayers, stats.numHeads], data: Float32Array.from(stats.head) },
     neuron_fisher: { dtype: 'F32', shape: [stats.numLayers, stats.intermediateSize], data: Float32Array.from(stats.neuron) },
-  };
+  });
   await writeSafetensors(file, tensors, {
     format: 'pt',
     fisher_merge: MASK_FISHER_FORMAT,
@@ -30,7 +37,7 @@ export async function readMaskFisher(file: string): Promise<MaskFisher> {
   const st = openFisherFile(file);
   const kind = st.metadata.fisher_merge;
   if (kind !== MASK_FISHER_FORMAT) {
-    throw new UserError(`${file}: not a mask Fisher file (metadata fisher_merge is ${JSON.stringify(kind)}, expected "${MASK_FISHER_FORMAT}")${kind === FULL_FISHER_FORMAT ? '; it holds a full Fisher: use --method full-fisher' : ''}`);
+    throw new UserError(`${file}: not a mask Fisher file (metadata fisher_merge is ${shown(kind)}, expected "${MASK_FISHER_FORMAT}")${kind === FULL_FISHER_FORMAT ? '; it holds a full Fisher: use --method full-fisher' : ''}`);
   }
   for (const name of ['head_fisher', 'neuron_fisher']) {
     if (!st.has(name)) throw new UserError(`${file}: missing tensor '${name}'`);
@@ -39,18 +46,24 @@ export async function readMaskFisher(file: string): Promise<MaskFisher> {
   const [L, H] = st.info('head_fisher').shape as [number, number];
   const [L2, I] = st.info('neuron_fisher').shape as [number, number];
   if (L !== L2) throw new UserError(`${file}: head_fisher has ${L} layers but neuron_fisher has ${L2}`);
+  checkStatisticShape(file, { numLayers: L, numHeads: H, intermediateSize: I });
   const mode = st.metadata.mode;
-  if (mode !== 'batch' && mode !== 'example') throw new UserError(`${file}: metadata mode must be "batch" or "example", got ${JSON.stringify(mode)}`);
+  if (mode !== 'batch' && mode !== 'example') throw new UserError(`${file}: metadata mode must be "batch" or "example", got ${shown(mode)}`);
+  const counts = { mode, batchSize: metadataNumber(file, st.metadata, 'batch_size'), examples: metadataNumber(file, st.metadata, 'examples'), batches: metadataNumber(file, st.metadata, 'batches') };
+  checkExampleCounts(file, counts);
+  const sums = (name: string): Float64Array => {
+    const values = st.float64(name);
+    checkStatisticValues({ file, tensor: name, shape: st.info(name).shape }, values, { sumOfSquares: true });
+    return values;
+  };
   return {
-    mode: mode as FisherMode,
-    batchSize: metadataNumber(file, st.metadata, 'batch_size'),
+    ...counts,
+    mode,
     numLayers: L,
     numHeads: H,
     intermediateSize: I,
-    head: st.float64('head_fisher'),
-    neuron: st.float64('neuron_fisher'),
-    examples: metadataNumber(file, st.metadata, 'examples'),
-    batches: metadataNumber(file, st.metadata, 'batches'),
+    head: sums('head_fisher'),
+    neuron: sums('neuron_fisher'),
     task: st.metadata.task ?? '',
     modelFingerprint: st.metadata.model_fingerprint ?? '',
     dataFingerprint: st.metadata.data_fingerprint ?? '',
@@ -68,7 +81,7 @@ export interface FullFisher {
 }
 
 export async function writeFullFisher(file: string, fisher: FullFisher): Promise<void> {
-  await writeSafetensors(file, fisher.tensors, {
+  await writeSafetensors(file, storedSums(file, fisher.tensors), {
     format: 'pt',
     fisher_merge: FULL_FISHER_FORMAT,
     mode: fisher.mode,
@@ -84,20 +97,24 @@ export function readFullFisher(file: string): { meta: Omit<FullFisher, 'tensors'
   const st = openFisherFile(file);
   const kind = st.metadata.fisher_merge;
   if (kind !== FULL_FISHER_FORMAT) {
-    throw new UserError(`${file}: not a full Fisher file (metadata fisher_merge is ${JSON.stringify(kind)}, expected "${FULL_FISHER_FORMAT}")${kind === MASK_FISHER_FORMAT ? '; it holds a mask Fisher: use --method mask-fisher' : ''}`);
+    throw new UserError(`${file}: not a full Fisher file (metadata fisher_merge is ${shown(kind)}, expected "${FULL_FISHER_FORMAT}")${kind === MASK_FISHER_FORMAT ? '; it holds a mask Fisher: use --method mask-fisher' : ''}`);
   }
   const mode = st.metadata.mode === 'expected' ? 'expected' : 'empirical';
+  const examples = metadataNumber(file, st.metadata, 'examples');
+  checkExampleCounts(file, { examples });
   return {
     meta: {
       mode,
-      examples: metadataNumber(file, st.metadata, 'examples'),
+      examples,
       task: st.metadata.task ?? '',
       modelFingerprint: st.metadata.model_fingerprint ?? '',
       dataFingerprint: st.metadata.data_fingerprint ?? '',
     },
     tensor: (name) => {
-      if (!st.has(name)) throw new UserError(`${file}: missing tensor '${name}' (a Fisher file of another architecture?)`);
-      return st.float32(name);
+      if (!st.has(name)) throw new UserError(`${file}: missing tensor '${shown(name)}' (a Fisher file of another architecture?)`);
+      const values = st.float32(name);
+      checkStatisticValues({ file, tensor: name, shape: st.info(name).shape }, values, { sumOfSquares: true });
+      return values;
     },
   };
 }
@@ -110,7 +127,7 @@ function openFisherFile(file: string) {
 function metadataNumber(file: string, metadata: Record<string, string>, key: string): number {
   const value = Number(metadata[key]);
   if (metadata[key] === undefined || !Number.isFinite(value) || value < 0) {
-    throw new UserError(`${file}: metadata '${key}' must be a non-negative number, got ${JSON.stringify(metadata[key])}`);
+    throw new UserError(`${file}: metadata '${key}' must be a non-negative number, got ${shown(metadata[key])}`);
   }
   return value;
 }

@@ -2,3 +2,4 @@ export * from './mask-fisher.ts';
 export * from './accumulate.ts';
 export * from './full-fisher.ts';
 export * from './fisher-file.ts';
+export * from './statistic-check.ts';

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Progress, UserError, refuseOutputOnInputs, writeDirAtomic, writeFileAtomic } from '@fisher-merge/core';
-import { SafetensorsWriter, TORCH_DTYPE, fromFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
-import { readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { Progress, UserError, refuseExistingOutput, refuseOutputOnInputs, writeDirAtomic, writeFileAtomic, type TensorData } from '@fisher-merge/core';
+import { SafetensorsWriter, TORCH_DTYPE, firstNonfinite, fromFloat32, toFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
+import { checkStatisticValues, readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
 import { describeModel, encoderTensorRoles, headTensorNames, modelFingerprint, type ModelInfo } from '@fisher-merge/model';
 import { modelCard, type MergeProvenance, type ModelCardInput } from '@fisher-merge/report';
@@ -24,6 +24,8 @@ export interface MergeJobOptions {
   /** The dtype the merged checkpoints are written in; default: the inputs' dtype where they all agree, else F32. */
   dtype?: OutputDType;
   out: string;
+  /** Replace an `out` that exists and is not empty (only once the new one is complete); refused otherwise. */
+  overwrite?: boolean;
   /** Progress meter label (tensors merged); none when undefined. */
   progressLabel?: string;
   /** Who writes it, for the model cards (default: `fisher-merge merge`). */
@@ -104,8 +106,17 @@ const READ_STATISTIC: { [K in Statistic]: (file: string, m: MergeMember, referen
     const fisher = readFullFisher(file);
     checkFisherMatches(file, fisher.meta, m);
     // The rule asks by the first model's tensor names.
-    const index = new Map(reference.slots.map((s, i) => [s.name, m.slots[i]!.name]));
-    return { statistic: (name) => fisher.tensor(index.get(name)!), data: fisher.meta };
+    const index = new Map(reference.slots.map((s, i) => [s.name, m.slots[i]!]));
+    return {
+      statistic: (name) => {
+        const slot = index.get(name)!;
+        const values = fisher.tensor(slot.name);
+        const size = slot.shape.reduce((a, b) => a * b, 1);
+        if (values.length !== size) throw new UserError(`${file}: tensor '${slot.name}' holds ${values.length} values, but ${m.dir} has [${slot.shape.join(',')}] (${size})`);
+        return values;
+      },
+      data: fisher.meta,
+    };
   },
 };
 
@@ -134,6 +145,20 @@ function encoderConfig(model: ModelInfo): Record<string, unknown> {
   return { ...rest, ...(arch ? { architectures: [arch.replace(/For\w+$/, 'Model')] } : {}) };
 }
 
+/**
+ * A merged tensor as it will be stored, refused when a value is not finite there: a NaN or Inf from
+ * the merge's arithmetic (weights whose products overflow), or a finite float32 too large for F16.
+ * No model with non-finite weights is ever written.
+ */
+function storedTensor(dtype: OutputDType, name: string, values: Float32Array, out: string): TensorData {
+  const data = fromFloat32(dtype, values);
+  const bad = firstNonfinite(dtype === 'F32' ? values : toFloat32(dtype, data));
+  if (bad < 0) return data;
+  const v = values[bad]!;
+  const cause = Number.isFinite(v) ? `${v} does not fit ${dtype} (it overflows to ${toFloat32(dtype, fromFloat32(dtype, Float32Array.of(v)))[0]})` : `the merge computed ${v}: a product or sum of the inputs overflowed (check the merge weights and parameters)`;
+  throw new UserError(`merge: tensor '${name}' element ${bad} is not finite: ${cause}; nothing was written to ${out}`);
+}
+
 /** The one float dtype every input tensor is stored in, or F32 when they differ (or are F64). */
 function inputsDType(members: readonly MergeMember[]): OutputDType {
   const dtypes = new Set(members.flatMap((m) => [...m.slots.map((s) => s.name), ...headTensorNames(m.model)].map((name) => m.model.source.info(name).dtype)));
@@ -153,7 +178,9 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     ...opts.models.map((dir) => ({ what: 'model', path: dir })),
     ...(opts.base ? [{ what: 'base model', path: opts.base }] : []),
     ...(opts.fishers ?? []).map((file) => ({ what: 'Fisher file', path: file })),
+    ...Object.values(opts.statistics ?? {}).flatMap((files) => files.map((file) => ({ what: 'statistic file', path: file }))),
   ]);
+  refuseExistingOutput({ what: 'merge output', path: opts.out }, { kind: 'folder', overwrite: opts.overwrite === true, how: '--overwrite' });
   const rule = resolveRule(opts.method);
   const names = outputNames(opts.models);
   if (opts.maskFishers && opts.maskFishers.length !== opts.models.length) {
@@ -175,7 +202,10 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   const stats: Statistics = {};
   if (opts.maskFishers) {
     stats.maskFisher = opts.maskFishers.map((fisher, j) => {
-      checkFisherMatches(`statistics of task ${fisher.task}`, fisher, members[j]!);
+      const label = `statistics of task ${fisher.task}`;
+      checkFisherMatches(label, fisher, members[j]!);
+      checkStatisticValues({ file: label, tensor: 'head', shape: [fisher.numLayers, fisher.numHeads] }, fisher.head, { sumOfSquares: true });
+      checkStatisticValues({ file: label, tensor: 'neuron', shape: [fisher.numLayers, fisher.intermediateSize] }, fisher.neuron, { sumOfSquares: true });
       return fisher;
     });
   }
@@ -240,13 +270,13 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
         return writer;
       });
       for (const [j, m] of members.entries()) {
-        for (const name of headTensorNames(m.model)) modelFiles[j]!.write(name, { ...info(m.model.source.info(name).shape), data: fromFloat32(dtype, m.model.source.float32(name)) });
+        for (const name of headTensorNames(m.model)) modelFiles[j]!.write(name, { ...info(m.model.source.info(name).shape), data: storedTensor(dtype, name, m.model.source.float32(name), opts.out) });
       }
       // Slots in the encoder file's layout order, which is every model file's order too (same names under one prefix).
       const progress = opts.progressLabel ? new Progress({ label: opts.progressLabel, unit: 'tensors', total: encoderFile.names.length }) : undefined;
       for (const name of encoderFile.names) {
         const i = slotIndex.get(`${prefix}${name}`)!;
-        const tensor = { ...info(first.slots[i]!.shape), data: fromFloat32(dtype, merger.merge(first.slots[i]!)) };
+        const tensor = { ...info(first.slots[i]!.shape), data: storedTensor(dtype, first.slots[i]!.name, merger.merge(first.slots[i]!), opts.out) };
         encoderFile.write(name, tensor);
         members.forEach((m, j) => modelFiles[j]!.write(m.slots[i]!.name, tensor));
         progress?.add(1);

@@ -30,3 +30,11 @@ export function checkTokenBatch(config: EncoderConfig, batch: TokenBatch, label 
   i = firstOutside(positions, config.maxPositions);
   if (i >= 0) throw new UserError(`${where(i)}: position ${positions[i]} is outside the position table of ${label} (max_position_embeddings ${config.maxPositions}); use a shorter max length`);
 }
+
+/**
+ * The largest encoder a statistic file may describe: far beyond any BERT-family model (BERT-large
+ * has 24 layers, 16 heads and 4,096 FFN neurons per layer; the largest published transformers stay
+ * under 128 layers, 128 heads and 65,536 neurons), so a shape past these is a corrupt or hostile
+ * file, and refusing it bounds every array and drawing sized from it.
+ */
+export const ENCODER_LIMITS = { numLayers: 512, numHeads: 512, intermediateSize: 131_072 } as const;
