@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { isUserError, UserError } from '@fisher-merge/core';
 import { resolveModelParams, resolveRule, type Params } from '@fisher-merge/merge';
 import { checked, choice, expected, mapping, section, text } from './schema.ts';
-import { BASE_RENAMED, ENGINE, FISHER_KEYS, FULL_FISHER_SECTION, MAX_LENGTH, METHOD_KEYS, OUT, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, withTask } from './sections.ts';
+import { BASE_RENAMED, ENGINE, FISHER_KEYS, FULL_FISHER_SECTION, MAX_LENGTH, METHOD_KEYS, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, withTask } from './sections.ts';
 
 /** Written tensor dtypes, named as config.json's `torch_dtype` names them. */
 export const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
@@ -39,6 +39,7 @@ export const MERGE_KEYS = {
   /** Default: the inputs' dtype where they agree, else float32. */
   dtype: choice(DTYPES).optional(),
   out: OUT,
+  overwrite: OVERWRITE,
   engine: ENGINE,
   max_length: MAX_LENGTH,
   /** For models given `data`. */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { resolveRule } from '@fisher-merge/merge';
 import { checked, choice, expected, int, number, section, text } from './schema.ts';
-import { BASE_RENAMED, ENGINE, FULL_FISHER_SECTION, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, METHOD_RENAMED, OUT, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
+import { BASE_RENAMED, ENGINE, FULL_FISHER_SECTION, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, METHOD_RENAMED, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
 
 /** `fisher-merge run CONFIG.yaml`: Fisher of every task, merges of task groups by every method, evaluation. */
 export const RUN_TASK = section({ ...TASK_KEYS, model: text('a model folder'), train: text('a training data path'), validation: text('a validation data path').optional() }, TASK_RENAMED)
@@ -20,6 +20,7 @@ const MERGE_GROUP = z.union([z.literal('all'), z.array(text('a task name')).min(
 
 export const RUN_KEYS = {
   out: OUT.default('out'),
+  overwrite: OVERWRITE,
   engine: ENGINE,
   max_length: MAX_LENGTH,
   tasks: taskList(RUN_TASK),

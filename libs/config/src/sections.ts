@@ -3,7 +3,7 @@ import { UserError } from '@fisher-merge/core';
 import { customTask, DEFAULT_MAX_LENGTH, GLUE_TASKS, glueTask, type TaskSpec } from '@fisher-merge/data';
 import { ENGINE_KINDS } from '@fisher-merge/engines';
 import { resolveParams, resolveRule, type Params } from '@fisher-merge/merge';
-import { choice, expected, int, mapping, section, text } from './schema.ts';
+import { choice, expected, flag, int, mapping, section, text } from './schema.ts';
 
 /**
  * The key names every config shares (run, stream, merge): one vocabulary, one definition each.
@@ -13,6 +13,8 @@ export const ENGINE = choice(ENGINE_KINDS as readonly ['auto', 'onnx', 'tfjs']).
 export const MAX_LENGTH = int(2).default(DEFAULT_MAX_LENGTH);
 /** Output directory; `out` everywhere (`output` was the run config's older name). */
 export const OUT = text('a directory path');
+/** Replace an `out` that exists and is not empty (only once the new output is complete); without it such an `out` is refused. */
+export const OVERWRITE = flag().default(false);
 
 /** Mask-node Fisher: how gradients are squared, and the batch size. */
 export const FISHER_KEYS = {

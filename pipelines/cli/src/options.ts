@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { UserError, type NamedPath } from '@fisher-merge/core';
+import { refuseExistingOutput, refuseOutputOnInputs, UserError, type NamedPath } from '@fisher-merge/core';
 import { readHfConfig } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data/tasks';
 import { numLabelsFromConfig } from '@fisher-merge/model';
@@ -22,6 +22,16 @@ export const nonNegativeInt = (flag: string) => (value: string): number => {
 /** `--data` as an input an output must not land on: a file or directory (stdin and patterns name no single path). */
 export function dataInputs(data: string): NamedPath[] {
   return data === '-' || /[*?]/.test(data) ? [] : [{ what: '--data', path: data }];
+}
+
+/** `--overwrite`: an existing output is replaced, once the new one is complete; without it, refused. */
+export const overwriteOption = (what: string): Option =>
+  new Option('--overwrite', `replace an existing ${what} (only once the new one is complete); without it an existing one is refused`);
+
+/** `--out FILE` must not land on an input, nor replace an existing file unless --overwrite. */
+export function checkOutputFile(out: string, inputs: readonly NamedPath[], overwrite: boolean | undefined): void {
+  refuseOutputOnInputs({ what: '--out', path: out }, inputs);
+  refuseExistingOutput({ what: '--out', path: out }, { kind: 'file', overwrite: overwrite === true, how: '--overwrite' });
 }
 
 /** Commander accumulator for repeatable options. */

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { loadConfig, MERGE_CONFIG, parseConfig } from '@fisher-merge/config';
 import { OUTPUT_DTYPES, type OutputDType } from '@fisher-merge/checkpoint';
-import { UserError } from '@fisher-merge/core';
+import { refuseExistingOutput, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { mergeModels, type MergeJobOptions, type MergeJobResult } from '@fisher-merge/merge-writer';
 import { sampling, STATISTIC_JOBS, statisticSettings, type StatisticSettings, type StatisticSource } from './statistics.ts';
@@ -14,6 +14,8 @@ export interface MergeConfig extends StatisticSettings {
   params: Params;
   base?: string;
   out: string;
+  /** Replace an `out` that exists and is not empty (`overwrite: true`, `--overwrite`). */
+  overwrite: boolean;
   /** Default: the inputs' dtype where they agree, else float32. */
   dtype?: OutputDType;
   models: {
@@ -45,6 +47,7 @@ function mergeConfig(file: string, c: ReturnType<typeof MERGE_CONFIG.parse>): Me
     params: c.params,
     ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}),
     out: resolve(c.out),
+    overwrite: c.overwrite,
     ...(c.dtype !== undefined ? { dtype: OUTPUT_DTYPES.get(c.dtype)! } : {}),
     ...statisticSettings(c),
     models: c.models.map((m, j) => ({
@@ -65,6 +68,18 @@ function mergeConfig(file: string, c: ReturnType<typeof MERGE_CONFIG.parse>): Me
  */
 export async function runMergeConfig(config: MergeConfig): Promise<MergeJobResult> {
   const rule = resolveRule(config.method);
+  // Before any statistic is computed: the config file and every input are safe from `out`, and an old output is kept unless asked.
+  const out = { what: `${config.file}: out`, path: config.out };
+  refuseOutputOnInputs(out, [
+    { what: 'config file', path: config.file },
+    ...(config.base ? [{ what: 'base_model', path: config.base }] : []),
+    ...config.models.flatMap((m, j) => [
+      { what: `models[${j}].model`, path: m.dir },
+      ...(m.fisher !== undefined ? [{ what: `models[${j}].fisher`, path: m.fisher }] : []),
+      ...(m.data ? [{ what: `models[${j}].data.path`, path: m.data.data }] : []),
+    ]),
+  ]);
+  refuseExistingOutput(out, { kind: 'folder', overwrite: config.overwrite, how: "'overwrite: true' (or --overwrite)" });
   const statistics: { [K in Statistic]?: string[] } = {};
   for (const kind of rule.needs.stats) {
     statistics[kind] = [];
@@ -89,6 +104,7 @@ export async function runMergeConfig(config: MergeConfig): Promise<MergeJobResul
     ...(config.base ? { base: config.base } : {}),
     ...(config.dtype ? { dtype: config.dtype } : {}),
     out: config.out,
+    overwrite: config.overwrite,
     progressLabel: 'merge',
   };
   return mergeModels(job);

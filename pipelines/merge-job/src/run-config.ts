@@ -20,6 +20,8 @@ export interface RunTask {
 export interface RunConfig {
   file: string;
   output: string;
+  /** Replace an output folder that exists and is not empty (`overwrite: true`, `--overwrite`). */
+  overwrite: boolean;
   engine: EngineKind;
   maxLength: number;
   tasks: RunTask[];
@@ -67,6 +69,7 @@ function runConfig(file: string, c: RunConfigKeys): RunConfig {
   return {
     file,
     output: resolve(c.out),
+    overwrite: c.overwrite,
     ...statisticSettings(c),
     tasks: c.tasks.map((t) => ({
       name: t.name,

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { logEvent, Progress, refuseOutputOnInputs, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
+import { logEvent, Progress, refuseExistingOutput, refuseOutputOnInputs, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
 import { PRIMARY_METRIC } from '@fisher-merge/eval';
 import { readMaskFisher } from '@fisher-merge/fisher';
@@ -83,6 +83,7 @@ const bestScored = (scored: { label: string; score: number }[]): string => score
 export async function runJob(config: RunConfig): Promise<RunResults> {
   const out = config.output;
   refuseOutputOnInputs({ what: `${config.file}: out`, path: out }, [
+    { what: 'config file', path: config.file },
     ...config.tasks.flatMap((t, i) => [
       { what: `tasks[${i}].model`, path: t.model },
       { what: `tasks[${i}].train`, path: t.train },
@@ -90,6 +91,8 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
     ]),
     ...(config.base ? [{ what: 'base_model', path: config.base }] : []),
   ]);
+  // Each result file (and kept folder) is replaced only once it is complete; an earlier run's out is kept unless asked.
+  refuseExistingOutput({ what: `${config.file}: out`, path: out }, { kind: 'folder', overwrite: config.overwrite, how: "'overwrite: true' (or --overwrite)" });
   const needed = [...new Set(config.methods.flatMap((m) => resolveRule(m.rule).needs.stats))];
   const files = ['results.md', 'results.json', 'results.parquet', 'report.html'].map((f) => path.join(out, f));
   const results: RunResults = {
@@ -194,6 +197,8 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
         ...(Object.keys(coefficients).length > 0 ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
         ...(config.base ? { base: config.base } : {}),
         out: dir,
+        // Scratch folders are this run's own (a search's trials reuse one).
+        overwrite: true,
         writer,
       });
       const dir = path.join(scratch, name, method.label);

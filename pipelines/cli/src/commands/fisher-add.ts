@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { logEvent, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
-import { collect } from '../options.ts';
+import { logEvent, UserError } from '@fisher-merge/core';
+import { checkOutputFile, collect, overwriteOption } from '../options.ts';
 
 export function registerFisherAdd(program: Command): void {
   program
@@ -8,9 +8,10 @@ export function registerFisherAdd(program: Command): void {
     .description('Add mask Fisher files accumulated over disjoint data (shards run anywhere, e.g. one per worker of a cluster job) into one.')
     .requiredOption('--fisher <file>', 'a mask Fisher file (repeat)', collect, [])
     .requiredOption('--out <file>', 'output .safetensors file')
-    .action(async (flags: { fisher: string[]; out: string }) => {
+    .addOption(overwriteOption('--out file'))
+    .action(async (flags: { fisher: string[]; out: string; overwrite?: boolean }) => {
       if (flags.fisher.length < 2) throw new UserError('fisher-add needs two or more --fisher files');
-      refuseOutputOnInputs({ what: '--out', path: flags.out }, flags.fisher.map((file) => ({ what: '--fisher', path: file })));
+      checkOutputFile(flags.out, flags.fisher.map((file) => ({ what: '--fisher', path: file })), flags.overwrite);
       const { addStats, readMaskFisher, writeMaskFisher } = await import('@fisher-merge/fisher');
       const parts = await Promise.all(flags.fisher.map(readMaskFisher));
       let total = parts[0]!;

@@ -1,8 +1,8 @@
 import { Option, type Command } from 'commander';
-import { logEvent, refuseOutputOnInputs } from '@fisher-merge/core';
+import { logEvent } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data/tasks';
 import type { EngineKind } from '@fisher-merge/engines';
-import { addTaskOptions, dataInputs, engineOption, nonNegativeInt, positiveInt, resolveModelTask, threadsOption, type TaskFlags } from '../options.ts';
+import { addTaskOptions, checkOutputFile, dataInputs, engineOption, nonNegativeInt, overwriteOption, positiveInt, resolveModelTask, threadsOption, type TaskFlags } from '../options.ts';
 
 interface FisherFlags extends TaskFlags {
   model: string;
@@ -18,6 +18,7 @@ interface FisherFlags extends TaskFlags {
   threads?: number;
   maxLength: number;
   out: string;
+  overwrite?: boolean;
 }
 
 export function registerFisher(program: Command): void {
@@ -38,8 +39,9 @@ export function registerFisher(program: Command): void {
     .addOption(threadsOption())
     .addOption(new Option('--max-length <n>', 'maximum tokens per example').default(DEFAULT_MAX_LENGTH).argParser(positiveInt('--max-length')))
     .requiredOption('--out <file>', 'output .safetensors file')
+    .addOption(overwriteOption('--out file'))
     .action(async (flags: FisherFlags) => {
-      refuseOutputOnInputs({ what: '--out', path: flags.out }, [{ what: '--model', path: flags.model }, ...dataInputs(flags.data)]);
+      checkOutputFile(flags.out, [{ what: '--model', path: flags.model }, ...dataInputs(flags.data)], flags.overwrite);
       const [{ writeFullFisher, writeMaskFisher }, { computeFullFisher, computeMaskFisher }] = await Promise.all([import('@fisher-merge/fisher'), import('@fisher-merge/merge-job/fisher-job')]);
       const task = await resolveModelTask(flags, flags.model);
       const common = {

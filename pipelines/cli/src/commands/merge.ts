@@ -3,7 +3,7 @@ import { logEvent, UserError } from '@fisher-merge/core';
 import { MERGE_RULES, type Params } from '@fisher-merge/merge';
 import { OUTPUT_DTYPES } from '@fisher-merge/checkpoint';
 import type { MergeJobOptions } from '@fisher-merge/merge-writer';
-import { collect } from '../options.ts';
+import { collect, overwriteOption } from '../options.ts';
 
 interface MergeFlags {
   model: string[];
@@ -14,6 +14,7 @@ interface MergeFlags {
   param: string[];
   dtype?: string;
   out?: string;
+  overwrite?: boolean;
 }
 
 /** `--param key=value`: numbers and booleans are typed, the rest stays a string (the rule checks types). */
@@ -48,10 +49,15 @@ export function registerMerge(program: Command): void {
     .option('--lambda <x,y,...>', 'per-model coefficients (default: all 1)')
     .option('--param <key=value>', `method parameter (repeatable): ${methods.flatMap((r) => r.params.map((p) => `${r.name} ${p.name} (default ${p.default})`)).join(', ')}`, collect, [])
     .addOption(new Option('--dtype <name>', "dtype of the written weights (default: the inputs' dtype where they agree, else float32)").choices([...OUTPUT_DTYPES.keys()]))
-    .option('--out <dir>', 'output directory (replaced atomically)')
+    .option('--out <dir>', 'output directory (written under a temporary name, then renamed into place)')
+    .addOption(overwriteOption('output folder (with CONFIG.yaml too, as its overwrite: true)'))
     .action(async (file: string | undefined, flags: MergeFlags) => {
       const [{ mergeModels }, { readMergeConfig, runMergeConfig }] = await Promise.all([import('@fisher-merge/merge-writer'), import('@fisher-merge/merge-job')]);
-      const result = file === undefined ? await mergeModels(flagJob(flags)) : await runMergeConfig(await readMergeConfig(configOnly(file, flags)));
+      const fromFile = async (config: string) => {
+        const c = await readMergeConfig(configOnly(config, flags));
+        return runMergeConfig({ ...c, overwrite: c.overwrite || flags.overwrite === true });
+      };
+      const result = file === undefined ? await mergeModels(flagJob(flags)) : await fromFile(file);
       logEvent('merge.written', { encoder: result.outputs.encoder, models: Object.values(result.outputs.models), seconds: Number(result.seconds.toFixed(3)) });
     });
 }
@@ -73,6 +79,7 @@ function flagJob(flags: MergeFlags): MergeJobOptions {
     method: flags.method,
     params: parseParams(flags.param),
     out: flags.out,
+    overwrite: flags.overwrite === true,
     progressLabel: 'merge',
     ...(flags.base ? { base: flags.base } : {}),
     ...(flags.lambda ? { lambdas: parseLambdas(flags.lambda) } : {}),

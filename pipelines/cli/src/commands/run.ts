@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { RunResults } from '@fisher-merge/merge-job';
-import { writeStdout } from '../options.ts';
+import { overwriteOption, writeStdout } from '../options.ts';
 
 /** The closing lines of a run: where its table, report and kept models are. */
 function outputsText(results: RunResults, saveModels: string): string {
@@ -17,9 +17,11 @@ export function registerRun(program: Command): void {
     .command('run')
     .description('Run a whole merge job from a YAML config: Fisher of each model, every merge by every method, evaluation, results table and HTML report.')
     .argument('<config>', 'YAML run configuration (see data/demo.yaml)')
-    .action(async (file: string) => {
+    .addOption(overwriteOption("out folder's results (as the config's overwrite: true)"))
+    .action(async (file: string, flags: { overwrite?: boolean }) => {
       const { readRunConfig, resultsMarkdown, runJob } = await import('@fisher-merge/merge-job');
-      const config = await readRunConfig(file);
+      const read = await readRunConfig(file);
+      const config = { ...read, overwrite: read.overwrite || flags.overwrite === true };
       const results = await runJob(config);
       await writeStdout(`${resultsMarkdown(config, results)}${outputsText(results, config.saveModels)}`);
     });

@@ -1,8 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { Option, type Command } from 'commander';
-import { logEvent, refuseOutputOnInputs, reportProgress } from '@fisher-merge/core';
+import { logEvent, reportProgress } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH } from '@fisher-merge/data/tasks';
-import { addTaskOptions, dataInputs, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
+import { addTaskOptions, checkOutputFile, dataInputs, overwriteOption, positiveInt, resolveTask, writeStdout, type TaskFlags } from '../options.ts';
 
 interface TokenizeFlags extends TaskFlags {
   model: string;
@@ -12,6 +12,7 @@ interface TokenizeFlags extends TaskFlags {
   out?: string;
   threads: number;
   labels: boolean;
+  overwrite?: boolean;
 }
 
 export function registerTokenize(program: Command): void {
@@ -27,6 +28,7 @@ export function registerTokenize(program: Command): void {
     .option('--out <file.arrow>', 'write an Arrow IPC file instead of JSON lines (replaced atomically)')
     .addOption(new Option('--threads <n>', 'with --out: tokenizer threads').default(availableParallelism()).argParser(positiveInt('--threads')))
     .option('--no-labels', 'with --out: unlabelled data, no label column')
+    .addOption(overwriteOption('--out file'))
     .action(async (flags: TokenizeFlags) => (flags.out === undefined ? printTokens(flags) : writeTokens({ ...flags, out: flags.out })));
 }
 
@@ -61,7 +63,7 @@ async function printTokens(flags: TokenizeFlags): Promise<void> {
 
 async function writeTokens(flags: TokenizeFlags & { out: string }): Promise<void> {
   const [{ lastValueFrom, reduce }, { expectedRows, FlowControl, loadTokenizer, openTaskSource, releaseCredits, taskColumns, tokenizeOnThreads, TokenizerPool, writeTokenizedArrow }] = await Promise.all([import('rxjs'), import('@fisher-merge/data')]);
-  refuseOutputOnInputs({ what: '--out', path: flags.out }, dataInputs(flags.data));
+  checkOutputFile(flags.out, [{ what: '--model', path: flags.model }, ...dataInputs(flags.data)], flags.overwrite);
   const task = resolveTask(flags);
   // Loaded here too so that a bad tokenizer.json is one clear line before any thread starts.
   await loadTokenizer(flags.model);
