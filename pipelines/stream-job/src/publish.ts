@@ -86,7 +86,8 @@ export class VersionPublisher {
   }
 
   async publish(input: PublishInput): Promise<VersionManifest> {
-    const version = this.next++;
+    // The number is taken only by a version that is published: a refused candidate leaves no gap.
+    const version = this.next;
     const layout = outLayout(this.out);
     const staging = path.join(layout.versions, `.staging-${version}`);
     const result = await mergeModels({
@@ -127,6 +128,7 @@ export class VersionPublisher {
       fishers: input.tasks.map((t) => ({ ...t.stats, task: t.name })),
     }));
     await fs.rename(staging, path.join(layout.versions, String(version)));
+    this.next = version + 1;
     await writeFileAtomic(layout.latest, `${version}\n`);
     return manifest;
   }

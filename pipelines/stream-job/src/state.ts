@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError } from '@fisher-merge/core';
-import type { MaskFisher } from '@fisher-merge/fisher';
+import { clipped, shown, UserError } from '@fisher-merge/core';
+import { checkStatisticShape, checkStatisticValues, type MaskFisher } from '@fisher-merge/fisher';
 
 /** Files and folders of a stream job's output directory. */
 export function outLayout(out: string) {
@@ -50,12 +50,6 @@ const STATE_FORMAT = 'fisher-merge-stream-state/1';
 
 // Float64 sums go through base64 of their bytes: exact, and a third the size of decimal text.
 const encodeF64 = (a: Float64Array): string => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-function decodeF64(text: unknown, where: string): Float64Array {
-  if (typeof text !== 'string') throw new UserError(`${where}: expected base64 float64 data`);
-  const bytes = Buffer.from(text, 'base64');
-  if (bytes.byteLength % 8 !== 0) throw new UserError(`${where}: float64 data has ${bytes.byteLength} bytes, not a multiple of 8`);
-  return new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-}
 
 export function serializeState(state: StreamState): string {
   const tasks = Object.fromEntries(Object.entries(state.tasks).map(([name, t]) => [name, {
@@ -70,30 +64,132 @@ export function serializeState(state: StreamState): string {
   return `${JSON.stringify({ format: STATE_FORMAT, time: new Date().toISOString(), tasks, published: published ?? null })}\n`;
 }
 
-/** The last checkpoint of `out`, or undefined when the job never checkpointed there. */
+/** The last checkpoint of `out`, or undefined when the job never checkpointed there; a corrupt one is one UserError naming the file, never used. */
 export async function readStreamState(file: string): Promise<StreamState | undefined> {
   const text = await fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return undefined;
     throw e;
   });
   if (text === undefined) return undefined;
-  let raw: { format?: unknown; tasks?: Record<string, { stats: MaskFisher & { head: string; neuron: string }; cursor: { consumed: string[]; current: SourceCursor['current'] | null }; quarantined: number }>; published?: { version: number; tasks: Record<string, { examples: number; head: string; neuron: string }> } | null };
+  let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new UserError(`${file}: checkpoint is not valid JSON: ${(e as Error).message}`);
+    throw new UserError(`${file}: checkpoint is not valid JSON: ${clipped((e as Error).message)}; it is not used (move it away to start over)`);
   }
-  if (raw.format !== STATE_FORMAT || typeof raw.tasks !== 'object') throw new UserError(`${file}: not a stream job checkpoint (format ${JSON.stringify(raw.format)}, expected "${STATE_FORMAT}")`);
-  const tasks = Object.fromEntries(Object.entries(raw.tasks).map(([name, t]): [string, TaskState] => [name, {
-    stats: { ...t.stats, head: decodeF64(t.stats.head, `${file}: tasks.${name}.stats.head`), neuron: decodeF64(t.stats.neuron, `${file}: tasks.${name}.stats.neuron`) },
-    cursor: { consumed: new Set(t.cursor.consumed), ...(t.cursor.current ? { current: t.cursor.current } : {}) },
-    quarantined: t.quarantined,
-  }]));
-  const published = raw.published
-    ? {
-        version: raw.published.version,
-        tasks: Object.fromEntries(Object.entries(raw.published.tasks).map(([name, p]) => [name, { examples: p.examples, head: decodeF64(p.head, `${file}: published.${name}.head`), neuron: decodeF64(p.neuron, `${file}: published.${name}.neuron`) }])),
-      }
-    : undefined;
-  return { tasks, ...(published ? { published } : {}) };
+  return new CheckpointReader(file).state(raw);
+}
+
+type Json = Record<string, unknown>;
+
+/**
+ * Validates a parsed checkpoint before anything of it is used: known keys only, sums of the lengths
+ * their shape says (L x H, L x I) holding finite values >= 0 (they are sums of squares), counts and
+ * cursors that a job could have written. Every failure names the file and the key.
+ */
+class CheckpointReader {
+  constructor(private readonly file: string) {}
+
+  private fail(key: string, what: string, value: unknown): never {
+    throw new UserError(`${this.file}: checkpoint ${key}: expected ${what}, got ${shown(value)}; it is not used (move it away to start over)`);
+  }
+
+  private object(value: unknown, key: string, keys: readonly string[]): Json {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) this.fail(key, 'a mapping', value);
+    const unknown = Object.keys(value).find((k) => !keys.includes(k));
+    if (unknown !== undefined) this.fail(`${key}.${clipped(unknown)}`, `no such key (known: ${keys.join(', ')})`, (value as Json)[unknown]);
+    return value as Json;
+  }
+
+  private count(value: unknown, key: string, { whole, min }: { whole: boolean; min: number }): number {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (whole && !Number.isSafeInteger(value))) {
+      this.fail(key, `${whole ? 'a whole number' : 'a finite number'} >= ${min}`, value);
+    }
+    return value;
+  }
+
+  private text(value: unknown, key: string, pattern?: RegExp): string {
+    if (typeof value !== 'string' || (pattern && !pattern.test(value))) this.fail(key, pattern ? `a string matching ${pattern}` : 'a string', value);
+    return value;
+  }
+
+  /** A file's base name as the job records it: no folder part, so a cursor cannot name a file outside the watched folder. */
+  private baseName(value: unknown, key: string): string {
+    const name = this.text(value, key);
+    if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) this.fail(key, 'a file name without a folder', value);
+    return name;
+  }
+
+  /** Sums of squares: base64 float64 of exactly `length` values, each finite and >= 0. */
+  private sums(value: unknown, key: string, shape: readonly [number, number]): Float64Array {
+    const text = this.text(value, key, /^[A-Za-z0-9+/]*={0,2}$/);
+    const bytes = Buffer.from(text, 'base64');
+    const length = shape[0] * shape[1];
+    if (bytes.byteLength !== length * 8) this.fail(key, `${length} float64 values (${shape[0]} x ${shape[1]})`, `${bytes.byteLength} bytes`);
+    const values = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    checkStatisticValues({ file: `${this.file}: checkpoint`, tensor: key, shape }, values, { sumOfSquares: true });
+    return values;
+  }
+
+  state(raw: unknown): StreamState {
+    const top = this.object(raw, '(top level)', ['format', 'time', 'tasks', 'published']);
+    if (top.format !== STATE_FORMAT) this.fail('format', `"${STATE_FORMAT}" (a stream job checkpoint)`, top.format);
+    const tasks: Record<string, TaskState> = {};
+    for (const [name, t] of Object.entries(this.object(top.tasks, 'tasks', Object.keys(top.tasks ?? {})))) tasks[name] = this.task(`tasks.${clipped(name)}`, t);
+    if (top.published === null || top.published === undefined) return { tasks };
+    return { tasks, published: this.published(top.published, tasks) };
+  }
+
+  private task(key: string, raw: unknown): TaskState {
+    const t = this.object(raw, key, ['stats', 'cursor', 'quarantined']);
+    const s = this.object(t.stats, `${key}.stats`, ['mode', 'batchSize', 'numLayers', 'numHeads', 'intermediateSize', 'head', 'neuron', 'examples', 'batches', 'task', 'modelFingerprint', 'dataFingerprint']);
+    if (s.mode !== 'batch' && s.mode !== 'example') this.fail(`${key}.stats.mode`, '"batch" or "example"', s.mode);
+    const shape = {
+      numLayers: this.count(s.numLayers, `${key}.stats.numLayers`, { whole: true, min: 1 }),
+      numHeads: this.count(s.numHeads, `${key}.stats.numHeads`, { whole: true, min: 1 }),
+      intermediateSize: this.count(s.intermediateSize, `${key}.stats.intermediateSize`, { whole: true, min: 1 }),
+    };
+    checkStatisticShape(`${this.file}: checkpoint ${key}.stats`, shape);
+    const c = this.object(t.cursor, `${key}.cursor`, ['consumed', 'current']);
+    if (!Array.isArray(c.consumed)) this.fail(`${key}.cursor.consumed`, 'a list of file names', c.consumed);
+    const consumed = new Set(c.consumed.map((f, i) => this.baseName(f, `${key}.cursor.consumed[${i}]`)));
+    let current: SourceCursor['current'];
+    if (c.current !== null && c.current !== undefined) {
+      const at = this.object(c.current, `${key}.cursor.current`, ['file', 'row']);
+      current = { file: this.baseName(at.file, `${key}.cursor.current.file`), row: this.count(at.row, `${key}.cursor.current.row`, { whole: true, min: 0 }) };
+    }
+    return {
+      stats: {
+        mode: s.mode,
+        batchSize: this.count(s.batchSize, `${key}.stats.batchSize`, { whole: true, min: 1 }),
+        ...shape,
+        head: this.sums(s.head, `${key}.stats.head`, [shape.numLayers, shape.numHeads]),
+        neuron: this.sums(s.neuron, `${key}.stats.neuron`, [shape.numLayers, shape.intermediateSize]),
+        // Decay scales the counts, so they need not be whole.
+        examples: this.count(s.examples, `${key}.stats.examples`, { whole: false, min: 0 }),
+        batches: this.count(s.batches, `${key}.stats.batches`, { whole: false, min: 0 }),
+        task: this.text(s.task, `${key}.stats.task`),
+        modelFingerprint: this.text(s.modelFingerprint, `${key}.stats.modelFingerprint`),
+        dataFingerprint: this.text(s.dataFingerprint, `${key}.stats.dataFingerprint`, /^[0-9a-f]{64}$/),
+      },
+      cursor: { consumed, ...(current ? { current } : {}) },
+      quarantined: this.count(t.quarantined, `${key}.quarantined`, { whole: true, min: 0 }),
+    };
+  }
+
+  private published(raw: unknown, tasks: Record<string, TaskState>): PublishedMark {
+    const p = this.object(raw, 'published', ['version', 'tasks']);
+    const marks: PublishedMark['tasks'] = {};
+    for (const [name, m] of Object.entries(this.object(p.tasks, 'published.tasks', Object.keys(tasks)))) {
+      const key = `published.tasks.${name}`;
+      const mark = this.object(m, key, ['examples', 'head', 'neuron']);
+      const { numLayers: L, numHeads: H, intermediateSize: I } = tasks[name]!.stats;
+      marks[name] = {
+        examples: this.count(mark.examples, `${key}.examples`, { whole: false, min: 0 }),
+        head: this.sums(mark.head, `${key}.head`, [L, H]),
+        neuron: this.sums(mark.neuron, `${key}.neuron`, [L, I]),
+      };
+    }
+    return { version: this.count(p.version, 'published.version', { whole: true, min: 1 }), tasks: marks };
+  }
 }

@@ -47,7 +47,7 @@ import {
   type TextTokenizer,
 } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
-import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type FisherUpdate, type MaskFisher } from '@fisher-merge/fisher';
+import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type FisherUpdate, type MaskFisher, type MaskFisherShape } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/task-model';
 import { modelFingerprint, type Engine, type LoadedModel } from '@fisher-merge/model';
 import type { StreamConfig, StreamTask } from './config.ts';
@@ -171,7 +171,7 @@ async function openTask(task: StreamTask, config: StreamConfig, saved: StreamSta
   const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
   const previous = saved?.tasks[name];
   const fingerprint = await modelFingerprint(model);
-  if (previous) checkResumable(outLayout(config.out).checkpoint, name, previous.stats, config, fingerprint);
+  if (previous) checkResumable(outLayout(config.out).checkpoint, name, previous.stats, config, fingerprint, model.config);
   const state: TaskState = previous ?? {
     stats: emptyMaskFisher(
       { numLayers: model.config.numLayers, numHeads: model.config.numHeads, intermediateSize: model.config.intermediateSize },
@@ -356,11 +356,20 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
       examples: r.examplesSincePublish,
     }));
     const started = performance.now();
-    const manifest = await publisher.publish({
-      reason,
-      merge: config.merge,
-      tasks: snapshot.map((s) => ({ name: s.run.name, model: s.run.task.model, lambda: s.run.task.lambda, stats: s.stats, cursor: s.cursor })),
-    });
+    let manifest: VersionManifest;
+    try {
+      manifest = await publisher.publish({
+        reason,
+        merge: config.merge,
+        tasks: snapshot.map((s) => ({ name: s.run.name, model: s.run.task.model, lambda: s.run.task.lambda, stats: s.stats, cursor: s.cursor })),
+      });
+    } catch (e) {
+      // A candidate the merge refuses (a non-finite tensor, say) is never published: nothing lands in
+      // versions/, latest stays, and the job goes on folding; the next policy firing tries again.
+      if (!(e instanceof UserError)) throw e;
+      logEvent('stream.version_failed', { reason, error: e.message, latest: lastVersion ?? null });
+      return undefined;
+    }
     for (const s of snapshot) s.run.examplesSincePublish -= s.examples;
     const mark: PublishedMark = { version: manifest.version, tasks: Object.fromEntries(snapshot.map((s) => [s.run.name, { examples: s.stats.examples, head: s.stats.head, neuron: s.stats.neuron }])) };
     streamState.published = mark;
@@ -459,13 +468,15 @@ async function quarantine(root: string, task: string, file: string, ready: Extra
   logEvent('stream.quarantined', { task, file: path.basename(file), reason, moved_to: target });
 }
 
-function checkResumable(file: string, task: string, stats: MaskFisher, config: StreamConfig, modelFingerprint: string): void {
+function checkResumable(file: string, task: string, stats: MaskFisher, config: StreamConfig, modelFingerprint: string, shape: MaskFisherShape): void {
   const differs = (what: string, was: unknown, now: unknown): never => {
     throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(now)}; use a new 'out' directory`);
   };
   if (stats.mode !== config.mode) differs('fisher.mode', stats.mode, config.mode);
   if (stats.mode === 'batch' && stats.batchSize !== config.batchSize) differs('fisher.batch_size', stats.batchSize, config.batchSize);
   if (stats.modelFingerprint !== modelFingerprint) differs('model fingerprint', stats.modelFingerprint.slice(0, 12), modelFingerprint.slice(0, 12));
+  const [was, now] = [stats, shape].map((s) => `L${s.numLayers} H${s.numHeads} I${s.intermediateSize}`);
+  if (was !== now) differs('the statistics shape', was, `the model's ${now}`);
 }
 
 /** Relative L2 change of the mean Fisher (sums / examples) since `published`; Infinity before any version. */
