@@ -6,7 +6,7 @@ import { parse, stringify } from 'yaml';
 import { outLayout, readStreamState } from '@fisher-merge/stream-job';
 import { cli, expectRefused } from '../reliability/support.ts';
 import { logLines } from '../support.ts';
-import { modelDir, publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
+import { publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
 /** A drained sst2 job over 20 rows whose config `edit` changes; returns its folder, config file and CLI run. */
 async function drainedJob(edit: (config: Record<string, unknown>) => void = () => undefined) {

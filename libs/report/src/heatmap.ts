@@ -8,21 +8,31 @@ export interface Grid {
   values: ArrayLike<number>;
 }
 
-/** Averages each row's columns into `buckets` consecutive groups (the last may be shorter). */
-export function bucketColumns(grid: Grid, buckets: number): { grid: Grid; width: number } {
-  const width = Math.ceil(grid.cols / Math.max(1, Math.min(buckets, grid.cols)));
-  const cols = Math.ceil(grid.cols / width);
-  const values = new Float64Array(grid.rows * cols);
-  for (let r = 0; r < grid.rows; r++) {
-    for (let b = 0; b < cols; b++) {
-      const [start, end] = [b * width, Math.min(grid.cols, (b + 1) * width)];
+/** Consecutive indices per bucket so that `n` indices fill at most `buckets` buckets (the last may be shorter). */
+const bucketWidth = (n: number, buckets: number): number => Math.ceil(n / Math.max(1, Math.min(buckets, n)));
+
+/**
+ * Averages blocks of consecutive rows and columns so the grid has at most `rows` x `cols` cells:
+ * a drawing's size is then bounded whatever the statistic's shape. Widths are the indices per bucket.
+ */
+export function bucketGrid(grid: Grid, buckets: { rows: number; cols: number }): { grid: Grid; rowWidth: number; colWidth: number } {
+  const [rowWidth, colWidth] = [bucketWidth(grid.rows, buckets.rows), bucketWidth(grid.cols, buckets.cols)];
+  const [rows, cols] = [Math.ceil(grid.rows / rowWidth), Math.ceil(grid.cols / colWidth)];
+  const values = new Float64Array(rows * cols);
+  for (let br = 0; br < rows; br++) {
+    const [r0, r1] = [br * rowWidth, Math.min(grid.rows, (br + 1) * rowWidth)];
+    for (let bc = 0; bc < cols; bc++) {
+      const [c0, c1] = [bc * colWidth, Math.min(grid.cols, (bc + 1) * colWidth)];
       let sum = 0;
-      for (let c = start; c < end; c++) sum += grid.values[r * grid.cols + c]!;
-      values[r * cols + b] = sum / (end - start);
+      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) sum += grid.values[r * grid.cols + c]!;
+      values[br * cols + bc] = sum / ((r1 - r0) * (c1 - c0));
     }
   }
-  return { grid: { rows: grid.rows, cols, values }, width };
+  return { grid: { rows, cols, values }, rowWidth, colWidth };
 }
+
+/** The name of bucket `i` of `width` indices out of `n`: `3` alone, or the range `64-127`. */
+export const bucketRange = (i: number, width: number, n: number): string => (width === 1 ? String(i) : `${i * width}-${Math.min(n, (i + 1) * width) - 1}`);
 
 export interface HeatmapOptions {
   /** Written as data-heatmap (with data-task) so a reader or a test can find the chart. */
@@ -30,6 +40,8 @@ export interface HeatmapOptions {
   task: string;
   /** What a column is ('head', 'neuron bucket'); `columnName(c)` names column c in tooltips, `columnTick(c)` on the axis. */
   columnAxis: string;
+  /** Row r's layers, on the axis and in tooltips (`3`, or `0-9` for a bucket of layers). */
+  rowName: (r: number) => string;
   columnName: (c: number) => string;
   columnTick: (c: number) => string;
   /** Unique within the document (names the legend's gradient). */
@@ -46,14 +58,16 @@ export function heatmapSvg(grid: Grid, opts: HeatmapOptions): string {
   const [width, gridBottom] = [LEFT + Math.max(grid.cols * w, 240) + 16, TOP + grid.rows * h];
   const parts: string[] = [];
   for (let r = 0; r < grid.rows; r++) {
-    parts.push(`<text x="${LEFT - 6}" y="${TOP + r * h + h / 2}" class="axis" text-anchor="end" dominant-baseline="middle">L${r}</text>`);
+    const layer = opts.rowName(r);
+    parts.push(`<text x="${LEFT - 6}" y="${TOP + r * h + h / 2}" class="axis" text-anchor="end" dominant-baseline="middle">L${layer}</text>`);
     for (let c = 0; c < grid.cols; c++) {
       const v = grid.values[r * grid.cols + c]!;
-      parts.push(`<rect class="cell" data-layer="${r}" data-column="${c}" x="${LEFT + c * w}" y="${TOP + r * h}" width="${w}" height="${h}" fill="${scale.colour(v)}"><title>layer ${r}, ${escapeHtml(opts.columnName(c))}: ${formatValue(v)}</title></rect>`);
+      parts.push(`<rect class="cell" data-layer="${r}" data-column="${c}" x="${LEFT + c * w}" y="${TOP + r * h}" width="${w}" height="${h}" fill="${scale.colour(v)}"><title>layer ${layer}, ${escapeHtml(opts.columnName(c))}: ${formatValue(v)}</title></rect>`);
     }
   }
-  // Column labels as often as the widest one fits (about 7 px per character).
-  const widest = Math.max(...Array.from({ length: grid.cols }, (_, c) => opts.columnTick(c).length));
+  // Column labels as often as the widest one fits (about 7 px per character); a loop, not a spread, over the columns.
+  let widest = 0;
+  for (let c = 0; c < grid.cols; c++) widest = Math.max(widest, opts.columnTick(c).length);
   const step = Math.max(1, Math.ceil((7 * widest + 10) / w));
   for (let c = 0; c < grid.cols; c += step) {
     parts.push(`<text x="${LEFT + c * w + w / 2}" y="${gridBottom + 14}" class="axis" text-anchor="middle">${escapeHtml(opts.columnTick(c))}</text>`);

@@ -1,4 +1,4 @@
-import { bucketColumns, heatmapSvg } from './heatmap.ts';
+import { bucketGrid, bucketRange, heatmapSvg } from './heatmap.ts';
 import { escapeHtml } from './html.ts';
 import { chartLegendHtml, resultsTableHtml, taskChartSvg, type ResultsTable } from './results.ts';
 
@@ -25,6 +25,12 @@ export interface ReportInput {
 
 /** Neuron columns are averaged into this many buckets per layer, so an FFN of 3072 stays readable. */
 export const NEURON_BUCKETS = 64;
+/**
+ * At most this many heads and layers are drawn (more are averaged into buckets, as neurons are), so
+ * a page's size is bounded whatever a file's shape: every real encoder fits unbucketed.
+ */
+export const HEAD_BUCKETS = 64;
+export const LAYER_BUCKETS = 64;
 
 const STYLE = `
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 16px;color:#1b1b1b;background:#fff}
@@ -64,15 +70,19 @@ export function renderReport(input: ReportInput): string {
 }
 
 function fisherSection(f: FisherMap, index: number): string {
-  const neurons = bucketColumns({ rows: f.numLayers, cols: f.intermediateSize, values: f.neuron }, NEURON_BUCKETS);
-  const range = (c: number) => (neurons.width === 1 ? `neuron ${c}` : `neurons ${c * neurons.width}-${Math.min(f.intermediateSize, (c + 1) * neurons.width) - 1}`);
+  const heads = bucketGrid({ rows: f.numLayers, cols: f.numHeads, values: f.head }, { rows: LAYER_BUCKETS, cols: HEAD_BUCKETS });
+  const neurons = bucketGrid({ rows: f.numLayers, cols: f.intermediateSize, values: f.neuron }, { rows: LAYER_BUCKETS, cols: NEURON_BUCKETS });
+  const rowName = (r: number) => bucketRange(r, heads.rowWidth, f.numLayers);
+  const headName = (c: number) => `head${heads.colWidth === 1 ? '' : 's'} ${bucketRange(c, heads.colWidth, f.numHeads)}`;
+  const neuronName = (c: number) => `neuron${neurons.colWidth === 1 ? '' : 's'} ${bucketRange(c, neurons.colWidth, f.intermediateSize)}`;
+  const mean = (what: string, width: number) => (width === 1 ? '' : ` (means over ${what} of ${width})`);
   return [
     `<section class="fisher" data-task="${escapeHtml(f.task)}"><h3>${escapeHtml(f.task)}</h3>`,
     `<p class="muted">${f.numLayers} layers, ${f.numHeads} heads, ${f.intermediateSize} FFN neurons; ${f.examples} examples${f.source ? `; ${escapeHtml(f.source)}` : ''}</p>`,
-    `<h3>layer x head</h3>`,
-    heatmapSvg({ rows: f.numLayers, cols: f.numHeads, values: f.head }, { kind: 'head', task: f.task, columnAxis: 'head', columnName: (c) => `head ${c}`, columnTick: (c) => `h${c}`, id: `fisher-${index}-head` }),
-    `<h3>layer x neuron (mean over ${neurons.width === 1 ? '1 neuron' : `buckets of ${neurons.width} neurons`})</h3>`,
-    heatmapSvg(neurons.grid, { kind: 'neuron', task: f.task, columnAxis: 'neuron bucket', columnName: range, columnTick: (c) => String(c * neurons.width), id: `fisher-${index}-neuron` }),
+    `<h3>layer x head${mean('layers', heads.rowWidth)}${mean('heads', heads.colWidth)}</h3>`,
+    heatmapSvg(heads.grid, { kind: 'head', task: f.task, columnAxis: 'head', rowName, columnName: headName, columnTick: (c) => `h${c * heads.colWidth}`, id: `fisher-${index}-head` }),
+    `<h3>layer x neuron (mean over ${neurons.colWidth === 1 ? '1 neuron' : `buckets of ${neurons.colWidth} neurons`})${mean('layers', neurons.rowWidth)}</h3>`,
+    heatmapSvg(neurons.grid, { kind: 'neuron', task: f.task, columnAxis: 'neuron bucket', rowName, columnName: neuronName, columnTick: (c) => String(c * neurons.colWidth), id: `fisher-${index}-neuron` }),
     '</section>',
   ].join('\n');
 }
