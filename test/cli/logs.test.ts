@@ -84,7 +84,7 @@ describe('logs off a terminal: JSON lines only', () => {
     expect(errorLine(bad.stderr)).toContain(missing);
     const usage = cli('eval', '--model', model('sst2'), '--task', 'sst2', '--data', missing, '--bogus');
     expect(usage.status).toBe(1);
-    expect(errorLine(usage.stderr)).toBe("unknown option '--bogus'");
+    expect(errorLine(usage.stderr)).toBe('unknown option --bogus');
   });
 });
 

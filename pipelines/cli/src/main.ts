@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { format } from 'node:util';
-import { Command } from 'commander';
 import { fileSystemErrorLine, isFileSystemError, isUserError, logEvent } from '@fisher-merge/core';
 import { allowNonfiniteWeights } from '@fisher-merge/checkpoint';
+import { CliCommand, oneLineUsage } from './command.ts';
 import { registerTokenize } from './commands/tokenize.ts';
 import { registerPredict } from './commands/predict.ts';
 import { registerFisher } from './commands/fisher.ts';
@@ -28,14 +28,14 @@ if (!tty) {
   process.on('warning', (w) => logEvent('warning', { message: `${w.name}: ${w.message}` }));
 }
 
-const program = new Command('fisher-merge')
+const program = new CliCommand('fisher-merge')
   .description('Merge fine-tuned BERT-family models weighted by the Fisher information of mask nodes.')
   .version(version)
   // Off a terminal the error line says it all; the help would be a page inside one JSON line.
   .showHelpAfterError(tty)
   .configureOutput({
     writeErr: (text) => (tty ? process.stderr.write(text) : text.trim() && logEvent('usage', { message: text.trimEnd() })),
-    outputError: (text, write) => (tty ? write(text) : logEvent('error', { message: text.trim().replace(/^error: /, '') })),
+    outputError: (text, write) => (tty ? write(oneLineUsage(text)) : logEvent('error', { message: oneLineUsage(text).trim().replace(/^error: /, '') })),
   })
   .option('--allow-nonfinite', 'load weights holding NaN or Inf instead of refusing them (debugging)')
   .hook('preAction', (command) => allowNonfiniteWeights(command.opts<{ allowNonfinite?: boolean }>().allowNonfinite === true));
