@@ -2,7 +2,7 @@ import { readFileSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import { UserError } from './errors.ts';
+import { fileSystemReason, isFileSystemError, UserError } from './errors.ts';
 
 /** Who holds a lock: the process id and, where the OS tells it (Linux /proc), the process's start time. */
 interface Holder {
@@ -55,20 +55,32 @@ export interface HeldLock {
  * holder makes this a UserError naming its pid. `what` names the locked thing in that message.
  */
 export async function acquireLock(file: string, what: string): Promise<HeldLock> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
+  const dir = path.dirname(file);
+  // A folder that cannot hold the lock (a file in its place, read-only, not ours) is one line naming it.
+  const unusable = (e: unknown): unknown => {
+    if (!(e instanceof Error) || typeof (e as NodeJS.ErrnoException).code !== 'string') return e;
+    const at = isFileSystemError(e) && e.path !== file ? e.path : 'the lock';
+    return new UserError(`${what}: cannot take its lock ${file}: ${at}: ${fileSystemReason(e)}; ${dir} must be a folder this job can write`);
+  };
+  const isFolder = await fs.stat(dir).then((s) => s.isDirectory(), () => undefined);
+  if (isFolder === false) throw new UserError(`${what}: cannot take its lock ${file}: ${dir} is a file, expected a folder this job can write`);
+  await fs.mkdir(dir, { recursive: true }).catch((e: unknown) => { throw unusable(e); });
   const mine = JSON.stringify({ pid: process.pid, start: procStat(process.pid)?.start ?? null, since: new Date().toISOString() } satisfies Holder);
   const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}`;
-  await fs.writeFile(tmp, mine);
+  await fs.writeFile(tmp, mine).catch((e: unknown) => { throw unusable(e); });
   try {
     for (let attempt = 0; attempt < 50; attempt++) {
       try {
         await fs.link(tmp, file);
         return { file, release: () => releaseLock(file, mine) };
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw unusable(e);
       }
-      const text = await fs.readFile(file, 'utf8').catch(() => undefined);
-      if (text === undefined) continue; // released meanwhile
+      const text = await fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return undefined; // released meanwhile
+        throw unusable(e);
+      });
+      if (text === undefined) continue;
       const holder = parseHolder(text);
       if (holder && isAlive(holder)) {
         throw new UserError(`${what} is in use by another job (pid ${holder.pid}, since ${holder.since}; lock ${file}); stop it or use another output`);

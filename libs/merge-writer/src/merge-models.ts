@@ -138,9 +138,17 @@ function outputNames(dirs: readonly string[]): string[] {
   return names;
 }
 
+/**
+ * A written model's config.json: its input's, with the `model_type` of the family its tensors were
+ * recognized as when the input had none (Hugging Face's AutoConfig needs it).
+ */
+function outputConfig(model: ModelInfo): Record<string, unknown> {
+  return { ...(model.hfConfig as Record<string, unknown>), model_type: model.hfConfig.model_type ?? model.family.modelTypes[0] };
+}
+
 /** The bare encoder's config: the first model's, without its task head. */
 function encoderConfig(model: ModelInfo): Record<string, unknown> {
-  const { id2label: _a, label2id: _b, problem_type: _c, finetuning_task: _d, ...rest } = model.hfConfig as Record<string, unknown>;
+  const { id2label: _a, label2id: _b, problem_type: _c, finetuning_task: _d, ...rest } = outputConfig(model);
   const arch = (model.hfConfig.architectures as string[] | undefined)?.[0];
   return { ...rest, ...(arch ? { architectures: [arch.replace(/For\w+$/, 'Model')] } : {}) };
 }
@@ -290,7 +298,7 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
     const torchDtype = { torch_dtype: TORCH_DTYPE[dtype] };
     await writeHfFolderFiles(path.join(tmp, 'encoder'), { hfConfig: { ...encoderConfig(first.model), ...torchDtype }, copyFilesFrom: first.dir });
     for (const [j, m] of members.entries()) {
-      await writeHfFolderFiles(path.join(tmp, names[j]!), { hfConfig: { ...m.model.hfConfig, ...torchDtype }, copyFilesFrom: m.dir });
+      await writeHfFolderFiles(path.join(tmp, names[j]!), { hfConfig: { ...outputConfig(m.model), ...torchDtype }, copyFilesFrom: m.dir });
     }
     await fs.writeFile(path.join(tmp, 'merge.json'), `${JSON.stringify(provenance, null, 2)}\n`);
     await writeModelCards({ ...result, outputs: { encoder: path.join(tmp, 'encoder'), models: Object.fromEntries(names.map((n) => [n, path.join(tmp, n)])) } }, opts.writer ?? '`fisher-merge merge`');
