@@ -43,12 +43,18 @@ describe('stream job: no non-finite version is ever published', () => {
   });
 });
 
+/** The parts of checkpoint.json the cases edit. */
+interface Checkpoint {
+  tasks: Record<string, { stats: Record<string, unknown> & { head: string; neuron: string }; cursor: Record<string, unknown> }>;
+  published: { tasks: Record<string, unknown> };
+}
+
 describe('stream job: a corrupt checkpoint is one line naming the file, never used', () => {
   /** A finished job's checkpoint, edited by `corrupt`; the restarted job must refuse it and publish nothing new. */
-  async function refusedRestart(corrupt: (checkpoint: Record<string, any>) => void, pattern: RegExp): Promise<void> {
+  async function refusedRestart(corrupt: (checkpoint: Checkpoint) => void, pattern: RegExp): Promise<void> {
     const job = await drainedJob();
     expect(job.run().status).toBe(0);
-    const checkpoint = JSON.parse(readFileSync(job.layout.checkpoint, 'utf8')) as Record<string, any>;
+    const checkpoint = JSON.parse(readFileSync(job.layout.checkpoint, 'utf8')) as Checkpoint;
     const versions = readdirSync(job.layout.versions).sort();
     const latest = readFileSync(job.layout.latest, 'utf8');
     corrupt(checkpoint);
@@ -67,24 +73,24 @@ describe('stream job: a corrupt checkpoint is one line naming the file, never us
   };
 
   it('a NaN in a Fisher sum (it used to publish a version whose encoder is NaN and move latest to it)', async () => {
-    await refusedRestart((c) => { c.tasks.sst2.stats.head = withValue(c.tasks.sst2.stats.head, 3, NaN); }, /tasks\.sst2\.stats\.head' holds NaN at element 3 \(\[1, 1\]\)/);
+    await refusedRestart((c) => { c.tasks.sst2!.stats.head = withValue(c.tasks.sst2!.stats.head, 3, NaN); }, /tasks\.sst2\.stats\.head' holds NaN at element 3 \(\[1, 1\]\)/);
   });
 
   it('a negative Fisher sum', async () => {
-    await refusedRestart((c) => { c.tasks.sst2.stats.neuron = withValue(c.tasks.sst2.stats.neuron, 5, -1); }, /tasks\.sst2\.stats\.neuron' holds -1 at element 5 .*sum of squares/);
+    await refusedRestart((c) => { c.tasks.sst2!.stats.neuron = withValue(c.tasks.sst2!.stats.neuron, 5, -1); }, /tasks\.sst2\.stats\.neuron' holds -1 at element 5 .*sum of squares/);
   });
 
   it('sums of the wrong length for L x H', async () => {
-    await refusedRestart((c) => { c.tasks.sst2.stats.head = f64([1, 2, 3]); }, /checkpoint tasks\.sst2\.stats\.head: expected 4 float64 values \(2 x 2\), got "24 bytes"/);
+    await refusedRestart((c) => { c.tasks.sst2!.stats.head = f64([1, 2, 3]); }, /checkpoint tasks\.sst2\.stats\.head: expected 4 float64 values \(2 x 2\), got "24 bytes"/);
   });
 
   it('an unknown key', async () => {
-    await refusedRestart((c) => { c.tasks.sst2.stats.extra = 1; }, /checkpoint tasks\.sst2\.stats\.extra: expected no such key/);
+    await refusedRestart((c) => { c.tasks.sst2!.stats.extra = 1; }, /checkpoint tasks\.sst2\.stats\.extra: expected no such key/);
   });
 
   it('a cursor row that is not a whole number, and a consumed name with a folder part', async () => {
-    await refusedRestart((c) => { c.tasks.sst2.cursor.current = { file: 'part-0.parquet', row: -2 }; }, /checkpoint tasks\.sst2\.cursor\.current\.row: expected a whole number >= 0, got -2/);
-    await refusedRestart((c) => { c.tasks.sst2.cursor.consumed = ['../../etc/passwd']; }, /checkpoint tasks\.sst2\.cursor\.consumed\[0\]: expected a file name without a folder/);
+    await refusedRestart((c) => { c.tasks.sst2!.cursor.current = { file: 'part-0.parquet', row: -2 }; }, /checkpoint tasks\.sst2\.cursor\.current\.row: expected a whole number >= 0, got -2/);
+    await refusedRestart((c) => { c.tasks.sst2!.cursor.consumed = ['../../etc/passwd']; }, /checkpoint tasks\.sst2\.cursor\.consumed\[0\]: expected a file name without a folder/);
   });
 
   it('a published mark for a task the checkpoint does not hold', async () => {

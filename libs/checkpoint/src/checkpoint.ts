@@ -1,6 +1,6 @@
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { UserError, writeDirAtomic, type Tensor } from '@fisher-merge/core';
+import { shown, type Tensor, UserError, writeDirAtomic } from '@fisher-merge/core';
 import { toFloat32 } from './dtype.ts';
 import { readSafetensors, writeSafetensors, type TensorInfo } from './safetensors.ts';
 import { readPytorchBin } from './pytorch.ts';
@@ -89,7 +89,7 @@ function shardedSource(dir: string, indexFile: string, open: (file: string) => T
   const shardOf = new Map<string, string>();
   for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
     if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard === '..' || shard === '.') {
-      throw new UserError(`${label}: tensor '${name}' maps to an invalid shard file name ${JSON.stringify(shard)}`);
+      throw new UserError(`${label}: tensor '${name}' maps to an invalid shard file name ${shown(shard)}`);
     }
     shardOf.set(name, shard);
   }

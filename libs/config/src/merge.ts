@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isUserError, UserError } from '@fisher-merge/core';
+import { isUserError, shown, UserError } from '@fisher-merge/core';
 import { resolveModelParams, resolveRule, type Params } from '@fisher-merge/merge';
 import { checked, choice, expected, mapping, section, text } from './schema.ts';
 import { BASE_RENAMED, ENGINE, FISHER_KEYS, FULL_FISHER_SECTION, MAX_LENGTH, METHOD_KEYS, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, withTask } from './sections.ts';
@@ -26,7 +26,7 @@ export const MERGE_MODEL = section({
   })
   .transform(checked((m) => {
     const { weight = 1, ...params } = m.parameters;
-    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) throw new UserError(`parameters.weight: expected a number >= 0, got ${JSON.stringify(weight)}`);
+    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) throw new UserError(`parameters.weight: expected a number >= 0, got ${shown(weight)}`);
     return { ...m, weight, parameters: params as Params };
   }));
 

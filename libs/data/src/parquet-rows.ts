@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import parquet, { type ParquetField, type ParquetFieldType } from 'parquetjs-lite';
-import { UserError, writeFileAtomic } from '@fisher-merge/core';
+import { shown, UserError, writeFileAtomic } from '@fisher-merge/core';
 
 /** A column: `optional` ones may be null (written as NULL); `list` ones hold an array of `type` (DuckDB reads `T[]`). */
 export type RowsSchema = Record<string, { type: ParquetFieldType; optional?: boolean; list?: boolean }>;
@@ -45,7 +45,7 @@ export async function writeRowsParquet(path: string, rows: Iterable<Record<strin
     for (const [name, field] of Object.entries(schema)) {
       const v = row[name];
       if (!field.optional && (v === undefined || v === null)) throw new UserError(`${path}: row ${index} has no value for required column '${name}'`);
-      if (field.list && v !== undefined && v !== null && !Array.isArray(v)) throw new UserError(`${path}: row ${index} has ${JSON.stringify(v)} in list column '${name}', expected an array`);
+      if (field.list && v !== undefined && v !== null && !Array.isArray(v)) throw new UserError(`${path}: row ${index} has ${shown(v)} in list column '${name}', expected an array`);
     }
     await writer.appendRow(parquetRow(row, schema));
     index++;

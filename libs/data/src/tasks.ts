@@ -1,4 +1,4 @@
-import { UserError } from '@fisher-merge/core';
+import { clipped, shown, UserError } from '@fisher-merge/core';
 
 export type LabelKind = 'class' | 'regression';
 
@@ -62,7 +62,7 @@ export function customTask(options: CustomTaskOptions): TaskSpec {
   const numLabels = options.numLabels ?? labelNames?.length ?? 2;
   const labelKind = options.labelKind ?? (numLabels === 1 ? 'regression' : 'class');
   const columnName = (flag: string, value: unknown): void => {
-    if (typeof value !== 'string' || value.trim() === '') throw new UserError(`${flag} must be a non-empty column name, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'string' || value.trim() === '') throw new UserError(`${flag} must be a non-empty column name, got ${shown(value)}`);
   };
   columnName('--text-column', textColumn);
   if (textPairColumn !== undefined) columnName('--text-pair-column', textPairColumn);
@@ -70,7 +70,7 @@ export function customTask(options: CustomTaskOptions): TaskSpec {
   if (textPairColumn === textColumn) throw new UserError(`--text-pair-column must differ from --text-column ('${textColumn}')`);
   if (labelColumn === textColumn || labelColumn === textPairColumn) throw new UserError(`--label-column '${labelColumn}' is also a text column`);
   if (!Number.isInteger(numLabels) || numLabels < 1) throw new UserError(`--num-labels must be an integer >= 1, got ${numLabels}`);
-  if (labelKind !== 'class' && labelKind !== 'regression') throw new UserError(`label kind must be 'class' or 'regression', got '${String(labelKind)}'`);
+  if (labelKind !== 'class' && labelKind !== 'regression') throw new UserError(`label kind must be 'class' or 'regression', got '${clipped(String(labelKind))}'`);
   if (labelKind === 'regression' && numLabels !== 1) throw new UserError(`a regression task has one label, got --num-labels ${numLabels}`);
   if (labelKind === 'class' && numLabels < 2) throw new UserError(`a classification task needs --num-labels >= 2, got ${numLabels}`);
   if (labelNames !== undefined && (labelKind !== 'class' || labelNames.length !== numLabels)) {

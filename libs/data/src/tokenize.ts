@@ -1,6 +1,6 @@
 import { map, type OperatorFunction } from 'rxjs';
 import { DataType, Field, Float32, Float64, Int32, List, makeData, RecordBatch, Schema, Struct, type Data, type Vector } from 'apache-arrow';
-import { UserError } from '@fisher-merge/core';
+import { shown, UserError } from '@fisher-merge/core';
 import type { SourceBatch, SourcePosition } from './source-batch.ts';
 import type { TaskSpec } from './tasks.ts';
 import { DEFAULT_MAX_LENGTH } from './tasks.ts';
@@ -173,7 +173,7 @@ function readLabel(vector: Vector, source: SourcePosition, task: TaskSpec, row: 
   if (raw === null) throw new UserError(`${where} is null`);
   // String columns are accepted only with labelIds (labelColumn checks).
   const ids = task.labelIds!;
-  if (typeof raw === 'string' && !Object.hasOwn(ids, raw)) throw new UserError(`${where} is ${JSON.stringify(raw)}, not a label of the model (label2id: ${Object.keys(ids).join(', ')})`);
+  if (typeof raw === 'string' && !Object.hasOwn(ids, raw)) throw new UserError(`${where} is ${shown(raw)}, not a label of the model (label2id: ${Object.keys(ids).join(', ')})`);
   const value = typeof raw === 'string' ? ids[raw]! : Number(raw);
   if (task.labelKind === 'class' && !(value >= 0 && value < task.numLabels)) {
     throw new UserError(`${where} is ${raw}, expected a class index in [0, ${task.numLabels - 1}]`);

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { UserError, type TokenLimits } from '@fisher-merge/core';
+import { shown, type TokenLimits, UserError } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH } from './tasks.ts';
 
 /** One piece of a special-token template: fixed ids, or the first/second text. */
@@ -136,7 +136,7 @@ const MODEL_TYPES = ['WordPiece', 'BPE', 'Unigram', 'WordLevel'];
 function largestVocabularyId(file: string, json: Record<string, unknown>): number {
   const model = json.model as { type?: unknown; vocab?: unknown } | null | undefined;
   const type = model?.type;
-  if (typeof type !== 'string' || !MODEL_TYPES.includes(type)) throw new UserError(`${file}: model.type ${JSON.stringify(type)} is not supported (${MODEL_TYPES.join(', ')})`);
+  if (typeof type !== 'string' || !MODEL_TYPES.includes(type)) throw new UserError(`${file}: model.type ${shown(type)} is not supported (${MODEL_TYPES.join(', ')})`);
   const vocab = model!.vocab;
   let ids: number[];
   if (type === 'Unigram') {
@@ -150,7 +150,7 @@ function largestVocabularyId(file: string, json: Record<string, unknown>): numbe
   const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Array<{ id?: unknown }>).map((t) => t?.id) : [];
   let max = 0;
   for (const id of [...ids, ...added]) {
-    if (!isTokenId(id)) throw new UserError(`${file}: token id ${JSON.stringify(id)} is not a non-negative integer`);
+    if (!isTokenId(id)) throw new UserError(`${file}: token id ${shown(id)} is not a non-negative integer`);
     if (id > max) max = id;
   }
   return max;
@@ -245,7 +245,7 @@ function specialTemplates(file: string, processor: PostProcessorJson): SpecialTe
 function padTokenId(file: string, tokenizer: Tokenizer, json: Record<string, unknown>, config: Record<string, unknown>): number {
   const padding = json.padding as { pad_id?: unknown } | null | undefined;
   if (padding?.pad_id !== undefined) {
-    if (!isTokenId(padding.pad_id)) throw new UserError(`${file}: padding.pad_id ${JSON.stringify(padding.pad_id)} is not a non-negative integer`);
+    if (!isTokenId(padding.pad_id)) throw new UserError(`${file}: padding.pad_id ${shown(padding.pad_id)} is not a non-negative integer`);
     return padding.pad_id;
   }
   const token = config.pad_token;

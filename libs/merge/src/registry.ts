@@ -1,4 +1,4 @@
-import { UserError } from '@fisher-merge/core';
+import { clipped, shown, UserError } from '@fisher-merge/core';
 import type { MergeRule, ParamSpec, ParamValue, Params } from './rule.ts';
 import { dareLinear } from './rules/dare-linear.ts';
 import { dareTies } from './rules/dare-ties.ts';
@@ -32,8 +32,8 @@ export function resolveRule(name: string): MergeRule {
 function checkedValue(rule: MergeRule, spec: ParamSpec, value: ParamValue | undefined, where = ''): ParamValue {
   const v = value ?? spec.default;
   const name = `parameter '${spec.name}'${where} of '${rule.name}'`;
-  if (typeof v !== spec.type) throw new UserError(`${name} must be a ${spec.type}, got ${JSON.stringify(v)}`);
-  if (spec.choices && !spec.choices.includes(String(v))) throw new UserError(`${name} must be one of ${spec.choices.join(', ')}, got '${v}'`);
+  if (typeof v !== spec.type) throw new UserError(`${name} must be a ${spec.type}, got ${shown(v)}`);
+  if (spec.choices && !spec.choices.includes(String(v))) throw new UserError(`${name} must be one of ${spec.choices.join(', ')}, got '${clipped(String(v))}'`);
   if (spec.valid && !spec.valid.test(v as number)) throw new UserError(`${name} must be ${spec.valid.expected}, got ${v}`);
   return v;
 }

@@ -1,4 +1,4 @@
-import { UserError } from '@fisher-merge/core';
+import { shown, UserError } from '@fisher-merge/core';
 import type { HfConfig } from '@fisher-merge/checkpoint';
 import type { ConfigValue, FamilyDescription } from './family.ts';
 import type { Activation, EncoderConfig } from './types.ts';
@@ -25,7 +25,7 @@ function readValue<T>(hfConfig: HfConfig, spec: ConfigValue<T>, label: string): 
 function readInteger(hfConfig: HfConfig, spec: ConfigValue<number>, label: string, min: number): number {
   const { value, key } = readValue(hfConfig, spec, label);
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new UserError(`${label}: "${key}" must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+    throw new UserError(`${label}: "${key}" must be an integer >= ${min}, got ${shown(value)}`);
   }
   return value;
 }
@@ -36,7 +36,7 @@ export function numLabelsFromConfig(hfConfig: HfConfig, label = 'config.json'): 
   if (typeof id2label === 'object' && id2label !== null) return Object.keys(id2label).length;
   const n = hfConfig.num_labels;
   if (n === undefined || n === null) return 2;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new UserError(`${label}: "num_labels" must be a positive integer, got ${JSON.stringify(n)}`);
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new UserError(`${label}: "num_labels" must be a positive integer, got ${shown(n)}`);
   return n;
 }
 
@@ -57,18 +57,18 @@ export function labelsFromConfig(hfConfig: HfConfig, label = 'config.json'): Con
     for (const [key, name] of Object.entries(id2label as Record<string, unknown>)) {
       const k = Number(key);
       if (!(Number.isInteger(k) && k >= 0 && k < numLabels) || typeof name !== 'string') {
-        throw new UserError(`${label}: id2label entry ${JSON.stringify(key)}: ${JSON.stringify(name)} must map a class index in [0, ${numLabels - 1}] to a name`);
+        throw new UserError(`${label}: id2label entry ${shown(key)}: ${shown(name)} must map a class index in [0, ${numLabels - 1}] to a name`);
       }
       names[k] = name;
     }
   }
   const label2id = hfConfig.label2id;
   if (label2id === undefined || label2id === null) return { names, ids: Object.fromEntries(names.map((n, k) => [n, k])) };
-  if (typeof label2id !== 'object' || Array.isArray(label2id)) throw new UserError(`${label}: "label2id" must be an object of names to class indices, got ${JSON.stringify(label2id)}`);
+  if (typeof label2id !== 'object' || Array.isArray(label2id)) throw new UserError(`${label}: "label2id" must be an object of names to class indices, got ${shown(label2id)}`);
   const ids: Record<string, number> = {};
   for (const [name, k] of Object.entries(label2id as Record<string, unknown>)) {
     if (typeof k !== 'number' || !Number.isInteger(k) || k < 0 || k >= numLabels) {
-      throw new UserError(`${label}: label2id ${JSON.stringify(name)} is ${JSON.stringify(k)}, expected a class index in [0, ${numLabels - 1}]`);
+      throw new UserError(`${label}: label2id ${shown(name)} is ${shown(k)}, expected a class index in [0, ${numLabels - 1}]`);
     }
     ids[name] = k;
   }
@@ -80,7 +80,7 @@ export function problemTypeFromConfig(hfConfig: HfConfig, numLabels: number, lab
   const p = hfConfig.problem_type;
   if (p === undefined || p === null) return numLabels === 1 ? 'regression' : 'single_label_classification';
   if (p === 'regression' || p === 'single_label_classification') return p;
-  throw new UserError(`${label}: problem_type ${JSON.stringify(p)} is not supported (supported: single_label_classification, regression)`);
+  throw new UserError(`${label}: problem_type ${shown(p)} is not supported (supported: single_label_classification, regression)`);
 }
 
 /**
@@ -94,16 +94,16 @@ export function encoderConfigFromHf(family: FamilyDescription, hfConfig: HfConfi
   if (hiddenSize % numHeads !== 0) throw new UserError(`${label}: hidden size ${hiddenSize} is not a multiple of the number of attention heads ${numHeads}`);
   const eps = readValue(hfConfig, c.layerNormEps, label);
   if (typeof eps.value !== 'number' || !(eps.value > 0) || !Number.isFinite(eps.value)) {
-    throw new UserError(`${label}: "${eps.key}" must be a positive number, got ${JSON.stringify(eps.value)}`);
+    throw new UserError(`${label}: "${eps.key}" must be a positive number, got ${shown(eps.value)}`);
   }
   const act = readValue(hfConfig, c.hiddenAct, label);
   const hiddenAct = typeof act.value === 'string' ? ACTIVATIONS[act.value] : undefined;
   if (hiddenAct === undefined) {
-    throw new UserError(`${label}: "${act.key}" ${JSON.stringify(act.value)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+    throw new UserError(`${label}: "${act.key}" ${shown(act.value)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
   }
   const positionType = hfConfig.position_embedding_type;
   if (positionType !== undefined && positionType !== null && positionType !== 'absolute') {
-    throw new UserError(`${label}: position_embedding_type ${JSON.stringify(positionType)} is not supported (only "absolute")`);
+    throw new UserError(`${label}: position_embedding_type ${shown(positionType)} is not supported (only "absolute")`);
   }
   const vocabSize = readInteger(hfConfig, c.vocabSize, label, 1);
   const padTokenId = readInteger(hfConfig, c.padTokenId, label, 0);

@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError } from '@fisher-merge/core';
+import { shown, UserError } from '@fisher-merge/core';
 import type { HfConfig, TensorSource } from '@fisher-merge/checkpoint';
 import type { FamilyDescription } from './family.ts';
 import { layerModule, resolveParam } from './names.ts';
@@ -66,13 +66,13 @@ export async function chooseFamily(hfConfig: HfConfig, source: TensorSource, lab
   const modelType = hfConfig.model_type;
   const architectures = hfConfig.architectures ?? [];
   if (!(Array.isArray(architectures) && architectures.every((a) => typeof a === 'string'))) {
-    throw new UserError(`${label}: "architectures" must be a list of class names, got ${JSON.stringify(architectures)}`);
+    throw new UserError(`${label}: "architectures" must be a list of class names, got ${shown(architectures)}`);
   }
   let candidates = all;
   if (modelType !== undefined && modelType !== null) {
     candidates = all.filter((f) => typeof modelType === 'string' && f.modelTypes.includes(modelType));
     if (candidates.length === 0) {
-      throw new UserError(`${label}: has unknown model_type ${JSON.stringify(modelType)} (known: ${all.flatMap((f) => f.modelTypes).join(', ')})`);
+      throw new UserError(`${label}: has unknown model_type ${shown(modelType)} (known: ${all.flatMap((f) => f.modelTypes).join(', ')})`);
     }
   }
   if (architectures.length > 0) {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Option, type Command } from 'commander';
-import { refuseExistingOutput, refuseOutputOnInputs, UserError, type NamedPath } from '@fisher-merge/core';
+import { clipped, type NamedPath, refuseExistingOutput, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
 import { readHfConfig } from '@fisher-merge/checkpoint';
 import { customTask, glueTask, type TaskSpec } from '@fisher-merge/data/tasks';
 import { numLabelsFromConfig } from '@fisher-merge/model';
@@ -9,13 +9,13 @@ import { ENGINE_KINDS } from '@fisher-merge/engines';
 /** Flag parser for integers >= 1 with a message naming the flag. */
 export const positiveInt = (flag: string) => (value: string): number => {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UserError(`${flag} must be an integer >= 1, got '${value}'`);
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`${flag} must be an integer >= 1, got '${clipped(value)}'`);
   return n;
 };
 
 export const nonNegativeInt = (flag: string) => (value: string): number => {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new UserError(`${flag} must be an integer >= 0, got '${value}'`);
+  if (!Number.isInteger(n) || n < 0) throw new UserError(`${flag} must be an integer >= 0, got '${clipped(value)}'`);
   return n;
 };
 

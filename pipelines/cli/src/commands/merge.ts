@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { logEvent, UserError } from '@fisher-merge/core';
+import { clipped, logEvent, UserError } from '@fisher-merge/core';
 import { MERGE_RULES, type Params } from '@fisher-merge/merge';
 import { OUTPUT_DTYPES } from '@fisher-merge/checkpoint';
 import type { MergeJobOptions } from '@fisher-merge/merge-writer';
@@ -22,7 +22,7 @@ function parseParams(pairs: readonly string[]): Params {
   const params: Params = {};
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UserError(`--param must be key=value, got '${pair}'`);
+    if (eq <= 0) throw new UserError(`--param must be key=value, got '${clipped(pair)}'`);
     const [key, raw] = [pair.slice(0, eq), pair.slice(eq + 1)];
     params[key] = raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
   }
@@ -32,7 +32,7 @@ function parseParams(pairs: readonly string[]): Params {
 function parseLambdas(text: string): number[] {
   const items = text.split(',').map((s) => s.trim());
   // Number('') is 0, so an empty item must be refused before converting.
-  if (items.some((s) => s === '' || !Number.isFinite(Number(s)))) throw new UserError(`--lambda must be comma-separated numbers, got '${text}'`);
+  if (items.some((s) => s === '' || !Number.isFinite(Number(s)))) throw new UserError(`--lambda must be comma-separated numbers, got '${clipped(text)}'`);
   return items.map(Number);
 }
 
