@@ -27,7 +27,7 @@ const tally = (name: string): Tally => {
   tallies.push(t);
   return t;
 };
-const expectClean = (t: Tally) => expect({ crashes: t.crashes, hangs: t.hangs, partialOutputs: t.partialOutputs, samples: t.samples }).toEqual({ crashes: 0, hangs: 0, partialOutputs: 0, samples: [] });
+const expectClean = (t: Tally) => expect({ crashes: t.crashes, wrongSuccesses: t.wrongSuccesses, hangs: t.hangs, partialOutputs: t.partialOutputs, samples: t.samples }).toEqual({ crashes: 0, wrongSuccesses: 0, hangs: 0, partialOutputs: 0, samples: [] });
 
 /** A model folder whose files are links to `from`'s, except those given. */
 function folder(from: string, files: Record<string, string | Uint8Array>): string {

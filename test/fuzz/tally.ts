@@ -6,6 +6,8 @@ export class Tally {
   clearErrors = 0;
   successes = 0;
   crashes = 0;
+  /** Runs that succeeded with a wrong result (their check failed). */
+  wrongSuccesses = 0;
   hangs = 0;
   partialOutputs = 0;
   /** The first few crashes, for the failure message. */
@@ -15,17 +17,25 @@ export class Tally {
 
   /**
    * Runs one case. `run` checks its own success (throwing an assertion error if the result is
-   * wrong); a UserError must be one line containing `names` (the file or key it is about).
+   * wrong: a wrong success); a UserError must be one line containing `names` (the file or key it is
+   * about, or a pattern).
    */
-  async case(label: string, names: string, run: () => unknown): Promise<void> {
+  async case(label: string, names: string | RegExp, run: () => unknown): Promise<void> {
     this.cases++;
     try {
       await run();
       this.successes++;
     } catch (e) {
-      if (e instanceof UserError && !e.message.includes('\n') && e.message.includes(names)) this.clearErrors++;
+      const named = e instanceof Error && (typeof names === 'string' ? e.message.includes(names) : names.test(e.message));
+      if (e instanceof UserError && !e.message.includes('\n') && named) this.clearErrors++;
+      else if (e instanceof Error && e.name === 'AssertionError') this.wrong(`${label}: ${e.message}`);
       else this.crash(`${label}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
     }
+  }
+
+  wrong(what: string): void {
+    this.wrongSuccesses++;
+    if (this.samples.length < 5) this.samples.push(`wrong success: ${what}`);
   }
 
   crash(what: string): void {
@@ -34,8 +44,8 @@ export class Tally {
   }
 
   row(): string {
-    return `| ${this.name} | ${this.cases} | ${this.clearErrors} | ${this.successes} | ${this.crashes} | ${this.hangs} | ${this.partialOutputs} |`;
+    return `| ${this.name} | ${this.cases} | ${this.clearErrors} | ${this.successes} | ${this.crashes} | ${this.wrongSuccesses} | ${this.hangs} | ${this.partialOutputs} |`;
   }
 }
 
-export const TABLE_HEADER = '| class | cases | clear errors | successes | crashes | hangs | partial outputs |\n|---|---|---|---|---|---|---|';
+export const TABLE_HEADER = '| class | cases | clear errors | successes | crashes | wrong successes | hangs | partial outputs |\n|---|---|---|---|---|---|---|---|';

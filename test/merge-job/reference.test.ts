@@ -25,7 +25,9 @@ let out: string;
 let results: RunResults;
 
 beforeAll(async () => {
-  out = tempDir('fisher-merge-reference-');
+  // The config beside out, not in it: an out that contains its own config file is refused.
+  const dir = tempDir('fisher-merge-reference-');
+  out = path.join(dir, 'out');
   const tasks = reference.tasks.map((t) => `  - task: ${t}\n    model: ${root}/data/models/${t}\n    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet\n    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`);
   const config = [
     `out: ${out}`,
@@ -37,8 +39,8 @@ beforeAll(async () => {
     'save_models: all',
     'merges:', ...Object.keys(reference.pairs).map((p) => `  - [${p.split('_').join(', ')}]`),
   ].join('\n');
-  writeFileSync(path.join(out, 'reference.yaml'), config);
-  results = await runJob(await readRunConfig(path.join(out, 'reference.yaml')));
+  writeFileSync(path.join(dir, 'reference.yaml'), config);
+  results = await runJob(await readRunConfig(path.join(dir, 'reference.yaml')));
 }, 900_000);
 
 /**

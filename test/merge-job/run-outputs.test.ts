@@ -21,7 +21,8 @@ const out = path.join(dir, 'out');
 function writeConfig(name: string, saveModels: string): string {
   const tasks = TASKS.map((t) => `  - task: ${t}\n    model: ${root}/data/models/${t}\n    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet\n    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`);
   const file = path.join(dir, name);
-  writeFileSync(file, [`out: ${out}`, 'engine: onnx', 'tasks:', ...tasks, 'fisher: { samples: 32, batch_size: 16 }', `methods: [${METHODS.join(', ')}]`, `merges: [[${TASKS.join(', ')}]]`, 'evaluation: { limit: 64 }', `save_models: ${saveModels}`].join('\n'));
+  // overwrite: an earlier run's out is there (below), and runs of this file share it.
+  writeFileSync(file, [`out: ${out}`, 'overwrite: true', 'engine: onnx', 'tasks:', ...tasks, 'fisher: { samples: 32, batch_size: 16 }', `methods: [${METHODS.join(', ')}]`, `merges: [[${TASKS.join(', ')}]]`, 'evaluation: { limit: 64 }', `save_models: ${saveModels}`].join('\n'));
   return file;
 }
 

@@ -44,8 +44,10 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array 
  */
 export async function writeDirAtomic(target: string, fill: (dir: string) => Promise<void>): Promise<void> {
   const tmp = tempPath(path.resolve(target));
+  const parent = path.dirname(path.resolve(target));
+  let created: string | undefined;
   try {
-    await fs.mkdir(path.dirname(path.resolve(target)), { recursive: true });
+    created = await fs.mkdir(parent, { recursive: true });
     await fs.mkdir(tmp);
   } catch (e) {
     throw writeError(target, e);
@@ -54,9 +56,19 @@ export async function writeDirAtomic(target: string, fill: (dir: string) => Prom
     await fill(tmp);
   } catch (e) {
     await fs.rm(tmp, { recursive: true, force: true });
+    await removeEmptyUpTo(parent, created);
     throw e;
   }
   await replaceDir(tmp, target);
+}
+
+/** Removes the folders from `dir` up to `top` (those a failed write created), stopping at one that is not empty. */
+async function removeEmptyUpTo(dir: string, top: string | undefined): Promise<void> {
+  if (top === undefined) return;
+  for (let d = dir; d.startsWith(top); d = path.dirname(d)) {
+    if (!(await fs.rmdir(d).then(() => true, () => false))) return;
+    if (d === top) return;
+  }
 }
 
 /**
