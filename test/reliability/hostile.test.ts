@@ -186,6 +186,7 @@ describe('inputs are bounded', () => {
     expectRefused(keyRun, /k+\.\.\. \(400000 characters\): unknown key/);
     expect(logLines(keyRun.stderr).find((l) => l.event === 'error')!.message!.length).toBeLessThan(500);
     expectRefused(cli(['merge', '--model', SST2, '--model', COLA, '--lambda', `1,${'9'.repeat(100_000)}x`, '--out', path.join(dir, 'o')]), /--lambda must be comma-separated numbers, got '1,9+\.\.\. \(100003 characters\)'$/);
+    expectRefused(cli(['merge', '--model', SST2, '--method', 'm'.repeat(100_000), '--out', path.join(dir, 'o')]), /^option '--method <name>' argument 'm+\.\.\. \(100000 characters\)' is invalid/);
   });
 
   it('report on a Fisher file with H = 200000 is one line naming the file (it used to die of a stack overflow)', () => {

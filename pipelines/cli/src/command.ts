@@ -1,4 +1,5 @@
 import { Command, type Option } from 'commander';
+import { clipped } from '@fisher-merge/core';
 
 /** Commander's own steps that its typings leave out. */
 interface CommanderSteps {
@@ -26,7 +27,10 @@ export class CliCommand extends Command {
   return steps.missingMandatoryOptionValue.call(this, option);
 };
 
-/** Commander's messages as one line: `unknown option '--modle'\n(Did you mean --model?)` -> `unknown option --modle; did you mean --model?`. */
+/**
+ * Commander's messages as one line: `unknown option '--modle'\n(Did you mean --model?)` -> `unknown
+ * option --modle; did you mean --model?`; a quoted argument it echoes is cut like any echoed value.
+ */
 export function oneLineUsage(text: string): string {
-  return text.replace(/unknown (option|command) '([^'\n]*)'(?:\n\(Did you mean (.+)\?\))?/, (_, what: string, name: string, suggestion?: string) => `unknown ${what} ${name}${suggestion ? `; did you mean ${suggestion}?` : ''}`);
+  return text.replace(/'([^'\n]{81,})'/g, (_, value: string) => `'${clipped(value)}'`).replace(/unknown (option|command) '([^'\n]*)'(?:\n\(Did you mean (.+)\?\))?/, (_, what: string, name: string, suggestion?: string) => `unknown ${what} ${name}${suggestion ? `; did you mean ${suggestion}?` : ''}`);
 }
