@@ -111,7 +111,7 @@ export function readFullFisher(file: string): { meta: Omit<FullFisher, 'tensors'
       dataFingerprint: st.metadata.data_fingerprint ?? '',
     },
     tensor: (name) => {
-      if (!st.has(name)) throw new UserError(`${file}: missing tensor '${shown(name)}' (a Fisher file of another architecture?)`);
+      if (!st.has(name)) throw new UserError(`${file}: missing tensor '${name}' (a Fisher file of another architecture?)`);
       const values = st.float32(name);
       checkStatisticValues({ file, tensor: name, shape: st.info(name).shape }, values, { sumOfSquares: true });
       return values;
