@@ -155,7 +155,7 @@ if (process.argv[2] === '--stage') {
     for (const limit of [Math.round(rows / 4), rows]) {
       for (const threads of [1, availableParallelism()]) {
         const out = path.join(dir, 'tokens.arrow');
-        const args = ['tokenize', '--model', path.join(REPO, 'data/models/rte'), '--data', file, '--text-column', 'sentence2', '--label-column', 'label', '--num-labels', '2', '--limit', String(limit), '--threads', String(threads), '--out', out];
+        const args = ['tokenize', '--model', path.join(REPO, 'data/models/rte'), '--data', file, '--text-column', 'sentence2', '--label-column', 'label', '--num-labels', '2', '--limit', String(limit), '--threads', String(threads), '--out', out, '--overwrite'];
         const started = performance.now();
         const child = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, path.join(REPO, 'bin/fisher-merge.mjs'), ...args], { cwd: REPO, encoding: 'utf8', maxBuffer: 1 << 24 });
         const seconds = (performance.now() - started) / 1000;

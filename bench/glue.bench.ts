@@ -111,7 +111,7 @@ for (const task of tasks) {
   writeFileSync(file, JSON.stringify(batches.map((b) => ({ input_ids: rowsOf(b.inputIds, b), attention_mask: rowsOf(b.attentionMask, b), token_type_ids: rowsOf(b.tokenTypeIds, b), labels: Array.from(b.labels!, Math.round) }))));
   const fwd = forwardFlops(config, lengths);
   const common = ['--model', model, '--data', data, '--task', task];
-  const fisher = (mode: string) => [...cli, 'fisher', ...common, '--samples', String(rows), '--batch-size', String(batchSize), '--mode', mode, '--out', path.join(work, `${task}-${mode}.safetensors`)];
+  const fisher = (mode: string) => [...cli, 'fisher', ...common, '--samples', String(rows), '--batch-size', String(batchSize), '--mode', mode, '--out', path.join(work, `${task}-${mode}.safetensors`), '--overwrite'];
   const job = (name: string, peer: Job['peer'], command: string[], flops: number): Job => ({ task, name, peer, command, flops, best: Infinity, inner: Infinity });
   jobs.push(job('mask Fisher, batch mode', 'onnx', fisher('batch'), 2 * fwd));
   jobs.push(job('mask Fisher, example mode', 'onnx', fisher('example'), 2 * fwd));
