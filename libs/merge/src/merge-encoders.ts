@@ -39,7 +39,7 @@ export function slotMerger(opts: MergeEncodersOptions): SlotMerger {
   }
   const params = resolveParams(rule, opts.params);
   const modelParams = resolveModelParams(rule, params, opts.modelParams ?? Array.from({ length: models }, () => ({})));
-  const mergeSlot = rule.prepare({ stats, params, slots });
+  const mergeSlot = rule.prepare({ stats, params, slots, modelParams });
   const merge = (slot: TensorSlot) => {
     const input: SlotInput = { slot, tensors: Array.from({ length: models }, (_, j) => opts.tensor(j, slot)), weights: lambdas, params, modelParams };
     const base = opts.base?.(slot);

@@ -1,11 +1,18 @@
 import { clipped, shown, UserError } from '@fisher-merge/core';
 import type { MergeRule, ParamSpec, ParamValue, Params } from './rule.ts';
+import { breadcrumbsTies } from './rules/breadcrumbs-ties.ts';
+import { breadcrumbs } from './rules/breadcrumbs.ts';
 import { dareLinear } from './rules/dare-linear.ts';
 import { dareTies } from './rules/dare-ties.ts';
+import { dellaLinear } from './rules/della-linear.ts';
+import { della } from './rules/della.ts';
 import { fullFisher } from './rules/full-fisher.ts';
 import { isotropic } from './rules/isotropic.ts';
+import { magmax } from './rules/magmax.ts';
 import { maskFisherTies } from './rules/mask-fisher-ties.ts';
 import { maskFisher } from './rules/mask-fisher.ts';
+import { modelStock } from './rules/model-stock.ts';
+import { slerp } from './rules/slerp.ts';
 import { taskArithmetic } from './rules/task-arithmetic.ts';
 import { ties } from './rules/ties.ts';
 
@@ -20,6 +27,13 @@ export const MERGE_RULES: Readonly<Record<string, MergeRule>> = Object.fromEntri
     dareLinear,
     dareTies,
     maskFisherTies,
+    breadcrumbs,
+    breadcrumbsTies,
+    della,
+    dellaLinear,
+    modelStock,
+    slerp,
+    magmax,
   ].map((r) => [r.name, r]),
 );
 

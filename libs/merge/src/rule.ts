@@ -53,6 +53,8 @@ export interface MergeContext {
   stats: Statistics;
   params: Params;
   slots: readonly TensorSlot[];
+  /** Each model's values of the rule's per-model parameters (one entry per model). */
+  modelParams: readonly Params[];
 }
 
 export interface MergeRule {
@@ -81,4 +83,20 @@ export const SEED: ParamSpec = {
   default: 0,
   valid: { test: (v) => Number.isInteger(v) && v >= 0, expected: 'an integer >= 0' },
   help: 'seed of the random drop (the same seed gives the same merge)',
+};
+export const GAMMA: ParamSpec = {
+  name: 'gamma',
+  type: 'number',
+  default: 0.01,
+  valid: { test: (v) => v >= 0 && v < 1, expected: 'a number in [0, 1)' },
+  perModel: true,
+  help: 'fraction of each task vector dropped from the top by magnitude (outliers), before the smallest are dropped down to density',
+};
+export const EPSILON: ParamSpec = {
+  name: 'epsilon',
+  type: 'number',
+  default: 0.15,
+  valid: { test: (v) => v >= 0 && v < 0.5, expected: 'a number in [0, 0.5)' },
+  perModel: true,
+  help: 'half-width of the keep probabilities around density, smallest |t| of a row at density - epsilon, largest at density + epsilon',
 };
