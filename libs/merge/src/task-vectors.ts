@@ -70,7 +70,7 @@ export function dropAndRescale(t: Float32Array, density: number, random: SeededR
 export function magnitudeRankDrop(t: Float32Array, shape: readonly number[], density: number, epsilon: number, random: SeededRandom): Float32Array {
   if (density >= 1) return t;
   const n = t.length;
-  const rowSize = rowSizeOf(n, shape);
+  const rowSize = shape.length > 1 ? rowSizeOf(n, shape) : n;
   // |t| as float32 bits orders like |t|; bits * rowSize + index sorts a row by (|t|, index) exactly in a double.
   const bits = new Uint32Array(Float32Array.from(t, Math.abs).buffer);
   const keys = new Float64Array(rowSize);
