@@ -1,6 +1,7 @@
 // Engine throughput (examples/s) on random-weight BERT configs at sequence length 128: forward and
 // per-example mask gradients for onnxruntime, full Fisher batched vs the classic batch-1 loop on tiny,
-// and the PyTorch peer (bench/engines_torch.py) in the same run when torch imports.
+// and the PyTorch peer (bench/engines_torch.py) in the same run when torch imports and runs OpenBLAS
+// with the CPU's fastest kernels (bench/torch-peer.ts; its GEMM GFLOP/s is printed above the table).
 //   npx tsx bench/engines.bench.ts [--configs tiny,small,base] [--reps 3] [--threads N] [--opt all] [--no-torch]
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -9,6 +10,7 @@ import type { TokenBatch } from '@fisher-merge/core';
 import { createOnnxEngine, type OnnxEngineOptions } from '@fisher-merge/engine-onnx';
 import { classicParameterFisher } from '@fisher-merge/fisher';
 import { bertConfig, randomWeights, rng } from '../test/engine-onnx/random.ts';
+import { checkTorchPeer } from './torch-peer.ts';
 
 const CONFIGS = {
   tiny: { numLayers: 2, hiddenSize: 128, numHeads: 2, intermediateSize: 512, batch: 16 },
@@ -58,13 +60,12 @@ function randomBatch(B: number, seed: number): TokenBatch {
   };
 }
 
-/** The PyTorch peer, or undefined when torch does not import (python3, else the system /usr/bin/python3). */
+const peer = args['no-torch'] ? undefined : checkTorchPeer(threads);
+
+/** The PyTorch peer's rates, or undefined when torch does not import or its BLAS voids the comparison. */
 function torchPeer(config: ConfigName): Record<string, number> | undefined {
-  if (args['no-torch']) return undefined;
-  const python = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import torch']).status === 0);
-  if (!python) return undefined;
-  const env = { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' };
-  const run = spawnSync(python, ['bench/engines_torch.py', '--configs', config, '--reps', String(reps), '--threads', String(threads)], { env, encoding: 'utf8' });
+  if (!peer?.verdict.valid) return undefined;
+  const run = spawnSync(peer.python, ['bench/engines_torch.py', '--configs', config, '--reps', String(reps), '--threads', String(threads)], { env: peer.env, encoding: 'utf8' });
   if (run.status !== 0) {
     console.log(`torch peer failed: ${run.stderr.trim().split('\n').pop()}`);
     return undefined;
@@ -76,6 +77,7 @@ const fmt = (v: number | undefined) => (v === undefined ? '-' : v >= 100 ? v.toF
 const ratio = (a: number | undefined, b: number | undefined) => (a && b ? (a / b).toFixed(2) : '-');
 
 console.log(`seq ${SEQ}, ${threads} threads, ORT optimisation '${args.opt}', best of ${reps} runs; examples/s (higher is better)`);
+console.log(`torch peer: ${args['no-torch'] ? 'not run (--no-torch)' : (peer?.verdict.line ?? 'not run (torch does not import)')}`);
 console.log('| config | onnx fwd | onnx mask-grad | torch fwd | torch mask-grad | onnx/torch fwd | onnx/torch mask-grad | mask-grad cost (x fwd) |');
 console.log('|---|---|---|---|---|---|---|---|');
 const fisherRows: string[] = [];

@@ -4,7 +4,8 @@
 // Fisher in batch mode (the paper's) and example mode, and forward evaluation. The rows are tokenized
 // once here and handed to the peer as padded batches, so both see identical ids. Runs are interleaved
 // and each is timed as a whole process (start-up, loading, tokenizing and writing included); best of
-// --reps. Also prints effective GFLOP/s on the real tokens next to an fp32 MatMul peak measured
+// --reps. torch is timed only when it runs OpenBLAS with the CPU's fastest kernels (bench/torch-peer.ts).
+// Also prints effective GFLOP/s on the real tokens next to an fp32 MatMul peak measured
 // through onnxruntime on the same machine.
 //   npx tsx bench/glue.bench.ts [--tasks sst2,rte] [--rows 256] [--batch 32] [--reps 2] [--no-torch]
 import { spawnSync } from 'node:child_process';
@@ -19,6 +20,7 @@ import { Graph } from '@fisher-merge/engine-onnx';
 import { tokenizeEvalSplit } from '@fisher-merge/merge-job';
 import type { EncoderConfig } from '@fisher-merge/model';
 import { writeRandomCheckpoint } from './random-checkpoint.ts';
+import { checkTorchPeer } from './torch-peer.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -33,7 +35,8 @@ const rows = Number(args.rows), batchSize = Number(args.batch), reps = Number(ar
 const tasks = args.tasks.split(',');
 const threads = availableParallelism();
 const BASE = { numLayers: 12, hiddenSize: 768, numHeads: 12, intermediateSize: 3072 };
-const python = args['no-torch'] ? undefined : ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import torch']).status === 0);
+const peer = args['no-torch'] ? undefined : checkTorchPeer(threads);
+const python = peer?.verdict.valid ? peer.python : undefined;
 
 const work = mkdtempSync(path.join(tmpdir(), 'fisher-merge-glue-bench-'));
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
@@ -77,7 +80,9 @@ interface Job {
 
 function timeJob(job: Job): void {
   const t0 = performance.now();
-  const run = spawnSync(job.command[0], job.command.slice(1), { encoding: 'utf8', env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, maxBuffer: 1 << 26 });
+  // The peer's environment (OpenBLAS core type) is for the torch command only.
+  const env = job.peer === 'torch' ? peer!.env : { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' };
+  const run = spawnSync(job.command[0], job.command.slice(1), { encoding: 'utf8', env, maxBuffer: 1 << 26 });
   const seconds = (performance.now() - t0) / 1000;
   if (run.status !== 0) throw new Error(`${job.command.join(' ')} failed:\n${run.stderr.trim().split('\n').slice(-3).join('\n')}`);
   job.best = Math.min(job.best, seconds);
@@ -133,9 +138,9 @@ for (let r = 0; r < reps; r++) {
 const find = (task: string, name: string, peer: Job['peer']) => jobs.find((j) => j.task === task && j.name === name && j.peer === peer);
 const gflops = (flops: number, s: number) => (Number.isFinite(s) ? (flops / s / 1e9).toFixed(1) : '-');
 console.log(`BERT-base (random weights), first ${rows} validation rows, batch ${batchSize}, ${threads} threads (${cpus()[0]?.model ?? 'unknown CPU'}), whole-process seconds, best of ${reps}, runs interleaved`);
-console.log(`torch peer: ${python ? `${python} bench/glue_torch.py (torch ${spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).stdout.trim()})` : 'not run (torch does not import)'}`);
+console.log(`torch peer: ${args['no-torch'] ? 'not run (--no-torch)' : peer ? `${peer.python} bench/glue_torch.py: ${peer.verdict.line}` : 'not run (torch does not import)'}`);
 for (const p of padding) console.log(p);
-console.log(`fp32 MatMul peak through onnxruntime (best of one measurement per round): ${peak.toFixed(1)} GFLOP/s; effective GFLOP/s count the nominal FLOPs on real tokens (forward: dense layers + attention per token; mask pass: 2x forward)`);
+console.log(`fp32 MatMul peak through onnxruntime (best of one measurement per round): ${peak.toFixed(1)} GFLOP/s${peer?.probe ? `; the torch peer's fp32 GEMM: ${peer.probe.gemm_gflops.toFixed(1)} GFLOP/s` : ''}; effective GFLOP/s count the nominal FLOPs on real tokens (forward: dense layers + attention per token; mask pass: 2x forward)`);
 console.log('| task | pass | onnx s | torch s | torch/onnx | onnx GFLOP/s (whole process / in-process) | torch GFLOP/s (whole / in-process) |');
 console.log('|---|---|---|---|---|---|---|');
 const rate = (x: Job) => `${gflops(x.flops, x.best)} / ${gflops(x.flops, x.inner)}`;

@@ -110,7 +110,7 @@ describe('breadcrumbs', () => {
 
   it('breadcrumbs adds scale * sum_j lambda_j mask_j(t_j) to the base; breadcrumbs-ties the consensus mean', () => {
     const lambdas = [0.5, 1.5, 1];
-    const modelParams = [{ density: 0.6, gamma: 0.1 }, { density: 0.4 }, { gamma: 0.3 }];
+    const modelParams: Params[] = [{ density: 0.6, gamma: 0.1 }, { density: 0.4 }, { gamma: 0.3 }];
     const params = { density: 0.5, gamma: 0.2, scale: 0.8 };
     const linear = merge('breadcrumbs', { models: 3, params, modelParams, lambdas });
     const ties = merge('breadcrumbs-ties', { models: 3, params, modelParams, lambdas });
