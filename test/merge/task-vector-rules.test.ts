@@ -1,41 +1,29 @@
-import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readSafetensors } from '@fisher-merge/checkpoint';
 import { glueTask } from '@fisher-merge/data';
 import { readMaskFisher, writeMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
-import { mergeModels, type MergeJobOptions } from '@fisher-merge/merge-writer';
+import type { MergeJobOptions } from '@fisher-merge/merge-writer';
 import { tempDir } from '../support.ts';
+import { baseDir as base, encoder, encoderShapes, mergedEncoder, modelDir, root, type Provenance, type Weights } from './fixture-encoders.ts';
 
 /**
  * TIES, DARE and mask-fisher-ties on the fixture models (sst2, cola) with data/models/base, checked
  * against float64 implementations written here from the rules' definitions (issue 10). Task vectors
  * are float32 tensors, as in the checkpoints (and mergekit); everything after is float64.
  */
-const root = path.resolve(import.meta.dirname, '../..');
 const TASKS = ['sst2', 'cola'];
-const modelDir = (t: string) => path.join(root, 'data/models', t);
-const base = path.join(root, 'data/models/base');
 const dir = tempDir('fisher-merge-task-vector-rules-');
 const fisherFile = (t: string) => path.join(dir, `${t}.mask.safetensors`);
 
-type Weights = Map<string, Float32Array>;
 let baseWeights: Weights;
 let shapes: Map<string, number[]>;
 let models: Weights[];
 let fishers: MaskFisher[];
 
-/** The encoder tensors of a checkpoint, by their names without the `bert.` prefix. */
-function encoder(file: string): Weights {
-  const st = readSafetensors(file);
-  return new Map(st.names().filter((n) => !n.startsWith('classifier.')).map((n) => [n.replace(/^bert\./, ''), st.float32(n)]));
-}
-
 beforeAll(async () => {
   baseWeights = encoder(path.join(base, 'model.safetensors'));
-  const baseFile = readSafetensors(path.join(base, 'model.safetensors'));
-  shapes = new Map([...baseWeights.keys()].map((n) => [n, baseFile.info(n).shape]));
+  shapes = encoderShapes();
   models = TASKS.map((t) => encoder(path.join(modelDir(t), 'model.safetensors')));
   for (const t of TASKS) {
     const { stats } = await computeMaskFisher({ modelDir: modelDir(t), data: path.join(root, 'data/glue', t, 'train-00000-of-00001.parquet'), task: glueTask(t), samples: 32, batchSize: 16, mode: 'batch', engine: 'onnx' });
@@ -45,14 +33,8 @@ beforeAll(async () => {
 }, 120_000);
 
 /** The merged encoder weights, and the merge's merge.json. */
-async function merge(name: string, opts: Partial<MergeJobOptions>): Promise<Weights & { provenance: { params: unknown; models: { params: unknown }[] } }> {
-  const out = path.join(dir, name);
-  await mergeModels({ models: TASKS.map(modelDir), base, method: 'ties', out, ...opts });
-  const merged = Object.assign(encoder(path.join(out, 'encoder', 'model.safetensors')), { provenance: JSON.parse(readFileSync(path.join(out, 'merge.json'), 'utf8')) });
-  // A merge writes whole model folders; keep only what is checked, so the file's disk use stays small.
-  rmSync(out, { recursive: true });
-  return merged;
-}
+const merge = (name: string, opts: Partial<MergeJobOptions>): Promise<Weights & { provenance: Provenance }> =>
+  mergedEncoder(path.join(dir, name), { models: TASKS.map(modelDir), base, method: 'ties', ...opts });
 
 const taskVector = (j: number, name: string): Float32Array => Float32Array.from(models[j]!.get(name)!, (v, e) => v - baseWeights.get(name)![e]!);
 
