@@ -1,6 +1,7 @@
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { MergeJobOptions } from '@fisher-merge/merge-writer';
+import { mergeModels, type MergeJobOptions } from '@fisher-merge/merge-writer';
 import { tempDir } from '../support.ts';
 import { baseDir, encoder, encoderShapes, mergedEncoder, modelDir, type Weights } from './fixture-encoders.ts';
 
@@ -177,5 +178,13 @@ describe('the new rules on the fixture models', () => {
       const [a, b] = [0, 1].map((j) => taskVector(j, name));
       return { value: (e) => baseWeights.get(name)![e]! + 0.6 * (Math.abs(b![e]!) >= Math.abs(a![e]!) ? b![e]! : a![e]!), magnitude: sizeAt(name, [a!, b!]) };
     });
+  });
+
+  it('refuses slerp of three models and DELLA probabilities outside (0, 1) before writing anything', async () => {
+    const out = path.join(dir, 'refused');
+    await expect(mergeModels({ models: ['sst2', 'cola', 'rte'].map(modelDir), method: 'slerp', out })).rejects.toThrow("merge method 'slerp' merges exactly two models, got 3");
+    await expect(mergeModels({ models: TASKS.map(modelDir), base: baseDir, method: 'della', params: { density: 0.1, epsilon: 0.15 }, out })).rejects.toThrow(/model 1 of 'della': density - epsilon and density \+ epsilon must lie in \(0, 1\)/);
+    // Neither the folder nor a temporary one beside it.
+    expect(readdirSync(dir).filter((f) => f.includes('refused'))).toEqual([]);
   });
 });
