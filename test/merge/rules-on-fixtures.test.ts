@@ -182,7 +182,7 @@ describe('the new rules on the fixture models', () => {
 
   it('refuses slerp of three models and DELLA probabilities outside (0, 1) before writing anything', async () => {
     const out = path.join(dir, 'refused');
-    await expect(mergeModels({ models: ['sst2', 'cola', 'rte'].map(modelDir), method: 'slerp', out })).rejects.toThrow("merge method 'slerp' merges exactly two models, got 3");
+    await expect(mergeModels({ models: ['sst2', 'cola', 'rte'].map(modelDir), method: 'slerp', out })).rejects.toThrow("merge method 'slerp' merges exactly 2 models, got 3");
     await expect(mergeModels({ models: TASKS.map(modelDir), base: baseDir, method: 'della', params: { density: 0.1, epsilon: 0.15 }, out })).rejects.toThrow(/model 1 of 'della': density - epsilon and density \+ epsilon must lie in \(0, 1\)/);
     // Neither the folder nor a temporary one beside it.
     expect(readdirSync(dir).filter((f) => f.includes('refused'))).toEqual([]);

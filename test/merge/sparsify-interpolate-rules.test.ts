@@ -257,7 +257,7 @@ describe('slerp', () => {
   });
 
   it('merges exactly two models', () => {
-    expect(() => merge('slerp', { models: 3 })).toThrow("merge method 'slerp' merges exactly two models, got 3");
+    expect(() => merge('slerp', { models: 3 })).toThrow("merge method 'slerp' merges exactly 2 models, got 3");
     expect(() => merge('slerp', { params: { t: 1.5 } })).toThrow(/'t' of 'slerp' must be a number in \[0, 1\], got 1.5/);
   });
 });

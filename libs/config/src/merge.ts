@@ -53,6 +53,9 @@ export const MERGE_CONFIG = section(MERGE_KEYS, BASE_RENAMED)
     if (rule.needs.base && c.base_model === undefined) {
       ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${c.merge_method} needs one), got nothing` });
     }
+    if (rule.needs.models !== undefined && c.models.length !== rule.needs.models) {
+      ctx.addIssue({ code: 'custom', path: ['models'], message: `expected ${rule.needs.models} models (method ${rule.name} merges exactly ${rule.needs.models}), got ${c.models.length}` });
+    }
     c.models.forEach((m, i) => {
       const given = m.fisher !== undefined || m.data !== undefined;
       if (rule.needs.stats.length > 0 && !given) ctx.addIssue({ code: 'custom', path: ['models', i], message: `method ${rule.name} needs 'fisher' (a Fisher file) or 'data' (examples to compute it from)` });

@@ -70,6 +70,7 @@ export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rul
     const missing = rule.needs.stats.filter((s) => s !== 'maskFisher');
     if (missing.length > 0) ctx.addIssue({ code: 'custom', path: ['merge_method'], message: `method ${rule.name} needs ${missing.join(', ')} statistics; a stream job accumulates mask Fisher only`, input: c.merge_method });
     if (rule.needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${rule.name} needs one), got nothing` });
+    if (rule.needs.models !== undefined && c.tasks.length !== rule.needs.models) ctx.addIssue({ code: 'custom', path: ['tasks'], message: `expected ${rule.needs.models} tasks (method ${rule.name} merges exactly ${rule.needs.models} models), got ${c.tasks.length}` });
     try {
       ruleParams(rule.name, c.parameters);
     } catch (e) {

@@ -33,6 +33,7 @@ export function slotMerger(opts: MergeEncodersOptions): SlotMerger {
   if (lambdas.length !== models) throw new UserError(`--lambda has ${lambdas.length} values but ${models} models were given`);
   if (lambdas.some((l) => !Number.isFinite(l) || l < 0)) throw new UserError(`--lambda values must be finite and >= 0, got ${lambdas.join(',')}`);
   if (rule.needs.base && !opts.base) throw new UserError(`merge method '${rule.name}' needs a base model (--base DIR)`);
+  if (rule.needs.models !== undefined && models !== rule.needs.models) throw new UserError(`merge method '${rule.name}' merges exactly ${rule.needs.models} models, got ${models}`);
   const stats = opts.stats ?? {};
   for (const kind of rule.needs.stats) {
     if (stats[kind]?.length !== models) throw new UserError(`merge method '${rule.name}' needs one ${STATISTIC_NAMES[kind]} file per model (--fisher)`);

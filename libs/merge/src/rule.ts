@@ -61,8 +61,11 @@ export interface MergeRule {
   name: string;
   summary: string;
   params: readonly ParamSpec[];
-  /** The statistics the job must supply (one per model) and whether a base model is required. */
-  needs: { stats: readonly Statistic[]; base: boolean };
+  /**
+   * The statistics the job must supply (one per model), whether a base model is required, and the
+   * exact number of models where the rule has one (slerp: 2).
+   */
+  needs: { stats: readonly Statistic[]; base: boolean; models?: number };
   /** Runs once per merge (derived weights, norms over every tensor) and returns the per-slot merge. */
   prepare(context: MergeContext): (input: SlotInput) => Float32Array;
 }

@@ -1,4 +1,3 @@
-import { UserError } from '@fisher-merge/core';
 import type { MergeRule } from '../rule.ts';
 import { addToBase, dot, taskVectors } from '../task-vectors.ts';
 import { weightedSum } from '../weighted-average.ts';
@@ -23,9 +22,8 @@ export const slerp: MergeRule = {
   name: 'slerp',
   summary: 'Spherical linear interpolation of exactly two models (of their task vectors with a base), per tensor; lambdas are not used.',
   params: [{ name: 't', type: 'number', default: 0.5, valid: { test: (v) => v >= 0 && v <= 1, expected: 'a number in [0, 1]' }, help: 'interpolation position: 0 is the first model, 1 the second' }],
-  needs: { stats: [], base: false },
-  prepare({ params, modelParams }) {
-    if (modelParams.length !== 2) throw new UserError(`merge method 'slerp' merges exactly two models, got ${modelParams.length}`);
+  needs: { stats: [], base: false, models: 2 },
+  prepare({ params }) {
     const t = Number(params.t);
     return ({ tensors, base }) => {
       const [v0, v1] = taskVectors(tensors, base);
