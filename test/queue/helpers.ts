@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { mkdirSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { MaskFisher } from '@fisher-merge/fisher';
-import { eventually } from '../support.ts';
+import { eventually, type LogLine } from '../support.ts';
 import { publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
 
 export { eventually };
@@ -71,13 +71,50 @@ export class RedisServer {
   }
 }
 
-/** A `fisher-merge worker CONFIG` process; its stderr is kept for failure messages. */
-export function startWorker(config: string, flags: readonly string[] = []): { child: ChildProcess; stderr: () => string } {
-  const child = spawn(process.execPath, [CLI, 'worker', config, ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** A CLI process whose stderr (JSON lines) is kept, with a wait for a given log line. */
+export interface LoggingProcess {
+  child: ChildProcess;
+  stderr: () => string;
+  /** Resolves with the first line (from the start) whose event is `event` and that `match` accepts; rejects if the process exits first. */
+  line: (event: string, match?: (line: LogLine) => boolean) => Promise<LogLine>;
+}
+
+/** `fisher-merge ARGS` as a child process; killed at exit whatever happens. */
+export function startCli(args: readonly string[]): LoggingProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const waiters = new Set<() => void>();
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+    for (const w of waiters) w();
+  });
+  child.on('exit', () => {
+    for (const w of waiters) w();
+  });
   process.once('exit', () => child.kill('SIGKILL'));
-  return { child, stderr: () => err };
+  const find = (event: string, match: (line: LogLine) => boolean): LogLine | undefined =>
+    err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine).find((l) => l.event === event && match(l));
+  const line = (event: string, match: (line: LogLine) => boolean = () => true): Promise<LogLine> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const found = find(event, match);
+        if (found) {
+          waiters.delete(check);
+          resolve(found);
+        } else if (child.exitCode !== null || child.signalCode !== null) {
+          waiters.delete(check);
+          reject(new Error(`exited (${child.exitCode ?? child.signalCode}) before a '${event}' line:\n${err}`));
+        }
+      };
+      waiters.add(check);
+      check();
+    });
+  return { child, stderr: () => err, line };
+}
+
+/** A `fisher-merge worker CONFIG` process; its stderr is kept for failure messages and awaited lines. */
+export function startWorker(config: string, flags: readonly string[] = []): LoggingProcess {
+  return startCli(['worker', config, ...flags]);
 }
 
 export async function stopWorker(child: ChildProcess): Promise<number | null> {

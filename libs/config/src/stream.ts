@@ -57,7 +57,17 @@ export const STREAM_KEYS = {
     claim_idle_ms: int(1).default(30_000),
     /** Batches per task in Redis, appended and not yet folded in; the coordinator waits beyond it. */
     max_pending: int(1).default(64),
+    /** How long Redis may be unreachable (at start, or later for the coordinator) before giving up. */
+    connect_timeout_s: positive().default(30),
+    /** An entry delivered more often than this (a batch that kills its worker) is dead-lettered. */
+    max_deliveries: int(1).default(3),
+    /** Entries a worker reads ahead while it computes one. */
+    prefetch: int(0).default(1),
+    /** After SIGTERM, a worker finishes the batches in hand for at most this long, then abandons them. */
+    stop_timeout_s: positive().default(10),
   }).optional(),
+  /** Serves Prometheus metrics (/metrics) and /healthz on this port (the coordinator or single process). */
+  metrics_port: int(1).max(65535, 'expected a TCP port (1-65535)').optional(),
   tasks: taskList(STREAM_TASK).superRefine((tasks, ctx) => {
     const stdin = tasks.flatMap((t, i) => (t.ipc === '-' ? [i] : []));
     if (stdin.length > 1) ctx.addIssue({ code: 'custom', path: [stdin[1]!, 'ipc'], message: "only one task can read stdin ('ipc: -')" });

@@ -1,18 +1,93 @@
 import { randomUUID } from 'node:crypto';
-import { concatMap, Observable, takeUntil, type OperatorFunction } from 'rxjs';
+import {
+  asyncScheduler,
+  concat,
+  concatMap,
+  defer,
+  endWith,
+  exhaustMap,
+  finalize,
+  from,
+  fromEvent,
+  map,
+  merge,
+  mergeMap,
+  type Observable,
+  type OperatorFunction,
+  repeat,
+  scan,
+  type SchedulerLike,
+  startWith,
+  Subject,
+  switchMap,
+  takeUntil,
+  takeWhile,
+  tap,
+  timer,
+} from 'rxjs';
 import type { Redis } from 'ioredis';
 import { FlowControl, type ModelBatch } from '@fisher-merge/data';
-import type { ContributedBatch, FisherContribution } from '@fisher-merge/fisher';
+import type { ContributedBatch, DeadBatch } from '@fisher-merge/fisher';
+import type { JobMetrics } from '@fisher-merge/metrics';
 import { logEvent } from '@fisher-merge/core';
-import { batchFields, readBatch, readResult } from './codec.ts';
+import { batchFields, readDeadLetter, readResult, type DeadLetter, type QueuedResult } from './codec.ts';
 import { jobKeys, WORKERS } from './keys.ts';
-import { entriesOf, rangeEntries } from './redis.ts';
+import { EntryError, giveUpWhenLost, rangeEntries, streamEntries, type StreamEntry } from './redis.ts';
 
 /** What workers check before serving a job: the coordinator's run and, per task, what it accumulates. */
 export interface JobAnnouncement {
   run: string;
   mode: 'batch' | 'example';
   tasks: Record<string, { modelFingerprint: string }>;
+}
+
+/** What the coordinator emits per batch, in sequence order: its contribution, or why it has none. */
+export type QueuedContribution = ContributedBatch<ModelBatch> | DeadBatch<ModelBatch>;
+
+export interface ContributionOptions {
+  /** Batches appended and not yet folded; appending waits beyond it. */
+  maxPending: number;
+  /** Nothing folded for this long: batches lost from Redis are appended again (and a silent queue is reported). */
+  repairAfterMs: number;
+  /** Ends the contributions at once, leaving the batches still out to be re-read by the next run. */
+  stop$: Observable<unknown>;
+  /** Values per contribution: numLayers x numHeads and numLayers x intermediateSize (a result of another shape is refused). */
+  shape: { head: number; neuron: number };
+  /** The connection may stay lost this long before the job stops with one clear line. */
+  connectTimeoutS: number;
+  /** How long one read of the results waits on Redis (default 5 s; teardown cuts it short). */
+  blockMs?: number;
+  /** Drives the repair and give-up timers (a TestScheduler in tests). */
+  scheduler?: SchedulerLike;
+  metrics?: JobMetrics;
+}
+
+/** What reaches the reordering scan: the coordinator's own appends, and the replies from Redis. */
+type QueueEvent =
+  | { kind: 'out'; seq: number; batch: ModelBatch }
+  | { kind: 'added'; seq: number; id: string }
+  | { kind: 'end' }
+  | { kind: 'result'; entry: string; result: QueuedResult }
+  | { kind: 'refused'; entry: string; reason: string }
+  | { kind: 'dead'; letter: DeadLetter };
+
+/** The reordering state of one subscription: batches out, replies waiting for an earlier seq, and the seqs emitted by the last step. */
+interface Reorder {
+  /** Next seq to emit. */
+  next: number;
+  /** Seqs registered (the batch is kept before its XADD, so no reply can precede it). */
+  appended: number;
+  /** Seqs whose XADD completed: XADDs run one at a time, so they are the seqs below it. */
+  added: number;
+  ended: boolean;
+  out: Map<number, ModelBatch>;
+  /** Batch entry ids this run appended (a batch appended again has two), by seq and back. */
+  entries: Map<string, number>;
+  ids: Map<number, string[]>;
+  arrived: Map<number, QueuedContribution>;
+  ready: QueuedContribution[];
+  /** Scheduler time of the last fold (for the no-workers line). */
+  foldedAt: number;
 }
 
 /**
@@ -24,18 +99,28 @@ export interface JobAnnouncement {
 export class QueueCoordinator {
   readonly run = randomUUID();
   private readonly keys: ReturnType<typeof jobKeys>;
+  private job: Omit<JobAnnouncement, 'run'> | undefined;
 
-  constructor(private readonly redis: Redis, prefix: string) {
+  constructor(private readonly redis: Redis, prefix: string, private readonly url: string) {
     this.keys = jobKeys(prefix);
   }
 
   async announce(job: Omit<JobAnnouncement, 'run'>): Promise<void> {
+    this.job = job;
     for (const task of Object.keys(job.tasks)) {
       const k = this.keys.task(task);
       await this.redis.del(k.batches, k.results);
       await this.redis.call('XGROUP', 'CREATE', k.batches, WORKERS, '0', 'MKSTREAM');
     }
     await this.redis.hset(this.keys.job, { run: this.run, mode: job.mode, tasks: JSON.stringify(job.tasks) });
+  }
+
+  /** After a reconnection: a Redis that restarted without its data lost the group and the job; both come back, nothing is dropped. */
+  private async reannounce(task: string): Promise<void> {
+    await this.redis.call('XGROUP', 'CREATE', this.keys.task(task).batches, WORKERS, '0', 'MKSTREAM').catch((e: Error) => {
+      if (!/BUSYGROUP/.test(e.message)) throw e;
+    });
+    if (this.job) await this.redis.hset(this.keys.job, { run: this.run, mode: this.job.mode, tasks: JSON.stringify(this.job.tasks) });
   }
 
   /** Announces a published version on `<prefix>:versions` for whoever consumes versions. */
@@ -45,93 +130,171 @@ export class QueueCoordinator {
 
   /**
    * Appends each batch (with its sequence number) to the task's stream instead of computing it, and
-   * emits the workers' contributions in sequence order, each once however often it arrives. At most
-   * `maxPending` batches are appended and not yet folded: beyond that, appending waits. `stop$`
-   * ends it at once, leaving the batches still out to be re-read by the next run.
+   * emits, in sequence order and each once however often it arrives, the workers' contribution or,
+   * for a batch a worker dead-lettered, a DeadBatch. At most `maxPending` batches are out.
    *
-   * A batch whose entry and result are both gone from Redis (lost in a crash of a Redis that
-   * persists only every second, say) is appended again once nothing has been folded for
-   * `repairAfterMs` and no result is waiting: at worst a batch is computed twice, and its second
-   * result is ignored like any repeat.
+   * One Observable: the appends, the replies read from Redis (results and dead letters) and the
+   * repairs are events of one `scan` that reorders them; the repair is a timer restarted by every
+   * fold. A batch whose entry and result are both gone from Redis (a crash of a Redis that persists
+   * only every second, or a restart without persistence) is appended again once nothing has been
+   * folded for `repairAfterMs`, or at once after a reconnection: at worst a batch is computed
+   * twice, and its second result is ignored like any repeat. Unsubscribing is the cancellation:
+   * it stops the appends and the reads and closes the read connection.
    */
-  contributions(task: string, maxPending: number, stop$: Observable<unknown>, repairAfterMs: number): OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>> {
+  contributions(task: string, options: ContributionOptions): OperatorFunction<ModelBatch, QueuedContribution> {
     const k = this.keys.task(task);
+    const scheduler = options.scheduler ?? asyncScheduler;
     return (source) =>
-      new Observable<ContributedBatch<ModelBatch>>((subscriber) => {
-        const credits = new FlowControl(maxPending);
-        const out = new Map<number, ModelBatch>();
-        const arrived = new Map<number, FisherContribution>();
-        let appended = 0;
-        // Batches whose XADD has completed: XADDs run one at a time, so they are the seqs below it.
-        let added = 0;
-        let next = 0;
-        let foldedAt = performance.now();
-        let sourceDone = false;
+      defer(() => {
+        const state: Reorder = { next: 0, appended: 0, added: 0, ended: false, out: new Map(), entries: new Map(), ids: new Map(), arrived: new Map(), ready: [], foldedAt: scheduler.now() };
+        const credits = new FlowControl(options.maxPending);
         const closed = new AbortController();
-        const fold = (): void => {
-          for (let c = arrived.get(next); c !== undefined; c = arrived.get(next)) {
-            const batch = out.get(next)!;
-            arrived.delete(next);
-            out.delete(next);
-            next++;
-            foldedAt = performance.now();
-            credits.release();
-            subscriber.next({ batch, contribution: c });
-          }
-          if (sourceDone && next === appended) subscriber.complete();
-        };
-        // XREAD blocks its connection: results are read on a connection of their own.
+        const folded$ = new Subject<void>();
+        // XREAD blocks its connection: replies are read on a connection of their own.
         const reader = this.redis.duplicate();
         reader.on('error', () => undefined);
-        const repair = async (): Promise<void> => {
-          const inStream = new Set(rangeEntries(await this.redis.callBuffer('XRANGE', k.batches, '-', '+')).map(readBatch).filter((b) => b.run === this.run).map((b) => b.seq));
-          for (let seq = next; seq < added; seq++) {
-            if (arrived.has(seq) || inStream.has(seq)) continue;
+
+        const append = (seq: number, batch: ModelBatch): Observable<QueueEvent> =>
+          from(this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens))).pipe(map((id) => ({ kind: 'added' as const, seq, id: id! })));
+        const appends$ = source.pipe(
+          concatMap((batch, seq) => concat(
+            from(credits.acquire(closed.signal)).pipe(map((): QueueEvent => ({ kind: 'out', seq, batch }))),
+            append(seq, batch),
+          )),
+          endWith<QueueEvent>({ kind: 'end' }),
+        );
+
+        const replies$ = readReplies(reader, this.redis, k.results, k.dead, options.blockMs ?? 5000);
+
+        /** Appends again the batches out whose entry is gone and whose reply has not arrived. */
+        const repair = async (): Promise<QueueEvent[]> => {
+          const present = new Set(rangeEntries(await this.redis.callBuffer('XRANGE', k.batches, '-', '+')).map((e) => e.id));
+          const again: QueueEvent[] = [];
+          for (let seq = state.next; seq < state.added; seq++) {
+            // Folds go on meanwhile: a seq may have been folded since the loop began.
+            if (seq < state.next || state.arrived.has(seq) || (state.ids.get(seq) ?? []).some((id) => present.has(id))) continue;
             logEvent('queue.batch_reappended', { task, seq });
-            await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, out.get(seq)!.tokens));
+            const id = (await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, state.out.get(seq)!.tokens)))!;
+            again.push({ kind: 'added', seq, id });
           }
-          foldedAt = performance.now();
+          return again;
         };
-        void (async () => {
-          let lastId = '0-0';
-          try {
-            while (!closed.signal.aborted) {
-              const entries = entriesOf(await reader.callBuffer('XREAD', 'COUNT', '256', 'BLOCK', '1000', 'STREAMS', k.results, lastId));
-              for (const entry of entries) {
-                lastId = entry.id;
-                const result = readResult(entry);
-                if (result.run === this.run && result.seq >= next && out.has(result.seq)) arrived.set(result.seq, result.contribution);
-              }
-              if (entries.length > 0) await this.redis.xdel(k.results, ...entries.map((e) => e.id));
-              fold();
-              if (entries.length === 0 && added > next && performance.now() - foldedAt > repairAfterMs) await repair();
-            }
-          } catch (e) {
-            if (!closed.signal.aborted) subscriber.error(e);
+        /** Batches waiting and none taken by any worker: say so (at the repair's rate), since nothing else would. */
+        const reportSilence = async (): Promise<void> => {
+          if (state.added <= state.next) return;
+          const [pending] = (await this.redis.call('XPENDING', k.batches, WORKERS)) as [number];
+          const waiting = await this.redis.xlen(k.batches);
+          if (Number(pending) === 0 && waiting > 0) {
+            logEvent('queue.no_workers', { task, waiting_batches: waiting, idle_s: Math.round((scheduler.now() - state.foldedAt) / 1000), hint: `no worker has taken a batch; start 'fisher-merge worker CONFIG' with the same queue.prefix` });
           }
-        })();
-        const appending = source
-          .pipe(
-            concatMap(async (batch) => {
-              await credits.acquire(closed.signal);
-              const seq = appended++;
-              out.set(seq, batch);
-              await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens));
-              added = seq + 1;
-            }),
-          )
-          .subscribe({
-            error: (e: unknown) => subscriber.error(e),
-            complete: () => {
-              sourceDone = true;
-              fold();
-            },
-          });
-        return () => {
-          closed.abort();
-          appending.unsubscribe();
-          reader.disconnect();
         };
-      }).pipe(takeUntil(stop$));
+        const repairs$ = folded$.pipe(
+          startWith(undefined),
+          switchMap(() => timer(options.repairAfterMs, options.repairAfterMs, scheduler)),
+          exhaustMap(() => from(reportSilence().then(repair))),
+          mergeMap((events) => events),
+        );
+        // A reconnection may follow a Redis that lost everything: group and job first, then repair at once.
+        const reconnected$ = fromEvent(this.redis, 'ready').pipe(
+          exhaustMap(() => from(this.reannounce(task).then(repair))),
+          mergeMap((events) => events),
+        );
+
+        return merge(appends$, replies$, repairs$, reconnected$, giveUpWhenLost(this.redis, this.url, 'stream coordinator', options.connectTimeoutS, scheduler)).pipe(
+          scan((s, event) => step(s, event, this.run, task, options.shape, scheduler), state),
+          takeWhile((s) => !(s.ended && s.next === s.appended), true),
+          concatMap((s) => s.ready.splice(0)),
+          tap((item) => {
+            credits.release();
+            options.metrics?.pending.set({ task }, state.appended - state.next);
+            if ('dead' in item) options.metrics?.dead.inc({ task });
+            folded$.next();
+          }),
+          finalize(() => {
+            closed.abort();
+            reader.disconnect();
+          }),
+        );
+      }).pipe(takeUntil(options.stop$));
   }
+}
+
+/** Reads results (deleting them once read) and dead letters from the start, as events, until unsubscribed. */
+function readReplies(reader: Redis, redis: Redis, results: string, dead: string, blockMs: number): Observable<QueueEvent> {
+  return defer(() => {
+    const last = { [results]: '0-0', [dead]: '0-0' };
+    return defer(() => reader.callBuffer('XREAD', 'COUNT', '256', 'BLOCK', String(blockMs), 'STREAMS', results, dead, last[results]!, last[dead]!)).pipe(
+      concatMap(async (reply) => {
+        const streams = streamEntries(reply);
+        const got = streams.get(results) ?? [];
+        const letters = streams.get(dead) ?? [];
+        if (got.length > 0) last[results] = got.at(-1)!.id;
+        if (letters.length > 0) last[dead] = letters.at(-1)!.id;
+        if (got.length > 0) await redis.xdel(results, ...got.map((e) => e.id));
+        return [...got.map(resultEvent), ...letters.map((e): QueueEvent => ({ kind: 'dead', letter: readDeadLetter(e) }))];
+      }),
+      repeat(),
+      mergeMap((events) => events),
+    );
+  });
+}
+
+function resultEvent(entry: StreamEntry): QueueEvent {
+  try {
+    return { kind: 'result', entry: entry.id, result: readResult(entry) };
+  } catch (e) {
+    if (!(e instanceof EntryError)) throw e;
+    return { kind: 'refused', entry: entry.id, reason: e.message };
+  }
+}
+
+/** One event into the reordering state; the contributions now in order are left in `ready`. */
+function step(s: Reorder, event: QueueEvent, run: string, task: string, shape: ContributionOptions['shape'], scheduler: SchedulerLike): Reorder {
+  const refuse = (entry: string, reason: string): void => logEvent('queue.result_refused', { task, entry, reason });
+  switch (event.kind) {
+    case 'out':
+      s.out.set(event.seq, event.batch);
+      s.appended = event.seq + 1;
+      break;
+    case 'added':
+      s.added = Math.max(s.added, event.seq + 1);
+      s.entries.set(event.id, event.seq);
+      s.ids.set(event.seq, [...(s.ids.get(event.seq) ?? []), event.id]);
+      break;
+    case 'end':
+      s.ended = true;
+      break;
+    case 'refused':
+      refuse(event.entry, event.reason);
+      break;
+    case 'result': {
+      const { result } = event;
+      // Another run's results, and repeats of a batch already in hand, are expected: dropped quietly.
+      if (result.run !== run || result.seq < s.next || s.arrived.has(result.seq)) break;
+      const batch = s.out.get(result.seq);
+      const c = result.contribution;
+      if (!batch) refuse(event.entry, `seq ${result.seq} is not a batch this run appended (${s.appended} so far)`);
+      else if (c.examples !== batch.tokens.batchSize) refuse(event.entry, `${c.examples} examples for a batch of ${batch.tokens.batchSize}`);
+      else if (c.head.length !== shape.head || c.neuron.length !== shape.neuron) refuse(event.entry, `${c.head.length} head and ${c.neuron.length} neuron values, expected ${shape.head} and ${shape.neuron}`);
+      else s.arrived.set(result.seq, { batch, contribution: c });
+      break;
+    }
+    case 'dead': {
+      // Only an entry this run appended is a batch of the job; the worker logged any other.
+      const seq = s.entries.get(event.letter.entry);
+      if (seq === undefined || seq < s.next || s.arrived.has(seq)) break;
+      s.arrived.set(seq, { batch: s.out.get(seq)!, dead: { reason: event.letter.reason } });
+      break;
+    }
+  }
+  for (let item = s.arrived.get(s.next); item !== undefined; item = s.arrived.get(s.next)) {
+    s.ready.push(item);
+    s.arrived.delete(s.next);
+    s.out.delete(s.next);
+    for (const id of s.ids.get(s.next) ?? []) s.entries.delete(id);
+    s.ids.delete(s.next);
+    s.next++;
+    s.foldedAt = scheduler.now();
+  }
+  return s;
 }

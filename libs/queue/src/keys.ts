@@ -13,6 +13,8 @@ export function jobKeys(prefix: string) {
       batches: `${prefix}:{${task}}:batches`,
       /** Stream of Fisher contributions the workers wrote. */
       results: `${prefix}:{${task}}:results`,
+      /** Stream of refused entries (dead letters): entry id, run, seq, reason, worker. */
+      dead: `${prefix}:{${task}}:dead`,
       /** Hash: batches done per worker. */
       done: `${prefix}:{${task}}:done`,
     }),

@@ -9,6 +9,8 @@ export interface TaskQueueStatus {
   consumers: { name: string; pending: number; idle_ms: number }[];
   /** Batches done per worker (all runs). */
   done: Record<string, number>;
+  /** Entries dead-lettered (all runs; `<prefix>:{task}:dead` holds the entries, reasons and workers). */
+  dead: number;
 }
 
 /** Per task: the queue's backlog, pending entries, consumers and batches per worker. */
@@ -21,11 +23,13 @@ export async function queueStatus(redis: Redis, prefix: string, tasks: readonly 
     const group = groups.map(pairs).find((g) => g.name === WORKERS);
     const consumers = group ? ((await redis.call('XINFO', 'CONSUMERS', k.batches, WORKERS)) as unknown[][]).map(pairs) : [];
     const done = await redis.hgetall(k.done);
+    const dead = await redis.xlen(k.dead);
     out[task] = {
       backlog,
       pending: Number(group?.pending ?? 0),
       consumers: consumers.map((c) => ({ name: String(c.name), pending: Number(c.pending), idle_ms: Number(c.idle) })),
       done: Object.fromEntries(Object.entries(done).map(([w, n]) => [w, Number(n)])),
+      dead,
     };
   }
   return out;

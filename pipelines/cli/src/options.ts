@@ -19,6 +19,18 @@ export const nonNegativeInt = (flag: string) => (value: string): number => {
   return n;
 };
 
+export const positiveNumber = (flag: string) => (value: string): number => {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UserError(`${flag} must be a number > 0, got '${value}'`);
+  return n;
+};
+
+export const port = (flag: string) => (value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UserError(`${flag} must be a TCP port (1-65535), got '${value}'`);
+  return n;
+};
+
 /** `--data` as an input an output must not land on: a file or directory (stdin and patterns name no single path). */
 export function dataInputs(data: string): NamedPath[] {
   return data === '-' || /[*?]/.test(data) ? [] : [{ what: '--data', path: data }];

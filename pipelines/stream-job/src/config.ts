@@ -51,6 +51,8 @@ export interface StreamConfig {
   publish: PublishPolicy;
   /** With it, the job is a coordinator: workers compute the Fisher contributions (see @fisher-merge/queue). */
   queue?: QueueConfig;
+  /** Prometheus metrics and /healthz on this port. */
+  metricsPort?: number;
   tasks: StreamTask[];
 }
 
@@ -60,6 +62,10 @@ export interface QueueConfig {
   prefix: string;
   claimIdleMs: number;
   maxPending: number;
+  connectTimeoutS: number;
+  maxDeliveries: number;
+  prefetch: number;
+  stopTimeoutS: number;
 }
 
 /** Reads and checks a stream job's YAML config (the shared vocabulary of libs/config); paths in it are relative to the config file. */
@@ -97,8 +103,20 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
       onStop: publish.on_stop,
     },
     ...(c.queue
-      ? { queue: { url: /^rediss?:\/\//.test(c.queue.url) ? c.queue.url : resolve(c.queue.url), prefix: c.queue.prefix, claimIdleMs: c.queue.claim_idle_ms, maxPending: c.queue.max_pending } }
+      ? {
+        queue: {
+          url: /^rediss?:\/\//.test(c.queue.url) ? c.queue.url : resolve(c.queue.url),
+          prefix: c.queue.prefix,
+          claimIdleMs: c.queue.claim_idle_ms,
+          maxPending: c.queue.max_pending,
+          connectTimeoutS: c.queue.connect_timeout_s,
+          maxDeliveries: c.queue.max_deliveries,
+          prefetch: c.queue.prefetch,
+          stopTimeoutS: c.queue.stop_timeout_s,
+        },
+      }
       : {}),
+    ...(c.metrics_port !== undefined ? { metricsPort: c.metrics_port } : {}),
     tasks: c.tasks.map((t): StreamTask => ({
       spec: t.spec,
       model: resolve(t.model),

@@ -122,9 +122,10 @@ export function formatStreamStatus(report: StreamStatusReport): string {
       String(q.backlog),
       String(q.pending),
       q.consumers.map((c) => `${c.name} (${c.pending} pending, idle ${c.idle_ms} ms)`).join(', ') || '-',
+      String(q.dead),
       Object.entries(q.done).map(([w, n]) => `${w}: ${n}`).join(', ') || '-',
     ]);
-    table(lines, ['task', 'backlog', 'pending', 'consumers', 'batches per worker'], queued);
+    table(lines, ['task', 'backlog', 'pending', 'consumers', 'dead-lettered', 'batches per worker'], queued);
   }
   return `${lines.join('\n')}\n`;
 }

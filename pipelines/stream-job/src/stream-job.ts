@@ -47,7 +47,8 @@ import {
   type TextTokenizer,
 } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
-import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type FisherUpdate, type MaskFisher, type MaskFisherShape } from '@fisher-merge/fisher';
+import { decayFisher, emptyMaskFisher, foldFisher, maskFisherContributions, type ContributedBatch, type DeadBatch, type FisherUpdate, type MaskFisher, type MaskFisherShape } from '@fisher-merge/fisher';
+import type { JobMetrics } from '@fisher-merge/metrics';
 import { loadTaskModel } from '@fisher-merge/task-model';
 import { modelFingerprint, type Engine, type LoadedModel } from '@fisher-merge/model';
 import type { StreamConfig, StreamTask } from './config.ts';
@@ -87,6 +88,8 @@ export interface StreamJobOptions {
   published?: (manifest: VersionManifest, dir: string) => Promise<void>;
   /** Extra fields of status.json (the coordinator's queue). */
   status?: Partial<JobStatus>;
+  /** Figures for Prometheus (metrics_port): examples and batches folded, versions and publish seconds. */
+  metrics?: JobMetrics;
 }
 
 /** A task's model as the stream job loaded it, for the code that computes its contributions. */
@@ -99,7 +102,7 @@ export interface LoadedTask {
 /** How one task's batches become contributions, in batch order. */
 export interface TaskCompute {
   /** `stop$` fires when the job stops: no more batches come, and those still out may be dropped. */
-  contributions: (stop$: Observable<unknown>) => OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>>;
+  contributions: (stop$: Observable<unknown>) => OperatorFunction<ModelBatch, ContributedBatch<ModelBatch> | DeadBatch<ModelBatch>>;
   /** Batches the pipeline may hold between cutting and folding (the source's flow window is sized for them). */
   inFlightBatches?: number;
   /** Resolves once no computation runs; then `dispose` frees what `compute` opened. */
@@ -259,7 +262,7 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
       padBatches({ batchSize: config.batchSize, padTokenId: run.padTokenId, flow, allowEmpty: true }),
       // A stop takes no more batches (an incomplete one stays unread); those already cut finish.
       takeUntil(stop$),
-      run.compute.contributions(stop$),
+      contributionsPastDead(run, flow),
       decayFisher(config.decayHalfLife),
       foldFisher(() => run.state.stats),
       tap((update) => commit(run, update)),
@@ -268,12 +271,27 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
     );
   };
 
+  /** The task's contributions; a batch a queue dead-lettered is passed over: its rows move the cursor, never the statistics. */
+  const contributionsPastDead = (run: TaskRun, flow: FlowControl): OperatorFunction<ModelBatch, ContributedBatch<ModelBatch>> => (batches) =>
+    batches.pipe(
+      run.compute.contributions(stop$),
+      filter((item): item is ContributedBatch<ModelBatch> => {
+        if (!('dead' in item)) return true;
+        logEvent('stream.batch_dead', { task: run.name, rows: item.batch.tokens.batchSize, reason: item.dead.reason });
+        run.ledger.advance(item.batch.tokens.batchSize);
+        flow.release(item.batch.completedSources.length);
+        return false;
+      }),
+    );
+
   /** Statistics and cursor change together, synchronously: every checkpoint is consistent. */
   const commit = (run: TaskRun, { stats, batch }: FisherUpdate<ModelBatch>): void => {
     run.state.stats = stats;
     for (const file of run.ledger.advance(batch.tokens.batchSize)) logEvent('stream.file_done', { task: run.name, file });
     run.examplesSincePublish += batch.tokens.batchSize;
     run.rate.add(batch.tokens.batchSize);
+    options.metrics?.examples.set({ task: run.name }, stats.examples);
+    options.metrics?.batchesFolded.set({ task: run.name }, stats.batches);
   };
 
   const sourceOf = (run: TaskRun, flow: FlowControl): Observable<SourceBatch> => {
@@ -374,6 +392,8 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
     const mark: PublishedMark = { version: manifest.version, tasks: Object.fromEntries(snapshot.map((s) => [s.run.name, { examples: s.stats.examples, head: s.stats.head, neuron: s.stats.neuron }])) };
     streamState.published = mark;
     lastVersion = manifest.version;
+    options.metrics?.versions.inc();
+    options.metrics?.publishSeconds.observe((performance.now() - started) / 1000);
     await options.published?.(manifest, path.join(layout.versions, String(manifest.version)));
     logEvent('stream.published', { version: manifest.version, reason, seconds: Number(((performance.now() - started) / 1000).toFixed(3)), examples: Object.fromEntries(snapshot.map((s) => [s.run.name, s.stats.examples])) });
     return manifest;

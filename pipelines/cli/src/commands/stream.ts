@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UserError } from '@fisher-merge/core';
-import { nonNegativeInt, threadsOption } from '../options.ts';
+import { nonNegativeInt, port, positiveNumber, threadsOption } from '../options.ts';
 
 interface StreamFlags {
   exitWhenIdle?: number;
@@ -17,11 +17,14 @@ export function registerStream(program: Command): void {
     .addOption(threadsOption())
     .action(async (file: string, flags: StreamFlags) => {
       const { loadStreamConfig, runCoordinator, runStreamJob } = await import('@fisher-merge/stream-job');
+      const { withMetricsServer } = await import('@fisher-merge/metrics');
       const config = await loadStreamConfig(file);
-      const options = { handleSignals: true, ...(flags.exitWhenIdle !== undefined ? { exitWhenIdleMs: flags.exitWhenIdle } : {}) };
       const queue = config.queue;
       if (queue && flags.threads !== undefined) throw new UserError(`--threads: ${file} sets 'queue', so this process coordinates and runs no engine; give --threads to each worker`);
-      await (queue ? runCoordinator({ ...config, queue }, options) : runStreamJob(config, { ...options, threads: flags.threads }));
+      await withMetricsServer(config.metricsPort, `${file}: metrics_port`, async (metrics) => {
+        const options = { handleSignals: true, ...(flags.exitWhenIdle !== undefined ? { exitWhenIdleMs: flags.exitWhenIdle } : {}), ...(metrics ? { metrics } : {}) };
+        await (queue ? runCoordinator({ ...config, queue }, options) : runStreamJob(config, { ...options, threads: flags.threads }));
+      });
     });
 }
 
@@ -31,7 +34,9 @@ export function registerWorker(program: Command): void {
     .description("Compute mask Fisher contributions for a stream job's coordinator through Redis Streams (the config's queue:); any number, on any machine that reaches Redis and reads the models. Runs until SIGTERM or SIGINT.")
     .argument('<config>', "the stream job's YAML config (the same file as the coordinator's)")
     .addOption(threadsOption('; several workers on one machine take a share each'))
-    .action(async (file: string, flags: { threads?: number }) => {
+    .option('--stop-timeout-s <s>', 'after SIGTERM, finish the batches in hand for at most this long, then abandon them to other workers (default: queue.stop_timeout_s, 10)', positiveNumber('--stop-timeout-s'))
+    .option('--metrics-port <port>', 'serve Prometheus metrics at /metrics and /healthz on this port', port('--metrics-port'))
+    .action(async (file: string, flags: { threads?: number; stopTimeoutS?: number; metricsPort?: number }) => {
       const { loadStreamConfig, runWorker } = await import('@fisher-merge/stream-job');
       const config = await loadStreamConfig(file);
       const queue = config.queue;
@@ -40,6 +45,8 @@ export function registerWorker(program: Command): void {
       const onSignal = (): void => stop.abort();
       process.once('SIGTERM', onSignal);
       process.once('SIGINT', onSignal);
-      await runWorker({ ...config, queue }, stop.signal, flags.threads);
+      const { abandoned } = await runWorker({ ...config, queue }, stop.signal, flags);
+      // An abandoned batch may still be computing in the engine's threads: do not wait for it.
+      if (abandoned) process.exit(0);
     });
 }
