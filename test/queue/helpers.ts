@@ -4,9 +4,13 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { mkdirSync } from 'node:fs';
 import { expect } from 'vitest';
-import type { MaskFisher } from '@fisher-merge/fisher';
+import { filter, lastValueFrom } from 'rxjs';
+import { FlowControl, glueTask, releaseCredits, taskBatches } from '@fisher-merge/data';
+import { openEngine } from '@fisher-merge/engines';
+import { emptyMaskFisher, foldFisher, maskFisherContributions, type MaskFisher } from '@fisher-merge/fisher';
+import { loadTaskModel } from '@fisher-merge/task-model';
 import { eventually, type LogLine } from '../support.ts';
-import { publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
+import { modelDir, publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
 
 export { eventually };
 
@@ -54,6 +58,11 @@ export class RedisServer {
     const redis = new Redis({ path: this.socket, maxRetriesPerRequest: null });
     redis.on('error', () => undefined);
     return redis;
+  }
+
+  /** The server again after `stop` (same socket; without persistence, empty). */
+  async start(): Promise<void> {
+    await this.launch();
   }
 
   /** SIGKILL (`hard`) or a clean SHUTDOWN-like SIGTERM, then the same server again. */
@@ -143,4 +152,26 @@ export function expectSameStats(got: MaskFisher, want: MaskFisher): void {
   expect(got.dataFingerprint).toBe(want.dataFingerprint);
   expect(Array.from(got.head)).toEqual(Array.from(want.head));
   expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
+}
+
+/**
+ * A task's mask Fisher as the one-shot path computes it (the stream's batches, in order) with the
+ * batches numbered in `dead` left out: what a job that dead-lettered them must hold.
+ */
+export async function statsWithout(task: string, file: string, batchSize: number, dead: ReadonlySet<number>): Promise<MaskFisher> {
+  const { model, tokenizer, task: spec } = await loadTaskModel(modelDir(task), glueTask(task), {});
+  const engine = await openEngine('onnx', model.weights, {});
+  try {
+    const { numLayers, numHeads, intermediateSize } = model.config;
+    const flow = new FlowControl(4, { grow: true });
+    const updates = taskBatches(file, { task: spec, tokenizer, batchSize, padTokenId: model.config.padTokenId, flow }).pipe(
+      maskFisherContributions(engine, 'batch'),
+      releaseCredits(flow),
+      filter((_, seq) => !dead.has(seq)),
+      foldFisher(() => emptyMaskFisher({ numLayers, numHeads, intermediateSize }, { mode: 'batch', batchSize, task, modelFingerprint: '' })),
+    );
+    return (await lastValueFrom(updates)).stats;
+  } finally {
+    await engine.dispose();
+  }
 }

@@ -154,12 +154,11 @@ export class QueueCoordinator {
         const reader = this.redis.duplicate();
         reader.on('error', () => undefined);
 
-        const append = (seq: number, batch: ModelBatch): Observable<QueueEvent> =>
-          from(this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens))).pipe(map((id) => ({ kind: 'added' as const, seq, id: id! })));
+        // Each step starts when subscribed: the XADD waits for the credit, and the credit for the batch before.
         const appends$ = source.pipe(
           concatMap((batch, seq) => concat(
-            from(credits.acquire(closed.signal)).pipe(map((): QueueEvent => ({ kind: 'out', seq, batch }))),
-            append(seq, batch),
+            defer(() => credits.acquire(closed.signal)).pipe(map((): QueueEvent => ({ kind: 'out', seq, batch }))),
+            defer(() => this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens))).pipe(map((id): QueueEvent => ({ kind: 'added', seq, id: id! }))),
           )),
           endWith<QueueEvent>({ kind: 'end' }),
         );

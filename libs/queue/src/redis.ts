@@ -80,7 +80,10 @@ export function entriesOf(reply: unknown): StreamEntry[] {
 export function streamEntries(reply: unknown): Map<string, StreamEntry[]> {
   const out = new Map<string, StreamEntry[]>();
   if (!Array.isArray(reply)) return out;
-  for (const [key, entries] of reply as [Buffer, unknown][]) out.set(key.toString(), rangeEntries(entries));
+  // RESP2: [[key, entries], …]; RESP3 maps arrive flattened as [key, entries, key, entries, …].
+  const flat = Buffer.isBuffer(reply[0]) || typeof reply[0] === 'string';
+  const pairs = flat ? Array.from({ length: reply.length / 2 }, (_, i) => [reply[2 * i], reply[2 * i + 1]]) : reply;
+  for (const [key, entries] of pairs as [Buffer, unknown][]) out.set(key.toString(), rangeEntries(entries));
   return out;
 }
 

@@ -137,6 +137,7 @@ export async function runWorker(config: StreamConfig & { queue: QueueConfig }, s
       if (abandon.signal.aborted) logEvent('worker.abandoned', { after_s: stopTimeoutS, why: 'the stop timeout ran out with batches in hand; they stay pending for other workers (queue.stop_timeout_s, --stop-timeout-s)' });
       // An engine may still be computing an abandoned batch: the process exits without waiting for it.
       else for (const task of opened.values()) await (await task).engine.dispose();
+      logEvent('worker.stopped', { served, abandoned: abandon.signal.aborted });
       return { served, abandoned: abandon.signal.aborted };
     } finally {
       redis.disconnect();
