@@ -49,7 +49,10 @@ const events = (stderr: string, event: string) => logLines(stderr).filter((l) =>
 
 /** Waits until every row is folded, stops the coordinator (SIGTERM, exit 0) and checks the statistics. */
 async function finish(coordinator: ReturnType<typeof startCli>, checkpoint: string): Promise<void> {
-  await eventually('every row folded', async () => (await folded(checkpoint)) === ROWS, Infinity);
+  await eventually('every row folded', async () => {
+    if (coordinator.child.exitCode !== null) throw new Error(`the coordinator exited (${coordinator.child.exitCode}):\n${coordinator.stderr()}`);
+    return (await folded(checkpoint)) === ROWS;
+  }, Infinity);
   coordinator.child.kill('SIGTERM');
   const [code] = await once(coordinator.child, 'exit');
   expect(code, coordinator.stderr()).toBe(0);

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import {
   asyncScheduler,
+  catchError,
+  EMPTY,
   concat,
   concatMap,
   defer,
   endWith,
   exhaustMap,
   finalize,
-  from,
   fromEvent,
   map,
   merge,
@@ -187,17 +188,22 @@ export class QueueCoordinator {
             logEvent('queue.no_workers', { task, waiting_batches: waiting, idle_s: Math.round((scheduler.now() - state.foldedAt) / 1000), hint: `no worker has taken a batch; start 'fisher-merge worker CONFIG' with the same queue.prefix` });
           }
         };
+        /** A repair that failed (Redis went away meanwhile, say) is logged; the next tick tries again. */
+        const repairing = (work: () => Promise<QueueEvent[]>): Observable<QueueEvent> =>
+          defer(work).pipe(
+            mergeMap((events) => events),
+            catchError((e: unknown) => {
+              logEvent('queue.repair_failed', { task, error: (e as Error).message });
+              return EMPTY;
+            }),
+          );
         const repairs$ = folded$.pipe(
           startWith(undefined),
           switchMap(() => timer(options.repairAfterMs, options.repairAfterMs, scheduler)),
-          exhaustMap(() => from(reportSilence().then(repair))),
-          mergeMap((events) => events),
+          exhaustMap(() => repairing(() => reportSilence().then(repair))),
         );
         // A reconnection may follow a Redis that lost everything: group and job first, then repair at once.
-        const reconnected$ = fromEvent(this.redis, 'ready').pipe(
-          exhaustMap(() => from(this.reannounce(task).then(repair))),
-          mergeMap((events) => events),
-        );
+        const reconnected$ = fromEvent(this.redis, 'ready').pipe(exhaustMap(() => repairing(() => this.reannounce(task).then(repair))));
 
         return merge(appends$, replies$, repairs$, reconnected$, giveUpWhenLost(this.redis, this.url, 'stream coordinator', options.connectTimeoutS, scheduler)).pipe(
           scan((s, event) => step(s, event, this.run, task, options.shape, scheduler), state),
