@@ -1,13 +1,15 @@
 // The stream job single-process against the coordinator with 1 and 2 workers through a real
-// redis-server, on the tiny fixture model and a small random one (L4 H512):
-// examples/s while the job drains a backlog of sst2 rows, measured from the checkpoint (first folded
-// batch to last), so process start-up and model loading are left out for every variant alike.
+// redis-server, on the tiny fixture model and on BERT-base shape (random L12 H768, written by
+// random-checkpoint.ts), every engine at --threads 1: examples/s while the job drains a backlog of
+// sst2 rows, measured from the checkpoint (first folded batch to last), so process start-up and
+// model loading are left out for every variant alike; and the coordinator's CPU time (user + system,
+// from /proc) per batch over the same window: how many workers one coordinator can feed.
 // Then Redis memory while the coordinator works through a backlog of 100k batches (batch size 1)
 // with queue.max_pending set: it stays at a few max_pending batches, whatever the backlog.
-//   npx tsx bench/queue.bench.ts [--tiny-rows 3072] [--small-rows 384] [--backlog 100000] [--max-pending 64]
+//   npx tsx bench/queue.bench.ts [--tiny-rows 3072] [--base-rows 512] [--backlog 100000] [--max-pending 64]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
@@ -24,13 +26,14 @@ import { writeRandomCheckpoint } from './random-checkpoint.ts';
 const { values: args } = parseArgs({
   options: {
     'tiny-rows': { type: 'string', default: '3072' },
-    'small-rows': { type: 'string', default: '384' },
+    'base-rows': { type: 'string', default: '512' },
     backlog: { type: 'string', default: '100000' },
     'max-pending': { type: 'string', default: '64' },
     'memory-seconds': { type: 'string', default: '20' },
   },
 });
 const REPO = path.resolve(import.meta.dirname, '..');
+const BATCH = 32;
 const CLI = path.join(REPO, 'bin/fisher-merge.mjs');
 const work = mkdtempSync(path.join(tmpdir(), 'fisher-merge-queue-bench-'));
 const children: ChildProcess[] = [];
@@ -57,7 +60,7 @@ function backlog(name: string, rows: number): string {
 
 function config(name: string, model: string, watch: string, extra: Record<string, unknown>): string {
   const file = path.join(work, `${name}.yaml`);
-  writeFileSync(file, stringify({ out: path.join(work, name), engine: 'onnx', fisher: { mode: 'batch', batch_size: 32 }, publish: { on_stop: false }, log_interval_s: 3600, ...extra, tasks: [{ task: 'sst2', model, watch, stable_ms: 0, poll_ms: 50 }] }));
+  writeFileSync(file, stringify({ out: path.join(work, name), engine: 'onnx', fisher: { mode: 'batch', batch_size: BATCH }, publish: { on_stop: false }, log_interval_s: 3600, ...extra, tasks: [{ task: 'sst2', model, watch, stable_ms: 0, poll_ms: 50 }] }));
   return file;
 }
 
@@ -79,16 +82,23 @@ async function startRedis(): Promise<{ socket: string; client: Redis; stop: () =
   return { socket, client, stop: async () => { client.disconnect(); server.kill('SIGTERM'); await once(server, 'exit'); } };
 }
 
-/** Examples/s from the first folded batch to the last, read from the checkpoint. */
-async function drainRate(out: string, total: number, job: ChildProcess): Promise<number> {
+/** User + system CPU seconds a process has used so far (Linux /proc; clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Examples/s from the first folded batch to the last, read from the checkpoint, and the job's CPU seconds over the same window. */
+async function drain(out: string, total: number, job: ChildProcess): Promise<{ rate: number; cpu: number; batches: number }> {
   const checkpoint = path.join(out, 'state', 'checkpoint.json');
-  let first: { t: number; n: number } | undefined;
+  let first: { t: number; n: number; cpu: number } | undefined;
   for (;;) {
     const n = (await readStreamState(checkpoint).catch(() => undefined))?.tasks.sst2?.stats.examples ?? 0;
     const t = performance.now();
-    if (n > 0 && !first) first = { t, n };
+    const cpu = cpuSeconds(job.pid!);
+    if (n > 0 && !first) first = { t, n, cpu };
     // NaN when the whole run fell between two looks at the checkpoint (give more rows).
-    if (n >= total) return first!.n < total ? (total - first!.n) / ((t - first!.t) / 1000) : NaN;
+    if (n >= total) return { rate: first!.n < total ? (total - first!.n) / ((t - first!.t) / 1000) : NaN, cpu: cpu - first!.cpu, batches: Math.ceil((total - first!.n) / BATCH) };
     if (job.exitCode !== null) throw new Error(`${out}: the job exited (${job.exitCode}) at ${n} of ${total} examples`);
     await pause(20);
   }
@@ -97,33 +107,35 @@ async function drainRate(out: string, total: number, job: ChildProcess): Promise
 const redis = await startRedis();
 const rows: string[][] = [];
 const models = [
-  { name: 'tiny (fixture L2 H128)', dir: path.join(REPO, 'data/models/sst2'), rows: Number(args['tiny-rows']) },
-  { name: 'small (random L4 H512)', dir: path.join(work, 'small-model'), rows: Number(args['small-rows']) },
+  { name: 'tiny (fixture L2 H128)', key: 'tiny', dir: path.join(REPO, 'data/models/sst2'), rows: Number(args['tiny-rows']) },
+  { name: 'BERT-base (random L12 H768)', key: 'base', dir: path.join(work, 'base-model'), rows: Number(args['base-rows']) },
 ];
-await writeRandomCheckpoint(models[1]!.dir, { numLayers: 4, hiddenSize: 512, numHeads: 8, intermediateSize: 2048 });
+await writeRandomCheckpoint(models[1]!.dir, { numLayers: 12, hiddenSize: 768, numHeads: 12, intermediateSize: 3072 });
 for (const model of models) {
   const watch = backlog(`rows-${model.rows}`, model.rows);
-  const rates: number[] = [];
+  const runs: { rate: number; cpu: number; batches: number }[] = [];
   for (const workers of [0, 1, 2]) {
-    const name = `${model.dir === models[0]!.dir ? 'tiny' : 'small'}-${workers}`;
+    const name = `${model.key}-${workers}`;
     const file = config(name, model.dir, watch, workers === 0 ? {} : { queue: { url: redis.socket, prefix: name, max_pending: 16 } });
-    const job = start(['stream', file, '--exit-when-idle', '300']);
+    const job = start(['stream', file, '--exit-when-idle', '300', ...(workers === 0 ? ['--threads', '1'] : [])]);
     const pool: ChildProcess[] = [];
     if (workers > 0) {
       while ((await redis.client.hget(`${name}:job`, 'run')) === null) await pause(20);
       for (let w = 0; w < workers; w++) pool.push(start(['worker', file, '--threads', '1']));
     }
-    rates.push(await drainRate(path.join(work, name), model.rows, job));
+    runs.push(await drain(path.join(work, name), model.rows, job));
     await once(job, 'exit').catch(() => undefined);
     for (const w of pool) w.kill('SIGTERM');
     await Promise.all(pool.map((w) => (w.exitCode === null ? once(w, 'exit') : undefined)));
   }
-  rows.push([model.name, String(model.rows), ...rates.map((r) => r.toFixed(1)), (rates[1]! / rates[0]!).toFixed(2), (rates[2]! / rates[0]!).toFixed(2)]);
+  const [single, one, two] = runs as [typeof runs[0], typeof runs[0], typeof runs[0]];
+  const cpuPerBatch = (r: typeof one) => ((r.cpu * 1000) / r.batches).toFixed(1);
+  rows.push([model.name, String(model.rows), single.rate.toFixed(1), one.rate.toFixed(1), two.rate.toFixed(1), (one.rate / single.rate).toFixed(2), (two.rate / one.rate).toFixed(2), cpuPerBatch(one), cpuPerBatch(two)]);
 }
 
-console.log(`CPU: ${cpus()[0]?.model} x ${cpus().length}; batch 32, batch-mode mask Fisher, examples/s from first to last folded batch`);
-console.log('| model | rows | single process | coordinator + 1 worker | coordinator + 2 workers | 1 worker / single | 2 workers / single |');
-console.log('|---|---|---|---|---|---|---|');
+console.log(`CPU: ${cpus()[0]?.model} x ${cpus().length}; batch ${BATCH}, batch-mode mask Fisher, every engine --threads 1, examples/s from first to last folded batch`);
+console.log('| model | rows | single process | coordinator + 1 worker | coordinator + 2 workers | 1 worker / single | 2 workers / 1 worker | coordinator CPU ms/batch (1 worker) | (2 workers) |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);
 
 // Redis memory with a 100k-batch backlog: batch size 1, so every row is a batch.

@@ -18,13 +18,10 @@ import {
   repeat,
   scan,
   type SchedulerLike,
-  startWith,
   Subject,
-  switchMap,
   takeUntil,
   takeWhile,
   tap,
-  timer,
 } from 'rxjs';
 import type { Redis } from 'ioredis';
 import { FlowControl, type ModelBatch } from '@fisher-merge/data';
@@ -33,6 +30,7 @@ import type { JobMetrics } from '@fisher-merge/metrics';
 import { logEvent } from '@fisher-merge/core';
 import { batchFields, readDeadLetter, readResult, type DeadLetter, type QueuedResult } from './codec.ts';
 import { jobKeys, WORKERS } from './keys.ts';
+import { whileQuiet } from './timing.ts';
 import { EntryError, giveUpWhenLost, rangeEntries, streamEntries, type StreamEntry } from './redis.ts';
 
 /** What workers check before serving a job: the coordinator's run and, per task, what it accumulates. */
@@ -198,8 +196,7 @@ export class QueueCoordinator {
             }),
           );
         const repairs$ = folded$.pipe(
-          startWith(undefined),
-          switchMap(() => timer(options.repairAfterMs, options.repairAfterMs, scheduler)),
+          whileQuiet(options.repairAfterMs, scheduler),
           exhaustMap(() => repairing(() => reportSilence().then(repair))),
         );
         // A reconnection may follow a Redis that lost everything: group and job first, then repair at once.

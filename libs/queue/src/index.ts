@@ -4,3 +4,4 @@ export * from './codec.ts';
 export * from './coordinator.ts';
 export * from './worker.ts';
 export * from './status.ts';
+export * from './timing.ts';

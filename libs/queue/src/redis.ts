@@ -1,7 +1,8 @@
-import { asyncScheduler, exhaustMap, fromEvent, map, type Observable, type SchedulerLike, takeUntil, timer } from 'rxjs';
+import { asyncScheduler, fromEvent, type Observable, type SchedulerLike } from 'rxjs';
 import { Redis } from 'ioredis';
 import { logEvent, UserError } from '@fisher-merge/core';
 import type { JobMetrics } from '@fisher-merge/metrics';
+import { giveUpAfter } from './timing.ts';
 
 export interface OpenRedisOptions {
   /** How long the first connection may keep failing (retried with backoff) before one clear line; 0: the first failure. */
@@ -59,12 +60,8 @@ export async function openRedis(url: string, role: string, options: OpenRedisOpt
  * (the coordinator's give-up after a loss); never emits otherwise.
  */
 export function giveUpWhenLost(redis: Redis, url: string, role: string, timeoutS: number, scheduler: SchedulerLike = asyncScheduler): Observable<never> {
-  return fromEvent(redis, 'close').pipe(
-    exhaustMap(() => timer(timeoutS * 1000, scheduler).pipe(takeUntil(fromEvent(redis, 'ready')))),
-    map(() => {
-      throw new UserError(`${role}: lost Redis at ${url} (queue.url) for ${timeoutS} s (queue.connect_timeout_s); the checkpoint holds everything folded, restart when Redis is back`);
-    }),
-  );
+  return giveUpAfter(fromEvent(redis, 'close'), fromEvent(redis, 'ready'), timeoutS * 1000, () =>
+    new UserError(`${role}: lost Redis at ${url} (queue.url) for ${timeoutS} s (queue.connect_timeout_s); the checkpoint holds everything folded, restart when Redis is back`), scheduler);
 }
 
 /** The entries of a one-stream XREAD/XREADGROUP/XAUTOCLAIM reply, whichever reply shape the protocol gives. */
