@@ -121,6 +121,16 @@ export function startCli(args: readonly string[]): LoggingProcess {
   return { child, stderr: () => err, line };
 }
 
+/** Runs `body` with a fresh redis-server, stopped afterwards whatever happens. */
+export async function withRedis(body: (redis: RedisServer) => Promise<void>, options: { aof?: boolean } = {}): Promise<void> {
+  const redis = await RedisServer.start(options);
+  try {
+    await body(redis);
+  } finally {
+    await redis.stop();
+  }
+}
+
 /** A `fisher-merge worker CONFIG` process; its stderr is kept for failure messages and awaited lines. */
 export function startWorker(config: string, flags: readonly string[] = []): LoggingProcess {
   return startCli(['worker', config, ...flags]);

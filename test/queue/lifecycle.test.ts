@@ -8,7 +8,7 @@ import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { outLayout, readStreamState } from '@fisher-merge/stream-job';
 import { errorLine, logLines } from '../support.ts';
 import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
-import { eventually, expectSameStats, RedisServer, startCli, startWorker, stopWorker } from './helpers.ts';
+import { eventually, expectSameStats, RedisServer, startCli, startWorker, stopWorker, withRedis } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
 const HANG_GUARD_MS = 900_000;
@@ -45,6 +45,7 @@ function setup(redis: RedisServer, name: string, queue: Record<string, unknown> 
 }
 
 const folded = async (checkpoint: string): Promise<number> => (await readStreamState(checkpoint).catch(() => undefined))?.tasks[TASK]?.stats.examples ?? 0;
+const firstFold = (checkpoint: string) => eventually('a batch folded', async () => (await folded(checkpoint)) > 0, Infinity);
 const events = (stderr: string, event: string) => logLines(stderr).filter((l) => l.event === event);
 
 /** Waits until every row is folded, stops the coordinator (SIGTERM, exit 0) and checks the statistics. */
@@ -61,13 +62,12 @@ async function finish(coordinator: ReturnType<typeof startCli>, checkpoint: stri
 
 describe('workers and coordinator in any order, through restarts', () => {
   it('workers started first wait (one line each), join when the coordinator announces, and follow a kill -9 restart of it without a restart of their own', async () => {
-    const redis = await RedisServer.start();
-    try {
+    await withRedis(async (redis) => {
       const job = setup(redis, 'order');
       const workers = [startWorker(job.file), startWorker(job.file)];
       for (const w of workers) await w.line('worker.waiting');
       const first = startCli(['stream', job.file]);
-      await eventually('a batch folded', async () => (await folded(job.checkpoint)) > 0, Infinity);
+      await firstFold(job.checkpoint);
       first.child.kill('SIGKILL');
       await once(first.child, 'exit');
       const second = startCli(['stream', job.file]);
@@ -79,35 +79,29 @@ describe('workers and coordinator in any order, through restarts', () => {
       // At least one worker took entries of the second run, and said it followed it.
       expect(events(log, 'worker.joined').some((l) => l.followed === 'a new coordinator run')).toBe(true);
       for (const w of workers) expect(await stopWorker(w.child), w.stderr()).toBe(0);
-    } finally {
-      await redis.stop();
-    }
+    });
   }, HANG_GUARD_MS);
 
   it('Redis restarted without persistence mid-run: the coordinator announces again and re-appends what was lost; the statistics equal the uninterrupted run', async () => {
-    const redis = await RedisServer.start();
-    try {
+    await withRedis(async (redis) => {
       const job = setup(redis, 'amnesia');
       const coordinator = startCli(['stream', job.file]);
       const workers = [startWorker(job.file), startWorker(job.file)];
-      await eventually('a batch folded', async () => (await folded(job.checkpoint)) > 0, Infinity);
+      await firstFold(job.checkpoint);
       await redis.restart(true);
       job.later();
       await coordinator.line('queue.redis_reconnected');
       await finish(coordinator, job.checkpoint);
       for (const w of workers) expect(await stopWorker(w.child), w.stderr()).toBe(0);
-    } finally {
-      await redis.stop();
-    }
+    });
   }, HANG_GUARD_MS);
 
   it('SIGTERM to a worker while Redis is down: it stops within its stop timeout (exit 0), what it held stays for others; the job ends with the uninterrupted statistics', async () => {
-    const redis = await RedisServer.start();
-    try {
+    await withRedis(async (redis) => {
       const job = setup(redis, 'sigterm');
       const coordinator = startCli(['stream', job.file]);
       const stranded = startWorker(job.file, ['--stop-timeout-s', '1']);
-      await eventually('a batch folded', async () => (await folded(job.checkpoint)) > 0, Infinity);
+      await firstFold(job.checkpoint);
       await redis.stop('SIGKILL');
       expect(await stopWorker(stranded.child), stranded.stderr()).toBe(0);
       expect(events(stranded.stderr(), 'worker.stopped')).toHaveLength(1);
@@ -116,26 +110,21 @@ describe('workers and coordinator in any order, through restarts', () => {
       job.later();
       await finish(coordinator, job.checkpoint);
       expect(await stopWorker(rescuer.child), rescuer.stderr()).toBe(0);
-    } finally {
-      await redis.stop();
-    }
+    });
   }, HANG_GUARD_MS);
 
   it('a coordinator whose Redis stays away longer than queue.connect_timeout_s gives up with one clear line (exit 1), its checkpoint intact', async () => {
-    const redis = await RedisServer.start();
-    try {
+    await withRedis(async (redis) => {
       const job = setup(redis, 'gone', { connect_timeout_s: 1 });
       const coordinator = startCli(['stream', job.file]);
       const worker = startWorker(job.file);
-      await eventually('a batch folded', async () => (await folded(job.checkpoint)) > 0, Infinity);
+      await firstFold(job.checkpoint);
       await redis.stop('SIGKILL');
       const [code] = await once(coordinator.child, 'exit');
       expect(code).toBe(1);
       expect(errorLine(coordinator.stderr())).toBe(`stream coordinator: lost Redis at ${redis.socket} (queue.url) for 1 s (queue.connect_timeout_s); the checkpoint holds everything folded, restart when Redis is back`);
       expect(await folded(job.checkpoint)).toBeGreaterThan(0);
       expect(await stopWorker(worker.child)).toBe(0);
-    } finally {
-      await redis.stop();
-    }
+    });
   }, HANG_GUARD_MS);
 });
