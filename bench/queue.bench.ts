@@ -82,20 +82,29 @@ async function startRedis(): Promise<{ socket: string; client: Redis; stop: () =
   return { socket, client, stop: async () => { client.disconnect(); server.kill('SIGTERM'); await once(server, 'exit'); } };
 }
 
-/** User + system CPU seconds a process has used so far (Linux /proc; clock ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+/** User + system CPU seconds a process has used so far (Linux /proc; clock ticks of 1/100 s); undefined once it has exited. */
+function cpuSeconds(pid: number): number | undefined {
+  const stat = (() => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return undefined;
+    }
+  })();
+  const fields = stat?.replace(/^.*\) /, '').split(' ');
+  return fields && fields[0] !== 'Z' ? (Number(fields[11]) + Number(fields[12])) / 100 : undefined;
 }
 
 /** Examples/s from the first folded batch to the last, read from the checkpoint, and the job's CPU seconds over the same window. */
 async function drain(out: string, total: number, job: ChildProcess): Promise<{ rate: number; cpu: number; batches: number }> {
   const checkpoint = path.join(out, 'state', 'checkpoint.json');
   let first: { t: number; n: number; cpu: number } | undefined;
+  let cpu = 0;
   for (;;) {
+    // CPU first: the job exits soon after its last fold (the last reading before that counts).
+    cpu = cpuSeconds(job.pid!) ?? cpu;
     const n = (await readStreamState(checkpoint).catch(() => undefined))?.tasks.sst2?.stats.examples ?? 0;
     const t = performance.now();
-    const cpu = cpuSeconds(job.pid!);
     if (n > 0 && !first) first = { t, n, cpu };
     // NaN when the whole run fell between two looks at the checkpoint (give more rows).
     if (n >= total) return { rate: first!.n < total ? (total - first!.n) / ((t - first!.t) / 1000) : NaN, cpu: cpu - first!.cpu, batches: Math.ceil((total - first!.n) / BATCH) };

@@ -113,6 +113,19 @@ describe('workers and coordinator in any order, through restarts', () => {
     });
   }, HANG_GUARD_MS);
 
+  it('a coordinator with batches waiting and no worker says so (queue.no_workers), and goes on once a worker comes', async () => {
+    await withRedis(async (redis) => {
+      const job = setup(redis, 'lonely');
+      job.later();
+      const coordinator = startCli(['stream', job.file]);
+      const silence = await coordinator.line('queue.no_workers');
+      expect(silence).toMatchObject({ task: TASK, waiting_batches: 2 });
+      const worker = startWorker(job.file);
+      await finish(coordinator, job.checkpoint);
+      expect(await stopWorker(worker.child), worker.stderr()).toBe(0);
+    });
+  }, HANG_GUARD_MS);
+
   it('a coordinator whose Redis stays away longer than queue.connect_timeout_s gives up with one clear line (exit 1), its checkpoint intact', async () => {
     await withRedis(async (redis) => {
       const job = setup(redis, 'gone', { connect_timeout_s: 1 });

@@ -459,6 +459,7 @@ async function runTasks(config: StreamConfig, options: StreamJobOptions, runs: T
   );
   const lastPublish$ = defer(() => (config.publish.onStop && hasNews() ? from(publishOnce('stop')).pipe(concatMap(writeCheckpoint)) : EMPTY));
 
+  for (const r of runs) options.metrics?.examples.set({ task: r.name }, r.state.stats.examples);
   logEvent('stream.started', { out: config.out, tasks: runs.map((r) => ({ task: r.name, examples: r.state.stats.examples, files_consumed: r.state.cursor.consumed.size, resume: r.state.cursor.current ?? null })), last_version: lastVersion ?? null });
   try {
     await lastValueFrom(concat(job$, defer(writeCheckpoint), lastPublish$), { defaultValue: undefined });
