@@ -48,6 +48,15 @@ const folded = async (checkpoint: string): Promise<number> => (await readStreamS
 const firstFold = (checkpoint: string) => eventually('a batch folded', async () => (await folded(checkpoint)) > 0, Infinity);
 const events = (stderr: string, event: string) => logLines(stderr).filter((l) => l.event === event);
 
+/** The job `name` running: its coordinator and one worker per flag list started, and a first batch folded. */
+async function running(redis: RedisServer, name: string, workerFlags: string[][], queue: Record<string, unknown> = {}) {
+  const job = setup(redis, name, queue);
+  const coordinator = startCli(['stream', job.file]);
+  const workers = workerFlags.map((flags) => startWorker(job.file, flags));
+  await firstFold(job.checkpoint);
+  return { job, coordinator, workers };
+}
+
 /** Waits until every row is folded, stops the coordinator (SIGTERM, exit 0) and checks the statistics. */
 async function finish(coordinator: ReturnType<typeof startCli>, checkpoint: string): Promise<void> {
   await eventually('every row folded', async () => {
@@ -84,10 +93,7 @@ describe('workers and coordinator in any order, through restarts', () => {
 
   it('Redis restarted without persistence mid-run: the coordinator announces again and re-appends what was lost; the statistics equal the uninterrupted run', async () => {
     await withRedis(async (redis) => {
-      const job = setup(redis, 'amnesia');
-      const coordinator = startCli(['stream', job.file]);
-      const workers = [startWorker(job.file), startWorker(job.file)];
-      await firstFold(job.checkpoint);
+      const { job, coordinator, workers } = await running(redis, 'amnesia', [[], []]);
       await redis.restart(true);
       job.later();
       await coordinator.line('queue.redis_reconnected');
@@ -98,10 +104,7 @@ describe('workers and coordinator in any order, through restarts', () => {
 
   it('SIGTERM to a worker while Redis is down: it stops within its stop timeout (exit 0), what it held stays for others; the job ends with the uninterrupted statistics', async () => {
     await withRedis(async (redis) => {
-      const job = setup(redis, 'sigterm');
-      const coordinator = startCli(['stream', job.file]);
-      const stranded = startWorker(job.file, ['--stop-timeout-s', '1']);
-      await firstFold(job.checkpoint);
+      const { job, coordinator, workers: [stranded] } = await running(redis, 'sigterm', [['--stop-timeout-s', '1']]);
       await redis.stop('SIGKILL');
       expect(await stopWorker(stranded.child), stranded.stderr()).toBe(0);
       expect(events(stranded.stderr(), 'worker.stopped')).toHaveLength(1);
@@ -128,10 +131,7 @@ describe('workers and coordinator in any order, through restarts', () => {
 
   it('a coordinator whose Redis stays away longer than queue.connect_timeout_s gives up with one clear line (exit 1), its checkpoint intact', async () => {
     await withRedis(async (redis) => {
-      const job = setup(redis, 'gone', { connect_timeout_s: 1 });
-      const coordinator = startCli(['stream', job.file]);
-      const worker = startWorker(job.file);
-      await firstFold(job.checkpoint);
+      const { job, coordinator, workers: [worker] } = await running(redis, 'gone', [[]], { connect_timeout_s: 1 });
       await redis.stop('SIGKILL');
       const [code] = await once(coordinator.child, 'exit');
       expect(code).toBe(1);
