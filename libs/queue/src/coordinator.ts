@@ -85,6 +85,8 @@ interface Reorder {
   ids: Map<number, string[]>;
   arrived: Map<number, QueuedContribution>;
   ready: QueuedContribution[];
+  /** Seqs of results refused because this run never appended them. */
+  strays: Set<number>;
   /** Scheduler time of the last fold (for the no-workers line). */
   foldedAt: number;
 }
@@ -145,7 +147,7 @@ export class QueueCoordinator {
     const scheduler = options.scheduler ?? asyncScheduler;
     return (source) =>
       defer(() => {
-        const state: Reorder = { next: 0, appended: 0, added: 0, ended: false, out: new Map(), entries: new Map(), ids: new Map(), arrived: new Map(), ready: [], foldedAt: scheduler.now() };
+        const state: Reorder = { next: 0, appended: 0, added: 0, ended: false, out: new Map(), entries: new Map(), ids: new Map(), arrived: new Map(), ready: [], strays: new Set(), foldedAt: scheduler.now() };
         const credits = new FlowControl(options.maxPending);
         const closed = new AbortController();
         const folded$ = new Subject<void>();
@@ -275,7 +277,11 @@ function step(s: Reorder, event: QueueEvent, run: string, task: string, shape: C
       if (result.run !== run || result.seq < s.next || s.arrived.has(result.seq)) break;
       const batch = s.out.get(result.seq);
       const c = result.contribution;
-      if (!batch) refuse(event.entry, `seq ${result.seq} is not a batch this run appended (${s.appended} so far)`);
+      if (!batch) {
+        // Two workers may have computed the same stray entry: one line for it.
+        if (!s.strays.has(result.seq)) refuse(event.entry, `seq ${result.seq} is not a batch this run appended (${s.appended} so far)`);
+        s.strays.add(result.seq);
+      }
       else if (c.examples !== batch.tokens.batchSize) refuse(event.entry, `${c.examples} examples for a batch of ${batch.tokens.batchSize}`);
       else if (c.head.length !== shape.head || c.neuron.length !== shape.neuron) refuse(event.entry, `${c.head.length} head and ${c.neuron.length} neuron values, expected ${shape.head} and ${shape.neuron}`);
       else s.arrived.set(result.seq, { batch, contribution: c });

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { logEvent, type TokenBatch } from '@fisher-merge/core';
 import type { FisherContribution } from '@fisher-merge/fisher';
 import type { JobMetrics } from '@fisher-merge/metrics';
@@ -98,16 +98,19 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
   let served = 0;
   let rejoin = false;
   const writes = new Set<Promise<void>>();
-  const write = (tx: ChainableCommander, done: () => void): void => {
-    const w = tx.exec().then(done, (e: Error) => {
+  const write = <T>(reply: Promise<T>, done: (reply: T) => void): void => {
+    const w = reply.then(done, (e: Error) => {
       // Lost with the connection (a Redis restart): the entry stays pending and is claimed again.
       if (!opts.abandon.aborted) logEvent('worker.write_lost', { task, error: e.message });
     }).finally(() => writes.delete(w));
     writes.add(w);
   };
+  // Two workers may hold one entry (a prefetched entry idle past claim_idle_ms is claimed by another):
+  // only the one whose XACK takes it off the group's pending list refuses it, so one letter, one line.
   const refuse = (entry: StreamEntry, reason: string): void => {
-    logEvent('worker.dead_letter', { task, entry: entry.id, reason, dead_letters: k.dead });
-    write(writer.multi().xadd(k.dead, 'MAXLEN', '~', '10000', '*', ...deadLetterFields(entry, reason, opts.consumer)).xack(k.batches, WORKERS, entry.id).xdel(k.batches, entry.id), () => undefined);
+    write(writer.eval(DEAD_LETTER, 2, k.batches, k.dead, WORKERS, entry.id, ...deadLetterFields(entry, reason, opts.consumer)), (acked) => {
+      if (acked === 1) logEvent('worker.dead_letter', { task, entry: entry.id, reason, dead_letters: k.dead });
+    });
   };
   /** Whose entry this is: ours, an earlier run's, or a new run's (followed when its model is ours). */
   const runOf = async (seen: string): Promise<'ours' | 'stale' | 'rejoin'> => {
@@ -128,8 +131,9 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
       return;
     }
     if (whose === 'stale') {
-      logEvent('worker.stale_entry', { task, entry: entry.id, run: entryRunId, current: run });
-      write(writer.multi().xack(k.batches, WORKERS, entry.id).xdel(k.batches, entry.id), () => undefined);
+      write(writer.multi().xack(k.batches, WORKERS, entry.id).xdel(k.batches, entry.id).exec(), (replies) => {
+        if (replies?.[0]?.[1] === 1) logEvent('worker.stale_entry', { task, entry: entry.id, run: entryRunId, current: run });
+      });
       return;
     }
     if (deliveries > opts.maxDeliveries) return refuse(entry, `delivered ${deliveries} times, more than queue.max_deliveries (${opts.maxDeliveries}): a batch its workers died on`);
@@ -145,7 +149,7 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
     if (!contribution) return;
     end?.();
     const result = writer.multi().xadd(k.results, '*', ...resultFields(batch, entry.id, opts.consumer, contribution)).xack(k.batches, WORKERS, entry.id).xdel(k.batches, entry.id).hincrby(k.done, opts.consumer, 1);
-    write(result, () => {
+    write(result.exec(), () => {
       served++;
       opts.metrics?.batchesServed.inc({ task });
       logEvent('worker.batch', { task, seq: batch.seq, examples: batch.tokens.batchSize });
@@ -169,6 +173,12 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
   await untilAborted(Promise.all(writes), opts.abandon);
   return { served, rejoin };
 }
+
+/** KEYS: batches, dead; ARGV: group, entry id, the letter's fields. Acknowledges and moves the entry to the dead letters, if it was still pending. */
+const DEAD_LETTER = `if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', unpack(ARGV, 3))
+return 1`;
 
 /** Errors of a read whose stream or group the coordinator just dropped to start a new run, or a Redis that lost them. */
 const RESTARTED_STREAM = /NOGROUP|UNBLOCKED/;
