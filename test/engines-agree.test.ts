@@ -65,3 +65,29 @@ describe.each([21, 22, 23, 24, 25])('random model %i', (seed) => {
     expect(k).toBe(b.length);
   });
 });
+
+describe.each([31, 32, 33])('input Grams of random model %i (RegMean)', (seed) => {
+  const config = randomConfig(rng(seed));
+  const weights = randomWeights(config, seed);
+  const batch = randomBatch(config, 4, 9, seed + 1);
+
+  it('agree between tfjs (host float64 sums over the real tokens) and onnx (in-graph float64 Gemm over the packed tokens)', async () => {
+    const tfjs = await createTfjsEngine(weights);
+    const onnx = await createOnnxEngine(weights, { threads: 1 });
+    open.push(tfjs, onnx);
+    const a = await tfjs.inputGrams!(batch);
+    const b = await onnx.inputGrams!(batch);
+    const real = batch.attentionMask.reduce((n, m) => n + m, 0);
+    expect([a.tokens, a.rows]).toEqual([real, batch.batchSize]);
+    expect([b.tokens, b.rows]).toEqual([real, batch.batchSize]);
+    expect(b.layers).toHaveLength(config.numLayers);
+    a.layers.forEach((layer, l) => {
+      for (const input of ['attention', 'attnOut', 'ffnIn', 'ffnOut'] as const) {
+        const width = input === 'ffnOut' ? config.intermediateSize : config.hiddenSize;
+        expect(b.layers[l]![input].length, `${input} ${l}`).toBe(width * width);
+        expectAgree(layer[input], b.layers[l]![input], 1e-5, `layer ${l} ${input}`);
+      }
+    });
+    expectAgree(a.head, b.head, 1e-5, 'head input');
+  });
+});

@@ -149,3 +149,14 @@ export async function eventually(what: string, check: () => Promise<boolean> | b
   }
   throw new Error(`${what}: not seen after ${attempts} checks`);
 }
+
+/** max |a - b| / max |b|: the error relative to the largest entry of the expected values. */
+export function largestRelative(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
+    scale = Math.max(scale, Math.abs(expected[i]!));
+  }
+  return diff / scale;
+}

@@ -59,6 +59,7 @@ describe('one config vocabulary', () => {
     expect([s.rule, s.params]).toEqual(['mask-fisher-ties', { density: 0.5, scale: 1, universal: true, normalize: 'none' }]);
     expect(stream({ out: 'o', tasks: [streamTask] })().rule).toBe('mask-fisher');
     expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'full-fisher' })).toThrow('stream.yaml: merge_method: method full-fisher needs fullFisher statistics; a stream job accumulates mask Fisher only');
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean' })).toThrow('stream.yaml: merge_method: method regmean needs gram statistics; a stream job accumulates mask Fisher only');
     expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'dare-ties' })).toThrow('stream.yaml: base_model: expected a base model folder (method dare-ties needs one), got nothing');
   });
 

@@ -7,8 +7,11 @@ import path from 'node:path';
 import { tableFromArrays } from 'apache-arrow';
 import { lastValueFrom, map, toArray } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bufferSource, encodeSafetensors, parsePytorchBin, readSafetensors } from '@fisher-merge/checkpoint';
-import { customTask, FlowControl, loadTokenizer, taskBatches } from '@fisher-merge/data';
+import { bufferSource, encodeSafetensors, parsePytorchBin, readSafetensors, writeSafetensors } from '@fisher-merge/checkpoint';
+import { customTask, FlowControl, glueTask, loadTokenizer, taskBatches } from '@fisher-merge/data';
+import { writeGramStats } from '@fisher-merge/fisher';
+import { computeGrams } from '@fisher-merge/merge-job/fisher-job';
+import { mergeModels } from '@fisher-merge/merge-writer';
 import { loadEncoder, tokenLimits } from '@fisher-merge/model';
 import { writeParquet } from '../data/helpers.ts';
 import { tinyBert, writeModel } from '../model/tiny.ts';
@@ -242,6 +245,51 @@ describe('fuzz', () => {
     expect(t.clearErrors).toBeGreaterThan(50);
     expect(t.successes).toBeGreaterThan(20);
   });
+
+  it('Gram files of a regmean merge (60 cases)', async () => {
+    const t = tally('Gram files');
+    const root = tempDir('fisher-merge-fuzz-gram-');
+    const [sst2, cola] = await Promise.all(['sst2', 'cola'].map(async (task) => {
+      const file = path.join(root, `${task}.gram.safetensors`);
+      const stats = await computeGrams({ modelDir: modelDir(task), data: path.join(REPO, `data/glue/${task}/train-00000-of-00001.parquet`), task: glueTask(task), samples: 8, batchSize: 8, engine: 'onnx', threads: 1 });
+      await writeGramStats(file, stats.stats);
+      return file;
+    }));
+    const st = readSafetensors(sst2!);
+    const names = st.names();
+    const random = rng(606);
+    for (let i = 0; i < 60; i++) {
+      const tensors = Object.fromEntries(names.map((n) => [n, st.tensor(n)]));
+      const metadata = { ...st.metadata };
+      const name = pick(random, names);
+      const e = tensors[name]!;
+      const values = Float64Array.from(e.data as Float64Array);
+      const at = int(random, values.length);
+      switch (int(random, 8)) {
+        case 0: values[at] = pick(random, [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]); tensors[name] = { ...e, data: values }; break;
+        case 1: values[0] = pick(random, [-1, 0, 0.5, -1e-300]); tensors[name] = { ...e, data: values }; break;
+        case 2: tensors[name] = { dtype: 'F32', shape: e.shape, data: Float32Array.from(values) }; break;
+        case 3: tensors[name] = { ...e, shape: [values.length], data: values }; break;
+        case 4: delete tensors[name]; break;
+        case 5: tensors[`${name}x`] = e; delete tensors[name]; break;
+        case 6: metadata.fisher_merge = pick(random, ['mask-fisher/1', 'gram/2', '']); break;
+        default: metadata.examples = pick(random, ['0', '-1', 'x', '1.5', '8']); break;
+      }
+      const file = path.join(root, `case${i}.safetensors`);
+      await writeSafetensors(file, tensors, metadata);
+      const out = path.join(root, `merged${i}`);
+      const succeeded = t.successes;
+      await t.case(`case ${i} (${name})`, file, async () => {
+        await mergeModels({ models: [modelDir('sst2'), modelDir('cola')], fishers: [file, cola!], method: 'regmean', params: { ridge: 1e-6 }, out });
+        const merged = readSafetensors(path.join(out, 'encoder', 'model.safetensors'));
+        for (const n of merged.names()) expect(merged.float32(n).every(Number.isFinite), n).toBe(true);
+      });
+      // A refused merge leaves no folder (nor a temporary one beside it).
+      if (t.successes === succeeded && (existsSync(out) || readdirSync(root).some((f) => f.includes('.tmp-')))) t.partialOutputs++;
+    }
+    expectClean(t);
+    expect(t.clearErrors).toBeGreaterThan(30);
+  }, 600_000);
 
   it('the CLI: exit 1, exactly one error line, no partial output (6 cases)', () => {
     const t = tally('CLI runs');

@@ -28,6 +28,11 @@ function expectFisherData(provenance: { models: { fisher_examples: unknown; fish
   expect(provenance.models.map((m) => [m.fisher_examples, m.fisher_data_fingerprint])).toEqual(recorded.map((m) => [Number(m.examples), m.data_fingerprint]));
 }
 
+/** `models:` lines of fixture models whose statistics are computed from their training data (`extra`: more `data` keys). */
+function modelsWithData(extra: Record<string, string>): string[] {
+  return ['models:', ...Object.entries(extra).flatMap(([t, more]) => [`  - model: ${models}/${t}`, `    data: { path: ${root}/data/glue/${t}/train-00000-of-00001.parquet, task: ${t}${more} }`])];
+}
+
 describe('merge CONFIG.yaml', () => {
   it('equals the flag form (dtype included), and merge.json records the effective parameters with their defaults', () => {
     writeFileSync(path.join(dir, 'ties.yaml'), [
@@ -55,27 +60,33 @@ describe('merge CONFIG.yaml', () => {
     expect(provenance.models.map((m: { params: unknown }) => m.params)).toEqual([{ density: 0.4 }, { density: 0.4 }]);
   });
 
-  it("computes a model's Fisher from `data`, beside the output, and merges with it", () => {
-    writeFileSync(path.join(dir, 'fisher.yaml'), [
-      'merge_method: mask-fisher',
-      'fisher: { samples: 16, batch_size: 8 }',
-      'models:',
-      `  - model: ${models}/sst2`,
-      `    data: { path: ${root}/data/glue/sst2/train-00000-of-00001.parquet, task: sst2 }`,
-      `  - model: ${models}/cola`,
-      `    data: { path: ${root}/data/glue/cola/train-00000-of-00001.parquet, task: cola, samples: 8 }`,
-      `out: ${dir}/fisher-out`,
-    ].join('\n'));
-    const run = cli('merge', path.join(dir, 'fisher.yaml'));
+  /**
+   * `merge NAME.yaml` with these lines and models sst2 and cola given `data`, against `merge` with the
+   * statistic files it computed (of `kind`, with `flags`); returns its merge.json and those files.
+   */
+  function mergeFromData(name: string, lines: string[], cola: string, kind: string, flags: string[]): { provenance: { params: unknown; models: { fisher_examples: unknown; fisher_data_fingerprint: unknown }[] }; files: string[] } {
+    writeFileSync(path.join(dir, `${name}.yaml`), [...lines, ...modelsWithData({ sst2: '', cola }), `out: ${dir}/${name}-out`].join('\n'));
+    const run = cli('merge', path.join(dir, `${name}.yaml`));
     expect(run.status, run.stderr).toBe(0);
-    const fishers = ['sst2', 'cola'].map((t) => path.join(dir, 'fisher-out.fisher', `${t}.mask.safetensors`));
-    expect(fishers.map((f) => readSafetensors(f).metadata.examples)).toEqual(['16', '8']);
-    const flags = cli('merge', '--model', `${models}/sst2`, '--fisher', fishers[0]!, '--model', `${models}/cola`, '--fisher', fishers[1]!, '--out', path.join(dir, 'fisher-flags'));
-    expect(flags.status, flags.stderr).toBe(0);
-    sameEncoder(path.join(dir, 'fisher-out'), path.join(dir, 'fisher-flags'));
-    const provenance = JSON.parse(readFileSync(path.join(dir, 'fisher-out', 'merge.json'), 'utf8'));
+    const files = ['sst2', 'cola'].map((t) => path.join(dir, `${name}-out.fisher`, `${t}.${kind}.safetensors`));
+    const flagRun = cli('merge', ...flags, '--model', `${models}/sst2`, '--fisher', files[0]!, '--model', `${models}/cola`, '--fisher', files[1]!, '--out', path.join(dir, `${name}-flags`));
+    expect(flagRun.status, flagRun.stderr).toBe(0);
+    sameEncoder(path.join(dir, `${name}-out`), path.join(dir, `${name}-flags`));
+    const provenance = JSON.parse(readFileSync(path.join(dir, `${name}-out`, 'merge.json'), 'utf8'));
+    expectFisherData(provenance, files);
+    return { provenance, files };
+  }
+
+  it("computes a model's Fisher from `data`, beside the output, and merges with it", () => {
+    const { provenance, files } = mergeFromData('fisher', ['merge_method: mask-fisher', 'fisher: { samples: 16, batch_size: 8 }'], ', samples: 8', 'mask', []);
+    expect(files.map((f) => readSafetensors(f).metadata.examples)).toEqual(['16', '8']);
     expect(provenance.params).toEqual({ universal: true, normalize: 'none' });
-    expectFisherData(provenance, fishers);
+  });
+
+  it("regmean computes each model's Gram statistics from `data` (the `gram` section), equal to the flag form on those files", () => {
+    const { provenance, files } = mergeFromData('regmean', ['merge_method: regmean', 'parameters: { alpha: 0.9 }', 'gram: { samples: 64, batch_size: 16 }'], '', 'gram', ['--method', 'regmean', '--param', 'alpha=0.9']);
+    expect(files.map((f) => readSafetensors(f).metadata.examples)).toEqual(['64', '64']);
+    expect(provenance.params).toEqual({ alpha: 0.9, ridge: 0 });
   });
 
   it("merge.json records each full Fisher file's examples and data fingerprint", () => {

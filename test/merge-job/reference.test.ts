@@ -1,12 +1,12 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { lastValueFrom, toArray } from 'rxjs';
 import { readSafetensors } from '@fisher-merge/checkpoint';
 import { parquetSource } from '@fisher-merge/data';
 import { readFullFisher, readMaskFisher } from '@fisher-merge/fisher';
-import { readRunConfig, runJob, type RunResults } from '@fisher-merge/merge-job';
-import { tempDir } from '../support.ts';
+import type { RunResults } from '@fisher-merge/merge-job';
+import { runFixturePairs } from './fixture-run.ts';
 
 /**
  * The PyTorch reference end to end: the run job over the fixture pairs must reproduce the merged
@@ -25,22 +25,12 @@ let out: string;
 let results: RunResults;
 
 beforeAll(async () => {
-  // The config beside out, not in it: an out that contains its own config file is refused.
-  const dir = tempDir('fisher-merge-reference-');
-  out = path.join(dir, 'out');
-  const tasks = reference.tasks.map((t) => `  - task: ${t}\n    model: ${root}/data/models/${t}\n    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet\n    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`);
-  const config = [
-    `out: ${out}`,
-    'engine: onnx',
-    'tasks:', ...tasks,
+  // The reference's task order (sst2, cola, rte, stsb) is the pairs' first-seen order.
+  ({ out, results } = await runFixturePairs('reference', Object.keys(reference.pairs), [
     'fisher: { samples: 128, batch_size: 32, mode: batch }',
     'full_fisher: { samples: 32, mode: empirical }',
     'methods: [isotropic, mask-fisher, full-fisher]',
-    'save_models: all',
-    'merges:', ...Object.keys(reference.pairs).map((p) => `  - [${p.split('_').join(', ')}]`),
-  ].join('\n');
-  writeFileSync(path.join(dir, 'reference.yaml'), config);
-  results = await runJob(await readRunConfig(path.join(dir, 'reference.yaml')));
+  ]));
 }, 900_000);
 
 /**

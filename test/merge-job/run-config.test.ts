@@ -18,6 +18,7 @@ describe('run config', () => {
     expect(config.merges.at(-1)).toEqual(['sst2', 'cola', 'rte', 'stsb']);
     expect(config.methods.find((m) => m.rule === 'mask-fisher')!.params).toEqual({ universal: true, normalize: 'none' });
     expect(config.fisher).toEqual({ samples: 128, batchSize: 32, mode: 'batch' });
+    expect(config.gram).toEqual({ samples: 128, batchSize: 32 });
     // The demo writes the table, the report and the Fisher files, not every merged model.
     expect(config.saveModels).toBe('none');
   });

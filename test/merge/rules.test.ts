@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { emptyMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
-import { MERGE_RULES, mergeEncoders, resolveRule, type TensorSlot } from '@fisher-merge/merge';
+import { MERGE_RULES, mergeEncoders, resolveRule, type GramOfSlot, type TensorSlot } from '@fisher-merge/merge';
 
 // A two-layer encoder with 2 heads of size 2 (hidden 4) and 3 FFN neurons.
 const slots: TensorSlot[] = [
@@ -29,6 +29,26 @@ function fisher(head: number[], neuron: number[]): MaskFisher {
   return f;
 }
 
+/** A positive definite Gram (X^T X of more random rows than columns) per input width, for every linear weight slot. */
+function grams(seed: number): GramOfSlot {
+  let s = seed;
+  const r = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+  const byWidth = new Map<number, Float64Array>();
+  return (slot) => {
+    if (slot.param !== 'weight' || slot.role === 'embeddings' || slot.shape.length !== 2) return undefined;
+    const dim = slot.shape[1]!;
+    if (!byWidth.has(dim)) {
+      const gram = new Float64Array(dim * dim);
+      for (let n = 0; n < dim + 2; n++) {
+        const x = Array.from({ length: dim }, r);
+        for (let i = 0; i < dim; i++) for (let k = 0; k < dim; k++) gram[i * dim + k]! += x[i]! * x[k]!;
+      }
+      byWidth.set(dim, gram);
+    }
+    return { input: `${slot.layer ?? 'pooler'}.${slot.role === 'key' || slot.role === 'value' ? 'query' : slot.role}`, sum: byWidth.get(dim)!, count: 3 };
+  };
+}
+
 const models = [randomModel(7), randomModel(11)];
 const fishers = [fisher([1, 3, 0, 2], [1, 0, 2, 4, 0, 1]), fisher([3, 1, 0, 2], [0, 0, 2, 1, 1, 0])];
 const tensor = (j: number, slot: TensorSlot) => models[j].get(slot.name)!;
@@ -41,13 +61,13 @@ describe('merge rules', () => {
         base: rule.needs.base ? (slot) => models[1].get(slot.name)! : undefined,
         // Sums of two equal task vectors at weight 1/2 each, means of them at any weight.
         lambdas: rule.needs.base ? [0.5, 0.5] : undefined,
-        stats: { maskFisher: fishers, fullFisher: [(n) => models[1].get(n)!.map(Math.abs), (n) => models[0].get(n)!.map(Math.abs)] },
+        stats: { maskFisher: fishers, fullFisher: [(n) => models[1].get(n)!.map(Math.abs), (n) => models[0].get(n)!.map(Math.abs)], gram: [grams(3), grams(5)] },
       });
       for (const slot of slots) {
         const got = merged.get(slot.name)!;
         const want = models[0].get(slot.name)!;
-        // Averages return the very same float32 values; base + combined task vectors only up to rounding.
-        if (!rule.needs.base) expect(Array.from(got), `${rule.name} ${slot.name}`).toEqual(Array.from(want));
+        // Averages return the very same float32 values; base + combined task vectors and linear solves only up to rounding.
+        if (!rule.needs.base && !rule.needs.stats.includes('gram')) expect(Array.from(got), `${rule.name} ${slot.name}`).toEqual(Array.from(want));
         else want.forEach((v, e) => expect(got[e]).toBeCloseTo(v, 6));
       }
     }

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { isUserError, shown, UserError } from '@fisher-merge/core';
 import { resolveModelParams, resolveRule, type Params } from '@fisher-merge/merge';
 import { checked, choice, expected, mapping, section, text } from './schema.ts';
-import { BASE_RENAMED, ENGINE, FISHER_KEYS, FULL_FISHER_SECTION, MAX_LENGTH, METHOD_KEYS, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, withTask } from './sections.ts';
+import { BASE_RENAMED, ENGINE, FISHER_KEYS, FULL_FISHER_SECTION, GRAM_SECTION, MAX_LENGTH, METHOD_KEYS, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, withTask } from './sections.ts';
 
 /** Written tensor dtypes, named as config.json's `torch_dtype` names them. */
 export const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
@@ -45,6 +45,7 @@ export const MERGE_KEYS = {
   /** For models given `data`. */
   fisher: section({ ...FISHER_KEYS, ...SAMPLE_KEYS }).prefault({}),
   full_fisher: FULL_FISHER_SECTION,
+  gram: GRAM_SECTION,
 };
 
 export const MERGE_CONFIG = section(MERGE_KEYS, BASE_RENAMED)

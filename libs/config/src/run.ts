@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { resolveRule } from '@fisher-merge/merge';
 import { checked, choice, expected, int, number, section, text } from './schema.ts';
-import { BASE_RENAMED, ENGINE, FULL_FISHER_SECTION, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, METHOD_RENAMED, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
+import { BASE_RENAMED, ENGINE, FULL_FISHER_SECTION, FISHER_KEYS, GRAM_SECTION, MAX_LENGTH, METHOD_KEYS, METHOD_RENAMED, OUT, OVERWRITE, ruleParams, SAMPLE_KEYS, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
 
 /** `fisher-merge run CONFIG.yaml`: Fisher of every task, merges of task groups by every method, evaluation. */
 export const RUN_TASK = section({ ...TASK_KEYS, model: text('a model folder'), train: text('a training data path'), validation: text('a validation data path').optional() }, TASK_RENAMED)
@@ -26,6 +26,7 @@ export const RUN_KEYS = {
   tasks: taskList(RUN_TASK),
   fisher: section({ ...FISHER_KEYS, ...SAMPLE_KEYS }).prefault({}),
   full_fisher: FULL_FISHER_SECTION,
+  gram: GRAM_SECTION,
   methods: z.array(RUN_METHOD, expected('a non-empty list of methods')).min(1, expected('a non-empty list of methods')).prefault(['mask-fisher']),
   base_model: text('a base model folder').optional(),
   merges: z.array(MERGE_GROUP, expected('a non-empty list of merges')).min(1, expected('a non-empty list of merges')).optional(),

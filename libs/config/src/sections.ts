@@ -34,6 +34,9 @@ export const FULL_FISHER_SECTION = section({
   loop: choice(['batched', 'classic']).default('batched'),
 }).prefault({});
 
+/** Input Gram statistics (RegMean): examples and batch size (padding is excluded, so batches change only the cost). */
+export const GRAM_SECTION = section({ ...SAMPLE_KEYS, batch_size: int(1).default(32) }).prefault({});
+
 /** What a dataset's columns mean: a GLUE preset (`task`), or a custom task named by `name`. */
 export const TASK_KEYS = {
   name: text().optional(),

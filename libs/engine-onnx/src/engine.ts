@@ -2,8 +2,8 @@ import { availableParallelism } from 'node:os';
 import './no-telemetry.ts';
 import * as ort from 'onnxruntime-node';
 import type { TokenBatch } from '@fisher-merge/core';
-import { mapWeights, positionIds, type Engine, type EncoderConfig, type EncoderWeights, type MaskGradients } from '@fisher-merge/model';
-import { buildGraph, EMBEDDING_GRAD, ffnWidth, type GraphKind } from './model.ts';
+import { mapWeights, positionIds, type Engine, type EncoderConfig, type EncoderWeights, type InputGrams, type MaskGradients } from '@fisher-merge/model';
+import { buildGraph, EMBEDDING_GRAD, ffnWidth, GRAM_OUTPUTS, type GraphKind } from './model.ts';
 
 export interface OnnxEngineOptions {
   /** intra-op threads; default: every core. */
@@ -172,7 +172,7 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
 
   const run = async (kind: GraphKind, p: PackedRows) => {
     const { rows: B, tokens: N, slots: S } = p;
-    if (kind !== 'forward' && !p.labels) throw new Error('engine-onnx: gradients need batch.labels');
+    if (kind !== 'forward' && kind !== 'gram' && !p.labels) throw new Error('engine-onnx: gradients need batch.labels');
     // Every input a graph kind may take; each session is fed the ones it declares.
     const inputs: Record<string, () => ort.Tensor> = {
       input_ids: () => new ort.Tensor('int32', p.inputIds, [N]),
@@ -190,7 +190,8 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
     const feeds: Record<string, ort.Tensor> = { ...weightFeeds };
     for (const name of s.inputNames) feeds[name] ??= inputs[name]!();
     const out = await s.run(feeds);
-    return (name: string) => out[name].data as Float32Array;
+    // Outputs are float32 but for the gram graph's float64 sums.
+    return Object.assign((name: string) => out[name].data as Float32Array, { float64: (name: string) => out[name].data as Float64Array });
   };
 
   // Rows per Fisher run so that one [rows, out, in] per-example weight gradient (at the graph's FFN
@@ -226,6 +227,17 @@ export async function createOnnxEngine(weights: EncoderWeights, options: OnnxEng
         if (weights.embeddings.tokenType) scatterEmbeddingFisher(acc.sums.get('embeddings.tokenType')!, grad, chunk.tokenTypeIds, chunk.starts, E);
       }
       return acc.result();
+    },
+    async inputGrams(batch): Promise<InputGrams> {
+      const p = packRows(config, batch, inOrder(batch.batchSize));
+      const get = await run('gram', p);
+      const layers = Array.from({ length: config.numLayers }, (_, l) => ({
+        attention: get.float64(GRAM_OUTPUTS.layer(l, 'attention')),
+        attnOut: get.float64(GRAM_OUTPUTS.layer(l, 'attnOut')),
+        ffnIn: get.float64(GRAM_OUTPUTS.layer(l, 'ffnIn')),
+        ffnOut: get.float64(GRAM_OUTPUTS.layer(l, 'ffnOut')),
+      }));
+      return { layers, head: get.float64(GRAM_OUTPUTS.head), tokens: p.tokens, rows: p.rows };
     },
     async dispose() {
       const all = [...sessions.values()];

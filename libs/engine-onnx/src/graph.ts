@@ -4,8 +4,8 @@ const { onnx } = onnxProto;
 const { DataType } = onnx.TensorProto;
 const { AttributeType } = onnx.AttributeProto;
 
-export type ElemType = 'float' | 'int32' | 'int64';
-const ELEM: Record<ElemType, number> = { float: DataType.FLOAT, int32: DataType.INT32, int64: DataType.INT64 };
+export type ElemType = 'float' | 'double' | 'int32' | 'int64';
+const ELEM: Record<ElemType, number> = { float: DataType.FLOAT, double: DataType.DOUBLE, int32: DataType.INT32, int64: DataType.INT64 };
 
 /** Attribute values: integers become INT(S) unless the name is a float attribute, strings STRING. */
 export type Attr = number | number[] | string;

@@ -5,9 +5,16 @@ import { Graph } from './graph.ts';
  * forward: logits. mask: logits, per-example losses and per-example gradients to head/neuron masks (at
  * masks of one, so the masks themselves are not graph inputs). fisher-*: per-parameter sums over the batch
  * of squared per-example gradients, plus the gradient to each token's summed embeddings (scattered per
- * token id on the host). 'expected' seeds class replicas with sqrt(p).
+ * token id on the host). 'expected' seeds class replicas with sqrt(p). gram: the float64 Gram sums x^T x
+ * of the inputs of the linears RegMean merges (GRAM_OUTPUTS), over every real token.
  */
-export type GraphKind = 'forward' | 'mask' | 'fisher-empirical' | 'fisher-expected';
+export type GraphKind = 'forward' | 'mask' | 'fisher-empirical' | 'fisher-expected' | 'gram';
+
+/** Output names of the gram graph: per layer l, and the head input (each example's first token after the last layer). */
+export const GRAM_OUTPUTS = {
+  layer: (l: number, input: 'attention' | 'attnOut' | 'ffnIn' | 'ffnOut') => `gram.${l}.${input}`,
+  head: 'gram.head',
+};
 
 /** Name of the fisher graph output holding d loss_b / d (summed embeddings) of each packed token [N, E]. */
 export const EMBEDDING_GRAD = 'embedding_grad';
@@ -58,7 +65,8 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
   const Iw = ffnWidth(I);
   const masks = kind === 'mask';
   const fisher = kind === 'fisher-empirical' || kind === 'fisher-expected';
-  const backward = kind !== 'forward';
+  const gram = kind === 'gram';
+  const backward = kind !== 'forward' && !gram;
 
   const add = (a: string, b: string) => g.op('Add', [a, b]);
   const sub = (a: string, b: string) => g.op('Sub', [a, b]);
@@ -202,10 +210,17 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     return flat(tr(tokenZero ? perHead : g.op('Gather', [perHead, tokenSlots], { axis: 1 }), [1, 0, 2]), D);
   };
 
+  // x^T x in float64 from the float32 rows x [R, F]: Gemm(transA) on the cast rows, one op.
+  const gramOut = (name: string, rows: string) => {
+    const x64 = g.op('Cast', [rows], { to: 11 });
+    g.output(name, g.op('Gemm', [x64, x64], { transA: 1 }), 'double');
+  };
+
   // ---- encoder layers. Only token 0 reaches the head, so the last layer computes queries (and all that
-  // follows: attention output, FFN) for token 0 alone; keys and values still cover every token.
+  // follows: attention output, FFN) for token 0 alone; keys and values still cover every token. The gram
+  // graph needs every token's inputs in every layer, the last one included.
   const layers = w.layers.map((lw, l) => {
-    const last = l === L - 1;
+    const last = l === L - 1 && !gram;
     const xin = x;
     const xq = last ? g.op('Gather', [x, firstTokens], { axis: 0 }) : x; // [Rq, D]
     const Q = linear(lw.query, `layers.${l}.query`, 1 / Math.sqrt(dh)); // queries scaled by 1/sqrt(d)
@@ -224,8 +239,19 @@ export function buildGraph(w: EncoderWeights, kind: GraphKind): Graph {
     const Fo = linear(lw.ffnOut, `layers.${l}.ffnOut`, 1, D, Iw);
     const n2 = layerNorm(add(fwd(act.y, Fo), n1.y), lw.ffnNorm, `layers.${l}.ffnNorm`, last);
     x = n2.y;
+    if (gram) {
+      gramOut(GRAM_OUTPUTS.layer(l, 'attention'), xin);
+      gramOut(GRAM_OUTPUTS.layer(l, 'attnOut'), ctx);
+      gramOut(GRAM_OUTPUTS.layer(l, 'ffnIn'), n1.y);
+      gramOut(GRAM_OUTPUTS.layer(l, 'ffnOut'), cut(act.y, [Iw], [I]));
+    }
     return { last, xin, xq, Q, K, V, q, k, v, P, ctx, O, n1, Fi, act, Fo, n2 };
   });
+
+  if (gram) {
+    gramOut(GRAM_OUTPUTS.head, g.op('Gather', [x, firstTokens], { axis: 0 }));
+    return g;
+  }
 
   // ---- head on token 0 (the last layer's rows are already one per example)
   let h = x;

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { TokenBatch } from '@fisher-merge/core';
-import { flattenWeights, mapWeights, positionIds, type EncoderConfig, type EncoderWeights, type Engine, type MaskGradients } from '@fisher-merge/model';
+import { flattenWeights, mapWeights, positionIds, type EncoderConfig, type EncoderWeights, type Engine, type InputGrams, type MaskGradients } from '@fisher-merge/model';
 import { initTfjsBackend, type TfjsBackendName } from './backend.ts';
-import { isMatrix, LOWEST_F32, logitsFromRows, lookupRows, perExampleLoss, type EmbeddingRows, type Inputs, type Params } from './graph.ts';
+import { isMatrix, LOWEST_F32, logitsFromRows, lookupRows, perExampleLoss, type EmbeddingRows, type Inputs, type LinearInput, type Params } from './graph.ts';
 
 export interface TfjsEngineOptions {
   /** Force a backend instead of the automatic choice (native TensorFlow, then wasm, then cpu). */
@@ -87,6 +87,21 @@ function singleExample(batch: TokenBatch, b: number): TokenBatch {
   };
   if (batch.labels) one.labels = batch.labels.slice(b, b + 1);
   return one;
+}
+
+/** sum over the rows r of x [R, F] with real(r) of x_r x_r^T, in float64 [F, F]. */
+function gramOf(x: Float32Array, F: number, real: (r: number) => boolean): Float64Array {
+  const gram = new Float64Array(F * F);
+  for (let r = 0; r < x.length / F; r++) {
+    if (!real(r)) continue;
+    const row = x.subarray(r * F, (r + 1) * F);
+    for (let i = 0; i < F; i++) {
+      const xi = row[i]!;
+      for (let j = i; j < F; j++) gram[i * F + j]! += xi * row[j]!;
+    }
+  }
+  for (let i = 0; i < F; i++) for (let j = 0; j < i; j++) gram[i * F + j] = gram[j * F + i]!;
+  return gram;
 }
 
 /**
@@ -248,6 +263,29 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
     }
   }
 
+  /** The forward pass's linear inputs, read back and summed on the host in float64 over the real tokens. */
+  async function inputGrams(batch: TokenBatch): Promise<InputGrams> {
+    await live();
+    const x = makeInputs(config, hasTokenTypes, batch);
+    const seen: { at: LinearInput; x: tf.Tensor }[] = [];
+    try {
+      tf.tidy(() => logitsFromRows(params, x, lookupRows(params, x), { linearInputs: (at, t) => seen.push({ at, x: tf.keep(t) }) }));
+      const layers = Array.from({ length: L }, () => ({}) as InputGrams['layers'][number]);
+      let head: Float64Array | undefined;
+      for (const { at, x: t } of seen) {
+        const F = t.shape[t.shape.length - 1]!;
+        const data = (await t.data()) as Float32Array;
+        if (at === 'head') head = gramOf(data, F, () => true);
+        else layers[at.layer]![at.input] = gramOf(data, F, (r) => batch.attentionMask[r] !== 0);
+      }
+      const tokens = batch.attentionMask.reduce((n, m) => n + (m !== 0 ? 1 : 0), 0);
+      return { layers, head: head!, tokens, rows: batch.batchSize };
+    } finally {
+      tf.dispose(seen.map((s) => s.x));
+      disposeInputs(x);
+    }
+  }
+
   return {
     name: 'tfjs',
     backend,
@@ -255,6 +293,7 @@ export async function createTfjsEngine(weights: EncoderWeights, opts: TfjsEngine
     forward,
     maskGradients,
     parameterFisher,
+    inputGrams,
     async dispose() {
       if (disposed) return;
       disposed = true;

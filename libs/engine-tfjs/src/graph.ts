@@ -90,6 +90,9 @@ export function lookupRows(p: Params, x: Inputs): EmbeddingRows {
   return rows;
 }
 
+/** Where a linear's input was taken: in layer `layer` (see InputGrams), or the head's input. */
+export type LinearInput = { layer: number; input: 'attention' | 'attnOut' | 'ffnIn' | 'ffnOut' } | 'head';
+
 export interface GraphOptions {
   /** [B, L, H]: scales each head's attention probabilities after the softmax. */
   headMask?: tf.Tensor;
@@ -97,11 +100,13 @@ export interface GraphOptions {
   neuronMask?: tf.Tensor;
   /** Build the weights' gradients (parameter Fisher); otherwise the weights are constants. */
   trainWeights?: boolean;
+  /** Receives each layer's inputs of the linears RegMean merges, [B, T, F], and the head's input [B, F]. */
+  linearInputs?: (at: LinearInput, x: tf.Tensor) => void;
 }
 
 /** Logits [B, numLabels], with the optional mask nodes. */
 export function logitsFromRows(p: Params, x: Inputs, rows: EmbeddingRows, opts: GraphOptions = {}): tf.Tensor2D {
-  const { headMask, neuronMask, trainWeights = false } = opts;
+  const { headMask, neuronMask, trainWeights = false, linearInputs } = opts;
   const lin = (t: tf.Tensor, l: LinearOf<tf.Tensor>) => linear(t, l, trainWeights);
   const c: EncoderConfig = p.config;
   const { batchSize: B, seqLen: T } = x;
@@ -117,19 +122,22 @@ export function logitsFromRows(p: Params, x: Inputs, rows: EmbeddingRows, opts: 
   const split = (t: tf.Tensor) => t.reshape([B, T, H, d]).transpose([0, 2, 1, 3]);
   const scale = 1 / Math.sqrt(d);
   p.layers.forEach((l, i) => {
+    const seen = (input: 'attention' | 'attnOut' | 'ffnIn' | 'ffnOut', t: tf.Tensor) => (linearInputs?.({ layer: i, input }, t), t);
+    seen('attention', h);
     const q = split(lin(h, l.query));
     const k = split(lin(h, l.key));
     const v = split(lin(h, l.value));
     let probs = tf.softmax(tf.matMul(q, k, false, true).mul(scale).add(x.additiveMask));
     if (headMask !== undefined) probs = probs.mul(layerSlice(headMask, i, [B, H, 1, 1]));
     const ctx = tf.matMul(probs, v).transpose([0, 2, 1, 3]).reshape([B, T, c.hiddenSize]);
-    h = layerNorm(lin(ctx, l.attnOut).add(h), l.attnNorm, c.layerNormEps);
-    let a = activate(lin(h, l.ffnIn), c.hiddenAct);
+    h = layerNorm(lin(seen('attnOut', ctx), l.attnOut).add(h), l.attnNorm, c.layerNormEps);
+    let a = activate(lin(seen('ffnIn', h), l.ffnIn), c.hiddenAct);
     if (neuronMask !== undefined) a = a.mul(layerSlice(neuronMask, i, [B, 1, c.intermediateSize]));
-    h = layerNorm(lin(a, l.ffnOut).add(h), l.ffnNorm, c.layerNormEps);
+    h = layerNorm(lin(seen('ffnOut', a), l.ffnOut).add(h), l.ffnNorm, c.layerNormEps);
   });
 
   let out = h.slice([0, 0, 0], [B, 1, c.hiddenSize]).reshape([B, c.hiddenSize]);
+  linearInputs?.('head', out);
   for (const layer of p.head) out = activate(lin(out, layer), layer.activation);
   return out as tf.Tensor2D;
 }

@@ -26,6 +26,7 @@ function checkedBatches(engine: Engine): Engine {
     forward: async (batch) => (check(batch), engine.forward(batch)),
     maskGradients: async (batch) => (check(batch), engine.maskGradients(batch)),
     parameterFisher: async (batch, mode) => (check(batch), engine.parameterFisher(batch, mode)),
+    ...(engine.inputGrams ? { inputGrams: async (batch: TokenBatch) => (check(batch), engine.inputGrams!(batch)) } : {}),
     dispose: () => engine.dispose(),
   };
 }

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Progress, UserError, refuseExistingOutput, refuseOutputOnInputs, writeDirAtomic, writeFileAtomic, type TensorData } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, firstNonfinite, fromFloat32, toFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
-import { checkStatisticValues, readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { checkStatisticValues, gramInputOf, gramInputs, openGramFile, readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
 import { describeModel, encoderTensorRoles, headTensorNames, modelFingerprint, type ModelInfo } from '@fisher-merge/model';
 import { modelCard, type MergeProvenance, type ModelCardInput } from '@fisher-merge/report';
@@ -116,6 +116,23 @@ const READ_STATISTIC: { [K in Statistic]: (file: string, m: MergeMember, referen
         return values;
       },
       data: fisher.meta,
+    };
+  },
+  async gram(file, m) {
+    const inputs = gramInputs(m.model);
+    const grams = openGramFile(file, inputs);
+    checkFisherMatches(file, grams.meta, m);
+    // The rule asks by the first model's slots: this model's input of the same role and layer. Query, key
+    // and value ask in turn for one input, read once.
+    let read: { name: string; sum: Float64Array } | undefined;
+    return {
+      statistic: (slot) => {
+        const input = gramInputOf(inputs, slot);
+        if (!input) return undefined;
+        if (read?.name !== input.name) read = { name: input.name, sum: grams.sum(input.name) };
+        return { input: input.name, sum: read.sum, count: grams.counts.get(input.name)! };
+      },
+      data: grams.meta,
     };
   },
 };
@@ -242,8 +259,8 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   const first = members[0]!;
   const prefix = first.model.encoderPrefix;
   const outputs = { encoder: path.join(opts.out, 'encoder'), models: Object.fromEntries(names.map((n) => [n, path.join(opts.out, n)])) };
-  // Examples and data fingerprint of each model's Fisher (mask, else full).
-  const fisherMeta = members.map((_, j): FisherData | undefined => stats.maskFisher?.[j] ?? fileData.fullFisher?.[j]);
+  // Examples and data fingerprint of each model's statistics (mask Fisher, else full Fisher, else Gram).
+  const fisherMeta = members.map((_, j): FisherData | undefined => stats.maskFisher?.[j] ?? fileData.fullFisher?.[j] ?? fileData.gram?.[j]);
   const provenance: MergeProvenance = {
     method: rule.name,
     params: merger.params,

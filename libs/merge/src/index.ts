@@ -4,3 +4,4 @@ export * from './task-vectors.ts';
 export * from './mask-fisher-weights.ts';
 export * from './registry.ts';
 export * from './merge-encoders.ts';
+export * from './cholesky.ts';

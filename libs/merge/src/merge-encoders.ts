@@ -49,7 +49,7 @@ export function slotMerger(opts: MergeEncodersOptions): SlotMerger {
   return { params, modelParams, merge };
 }
 
-export const STATISTIC_NAMES: Readonly<Record<keyof Statistics, string>> = { maskFisher: 'mask Fisher', fullFisher: 'full Fisher' };
+export const STATISTIC_NAMES: Readonly<Record<keyof Statistics, string>> = { maskFisher: 'mask Fisher', fullFisher: 'full Fisher', gram: 'Gram (fisher --kind gram)' };
 
 /** Merges every encoder tensor by the rule; returns the merged tensors by name. */
 export function mergeEncoders(opts: MergeEncodersOptions): Map<string, Float32Array> {

@@ -12,6 +12,7 @@ import { magmax } from './rules/magmax.ts';
 import { maskFisherTies } from './rules/mask-fisher-ties.ts';
 import { maskFisher } from './rules/mask-fisher.ts';
 import { modelStock } from './rules/model-stock.ts';
+import { regmean } from './rules/regmean.ts';
 import { slerp } from './rules/slerp.ts';
 import { taskArithmetic } from './rules/task-arithmetic.ts';
 import { ties } from './rules/ties.ts';
@@ -34,6 +35,7 @@ export const MERGE_RULES: Readonly<Record<string, MergeRule>> = Object.fromEntri
     modelStock,
     slerp,
     magmax,
+    regmean,
   ].map((r) => [r.name, r]),
 );
 

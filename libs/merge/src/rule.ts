@@ -1,4 +1,4 @@
-import type { MaskFisher } from '@fisher-merge/fisher';
+import type { Gram, MaskFisher } from '@fisher-merge/fisher';
 
 /** A tensor of the shared encoder and the role its rows play (from the family description). */
 export interface TensorSlot {
@@ -12,10 +12,17 @@ export interface TensorSlot {
 /** Per-parameter statistics with the encoder's tensor names (full diagonal Fisher). */
 export type ParameterStats = (name: string) => Float32Array;
 
+/**
+ * One model's input Gram (RegMean) of the linear whose weight a slot is, with the input's name (query,
+ * key and value share one); undefined for a tensor RegMean averages.
+ */
+export type GramOfSlot = (slot: TensorSlot) => (Gram & { input: string }) | undefined;
+
 /** The statistics a rule can declare it needs; the job supplies one per model. */
 export interface Statistics {
   maskFisher?: readonly MaskFisher[];
   fullFisher?: readonly ParameterStats[];
+  gram?: readonly GramOfSlot[];
 }
 export type Statistic = keyof Statistics;
 

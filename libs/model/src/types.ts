@@ -76,6 +76,21 @@ export interface MaskGradients {
   neuronGrads: Float32Array; // [B, L, I]
 }
 
+/**
+ * Sums over positions of x x^T (float64, row-major [in, in]) of the inputs of the linears RegMean
+ * merges (shared/docs/method.md section 7), from the float32 forward pass of one batch.
+ */
+export interface InputGrams {
+  /** Per layer, over the batch's real tokens: the attention input (query/key/value share it), the attention context (attnOut's input), the attention block's output (ffnIn's) and the activations (ffnOut's). */
+  layers: { attention: Float64Array; attnOut: Float64Array; ffnIn: Float64Array; ffnOut: Float64Array }[];
+  /** Over each example's first token of the last layer: the head's input (the pooler's, where the model has one). */
+  head: Float64Array;
+  /** Real tokens (attention mask 1): the count of every layer's sums. */
+  tokens: number;
+  /** Examples: the count of `head`. */
+  rows: number;
+}
+
 /** A tensor engine running one model: forward, and gradients to the mask nodes. */
 export interface Engine {
   readonly name: 'onnx' | 'tfjs';
@@ -91,5 +106,7 @@ export interface Engine {
    * weighted by the model's p(y|x) (regression: the squared-error gradient, as 'empirical').
    */
   parameterFisher(batch: TokenBatch, mode: 'empirical' | 'expected'): Promise<EncoderWeights>;
+  /** Input Gram sums of the batch (labels not needed). Optional only for wrappers written before it; every engine here has it. */
+  inputGrams?(batch: TokenBatch): Promise<InputGrams>;
   dispose(): Promise<void>;
 }

@@ -2,7 +2,7 @@ import { identity, lastValueFrom, type OperatorFunction } from 'rxjs';
 import { reportProgress } from '@fisher-merge/core';
 import { expectedRows, FlowControl, releaseCredits, taskBatches, type ModelBatch, type RowSampling, type TaskSpec } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
-import { accumulateFisher, accumulateFullFisher, type FisherMode, type FullFisher, type MaskFisher } from '@fisher-merge/fisher';
+import { accumulateFisher, accumulateFullFisher, accumulateGrams, gramInputs, type FisherMode, type FullFisher, type GramStats, type MaskFisher } from '@fisher-merge/fisher';
 import { modelFingerprint, toHfTensors, type Engine, type LoadedModel } from '@fisher-merge/model';
 import { loadTaskModel } from '@fisher-merge/task-model';
 
@@ -33,6 +33,12 @@ export interface MaskFisherResult {
   engine: string;
 }
 
+export interface GramResult {
+  stats: GramStats;
+  seconds: number;
+  engine: string;
+}
+
 export interface FullFisherResult {
   fisher: FullFisher;
   seconds: number;
@@ -45,7 +51,7 @@ export interface FullFisherResult {
  */
 async function accumulate<S>(
   opts: FisherJobOptions,
-  operator: (engine: Engine) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
+  operator: (engine: Engine, model: LoadedModel) => OperatorFunction<ModelBatch, { stats: S; batch: ModelBatch }>,
 ): Promise<{ stats: S; model: LoadedModel; fingerprint: string; seconds: number; engine: string }> {
   const { model, tokenizer, task } = await loadTaskModel(opts.modelDir, opts.task, { prefetchFingerprint: true, ...(opts.maxLength ? { maxLength: opts.maxLength } : {}) });
   // Hashed on its own thread while the batches run, not before them; awaited with the last batch.
@@ -68,7 +74,7 @@ async function accumulate<S>(
     const total = opts.progressLabel ? await expectedRows(opts.data, sample) : undefined;
     const last = await lastValueFrom(
       batches.pipe(
-        operator(engine),
+        operator(engine, model),
         releaseCredits(flow),
         opts.progressLabel ? reportProgress({ label: opts.progressLabel, ...(total !== undefined ? { total } : {}) }, ({ batch }) => batch.tokens.batchSize) : identity,
       ),
@@ -100,4 +106,10 @@ export async function computeFullFisher(opts: FisherJobOptions & { mode: 'empiri
     tensors: toHfTensors(model, stats.sums),
   };
   return { fisher, seconds, engine };
+}
+
+/** Input Gram sums of the linears RegMean merges (shared/docs/method.md section 7), in float64. */
+export async function computeGrams(opts: FisherJobOptions): Promise<GramResult> {
+  const { stats, fingerprint, seconds, engine } = await accumulate(opts, (e, model) => accumulateGrams<ModelBatch>(e, gramInputs(model), { task: opts.task.name, modelFingerprint: '' }));
+  return { stats: { ...stats, modelFingerprint: fingerprint }, seconds, engine };
 }

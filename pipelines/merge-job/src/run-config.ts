@@ -27,6 +27,8 @@ export interface RunConfig {
   tasks: RunTask[];
   fisher: { samples?: number; seed?: number; batchSize: number; mode: FisherMode };
   fullFisher: { samples?: number; seed?: number; batchSize: number; mode: 'empirical' | 'expected'; loop: 'batched' | 'classic' };
+  /** Input Gram statistics (RegMean): examples and batch size (sums exclude padding, so batching changes only the cost). */
+  gram: { samples?: number; seed?: number; batchSize: number };
   /** `label` names the method's results and output folder (default: the rule's name). */
   methods: { label: string; rule: string; params: Params }[];
   base?: string;

@@ -331,18 +331,18 @@ export function resultsMarkdown(config: RunConfig, results: RunResults): string 
     }
     lines.push('');
   }
-  const timed = Object.entries(results.fisher).filter(([, f]) => f.mask || f.full);
+  const timed = Object.entries(results.fisher).filter(([, f]) => f.mask || f.full || f.gram);
   if (timed.length > 0) {
     lines.push(
       `Fisher computation (engine ${results.engine}):`, '',
-      '| task | mask Fisher: examples | seconds | examples/s | full Fisher: examples | seconds | examples/s | full / mask time per example |',
-      '|---|---|---|---|---|---|---|---|',
+      '| task | mask Fisher: examples | seconds | examples/s | full Fisher: examples | seconds | examples/s | full / mask time per example | Gram (RegMean): examples | seconds | examples/s |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const [task, f] of timed) {
       const rate = (t?: FisherTiming) => (t && t.seconds > 0 ? t.examples / t.seconds : undefined);
       const ratio = rate(f.mask) && rate(f.full) ? `${(rate(f.mask)! / rate(f.full)!).toFixed(1)}x` : '-';
       const cell = (t?: FisherTiming) => (t ? `${t.examples} | ${t.seconds.toFixed(2)} | ${rate(t)!.toFixed(1)}` : '- | - | -');
-      lines.push(`| ${task} | ${cell(f.mask)} | ${cell(f.full)} | ${ratio} |`);
+      lines.push(`| ${task} | ${cell(f.mask)} | ${cell(f.full)} | ${ratio} | ${cell(f.gram)} |`);
     }
     lines.push('');
   }

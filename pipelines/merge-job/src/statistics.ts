@@ -1,11 +1,11 @@
 import type { RunConfigKeys } from '@fisher-merge/config';
 import type { TaskSpec } from '@fisher-merge/data';
-import { writeFullFisher, writeMaskFisher } from '@fisher-merge/fisher';
+import { writeFullFisher, writeGramStats, writeMaskFisher } from '@fisher-merge/fisher';
 import type { Statistic } from '@fisher-merge/merge';
-import { computeFullFisher, computeMaskFisher } from './fisher-job.ts';
+import { computeFullFisher, computeGrams, computeMaskFisher } from './fisher-job.ts';
 import type { RunConfig } from './run-config.ts';
 
-export type FisherKind = 'mask' | 'full';
+export type FisherKind = 'mask' | 'full' | 'gram';
 
 export interface FisherTiming {
   examples: number;
@@ -13,16 +13,17 @@ export interface FisherTiming {
   file: string;
 }
 
-/** How a job computes statistics: the `fisher` and `full_fisher` sections of a run or merge config. */
-export type StatisticSettings = Pick<RunConfig, 'engine' | 'maxLength' | 'fisher' | 'fullFisher'>;
+/** How a job computes statistics: the `fisher`, `full_fisher` and `gram` sections of a run or merge config. */
+export type StatisticSettings = Pick<RunConfig, 'engine' | 'maxLength' | 'fisher' | 'fullFisher' | 'gram'>;
 
-/** The statistic settings of a config (its shared `engine`, `max_length`, `fisher`, `full_fisher` keys). */
-export function statisticSettings(c: Pick<RunConfigKeys, 'engine' | 'max_length' | 'fisher' | 'full_fisher'>): StatisticSettings {
+/** The statistic settings of a config (its shared `engine`, `max_length`, `fisher`, `full_fisher`, `gram` keys). */
+export function statisticSettings(c: Pick<RunConfigKeys, 'engine' | 'max_length' | 'fisher' | 'full_fisher' | 'gram'>): StatisticSettings {
   return {
     engine: c.engine,
     maxLength: c.max_length,
     fisher: { batchSize: c.fisher.batch_size, mode: c.fisher.mode, ...sampling(c.fisher) },
     fullFisher: { batchSize: c.full_fisher.batch_size, mode: c.full_fisher.mode, loop: c.full_fisher.loop, ...sampling(c.full_fisher) },
+    gram: { batchSize: c.gram.batch_size, ...sampling(c.gram) },
   };
 }
 
@@ -59,6 +60,15 @@ export const STATISTIC_JOBS: { [K in Statistic]: { kind: FisherKind; compute(set
       const r = await computeFullFisher({ ...fisherInput(settings, source, f), batchSize: f.batchSize, mode: f.mode, loop: f.loop, progressLabel: `full Fisher ${source.name}` });
       await writeFullFisher(file, r.fisher);
       return { examples: r.fisher.examples, seconds: r.seconds, file, engine: r.engine };
+    },
+  },
+  gram: {
+    kind: 'gram',
+    async compute(settings, source, file) {
+      const f = settings.gram;
+      const r = await computeGrams({ ...fisherInput(settings, source, f), batchSize: f.batchSize, progressLabel: `Gram ${source.name}` });
+      await writeGramStats(file, r.stats);
+      return { examples: r.stats.examples, seconds: r.seconds, file, engine: r.engine };
     },
   },
 };
