@@ -70,6 +70,11 @@ function start(args: string[]): ChildProcess {
   return child;
 }
 
+/** Resolves once `child` has exited, including when it already had (a late `once(child, 'exit')` would wait forever). */
+function exited(child: ChildProcess): Promise<unknown> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : once(child, 'exit');
+}
+
 async function startRedis(): Promise<{ socket: string; client: Redis; stop: () => Promise<void> }> {
   const dir = path.join(work, 'redis');
   mkdirSync(dir, { recursive: true });
@@ -133,9 +138,9 @@ for (const model of models) {
       for (let w = 0; w < workers; w++) pool.push(start(['worker', file, '--threads', '1']));
     }
     runs.push(await drain(path.join(work, name), model.rows, job));
-    await once(job, 'exit').catch(() => undefined);
+    await exited(job);
     for (const w of pool) w.kill('SIGTERM');
-    await Promise.all(pool.map((w) => (w.exitCode === null ? once(w, 'exit') : undefined)));
+    await Promise.all(pool.map(exited));
   }
   const [single, one, two] = runs as [typeof runs[0], typeof runs[0], typeof runs[0]];
   const cpuPerBatch = (r: typeof one) => ((r.cpu * 1000) / r.batches).toFixed(1);
@@ -165,7 +170,7 @@ for (const until = performance.now() + Number(args['memory-seconds']) * 1000; pe
 const folded = (await readStreamState(path.join(work, 'memory', 'state', 'checkpoint.json')).catch(() => undefined))?.tasks.sst2?.stats.examples ?? 0;
 job.kill('SIGTERM');
 worker.kill('SIGTERM');
-await Promise.all([once(job, 'exit'), once(worker, 'exit')]);
+await Promise.all([exited(job), exited(worker)]);
 console.log(`\nRedis memory, backlog of ${backlogRows} batches (batch size 1), max_pending ${maxPending}, 1 worker, ${args['memory-seconds']} s: `
   + `used_memory ${(before / 2 ** 20).toFixed(2)} MiB before, peak ${(peak / 2 ** 20).toFixed(2)} MiB; peak stream length ${peakEntries}; ${folded} batches folded meanwhile`);
 await redis.stop();

@@ -85,7 +85,7 @@ export async function acquireLock(file: string, what: string): Promise<HeldLock>
       if (holder && isAlive(holder)) {
         throw new UserError(`${what} is in use by another job (pid ${holder.pid}, since ${holder.since}; lock ${file}); stop it or use another output`);
       }
-      await removeStale(file, text, mine);
+      await removeStale(file, text, tmp);
     }
     throw new UserError(`${file}: could not take the lock (other jobs keep taking it)`);
   } finally {
@@ -98,19 +98,21 @@ export async function acquireLock(file: string, what: string): Promise<HeldLock>
  * lock, only the one that creates its takeover marker (named after that text) may remove it, and
  * it reads the lock again first: the lock cannot change under it, since nobody else removes that
  * text, so no job ever removes a lock another has just taken. A marker left by a job that died
- * while taking over is itself stale and removed the same way.
+ * while taking over is itself stale and removed the same way. The marker is a hard link of `mineFile`
+ * (the file holding this job's holder text), so it appears complete: a marker read while being
+ * written would look empty, hence stale, and be removed under its live taker.
  */
-async function removeStale(file: string, stale: string, mine: string): Promise<void> {
+async function removeStale(file: string, stale: string, mineFile: string): Promise<void> {
   const marker = `${file}.takeover-${createHash('sha256').update(stale).digest('hex').slice(0, 16)}`;
   try {
-    await fs.writeFile(marker, mine, { flag: 'wx' });
+    await fs.link(mineFile, marker);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     const text = await fs.readFile(marker, 'utf8').catch(() => undefined);
     if (text === undefined) return; // that takeover just ended
     const holder = parseHolder(text);
     if (holder && isAlive(holder)) await delay(5); // another job is taking over: look again after it
-    else await removeStale(marker, text, mine);
+    else await removeStale(marker, text, mineFile);
     return;
   }
   try {
