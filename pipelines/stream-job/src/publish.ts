@@ -30,13 +30,15 @@ export interface VersionManifest {
     /** sha256 of the float64 head and neuron sums the version was merged from. */
     fisher_fingerprint: string;
     source: { files_consumed: string[]; current: SourceCursor['current'] | null };
+    /** Rows of batches a queue dead-lettered: passed by the cursor, not in the statistics. */
+    skipped_rows: number;
   }>;
 }
 
 export interface PublishInput {
   reason: string;
   merge: StreamConfig['merge'];
-  tasks: { name: string; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor }[];
+  tasks: { name: string; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor; skippedRows: number }[];
 }
 
 export function fisherFingerprint(stats: MaskFisher): string {
@@ -119,6 +121,7 @@ export class VersionPublisher {
         data_fingerprint: t.stats.dataFingerprint,
         fisher_fingerprint: fisherFingerprint(t.stats),
         source: { files_consumed: [...t.cursor.consumed], current: t.cursor.current ?? null },
+        skipped_rows: t.skippedRows,
       }])),
     };
     await writeFileAtomic(path.join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
