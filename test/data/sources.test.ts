@@ -71,11 +71,13 @@ describe('sources', () => {
 
   it('unsubscribing stops reading and hands back unused credits', async () => {
     threeFiles();
-    const flow = new FlowControl(2);
+    // A window wider than what is taken: a source reading on after the unsubscribe would take the third credit.
+    const flow = new FlowControl(3);
     const taken = await collect(parquetSource(path.join(dir, 'part-*.parquet'), { batchSize: 3, flow }).pipe(take(2)));
     expect(ids(taken)).toEqual([0, 1, 2, 3]);
+    // The two batches taken hold their credits; the unsubscribed source took none for a batch it did not deliver.
+    expect([flow.inFlight, flow.maxInFlight]).toEqual([2, 2]);
     flow.release(2);
-    await new Promise((resolve) => setTimeout(resolve, 20));
     expect(flow.inFlight).toBe(0);
   });
 

@@ -78,8 +78,8 @@ export interface LastVersion {
   folded: Record<string, number>;
 }
 
-/** Why a version might be built now: a task's update (if a policy fires for it; all tasks when absent), the interval, an operator. */
-export type PublishRequest = { kind: 'policy'; task?: string } | { kind: 'interval' } | { kind: 'trigger' };
+/** Why a version might be built now: a task's update (if a policy fires for it; all tasks when absent), the interval, an operator, the end of the job. */
+export type PublishRequest = { kind: 'policy'; task?: string } | { kind: 'interval' } | { kind: 'trigger' } | { kind: 'stop' };
 
 export interface JobEnd {
   job: JobProgress;
@@ -183,7 +183,7 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
     [job, lastVersion] = await lastValueFrom(running$);
     await writeCheckpoint(job, lastVersion);
     if (config.publish.onStop) {
-      const stopped = await lastValueFrom(publish({ last: lastVersion, deferredLogged: false }, { kind: 'interval' }, job, 'stop'), { defaultValue: undefined });
+      const stopped = await lastValueFrom(publish({ last: lastVersion, deferredLogged: false }, { kind: 'stop' }, job), { defaultValue: undefined });
       if (stopped && stopped.last !== lastVersion) {
         lastVersion = stopped.last;
         await writeCheckpoint(job, lastVersion);
@@ -208,7 +208,7 @@ export function publishRequests(updates: Observable<TaskProgress>, end$: Observa
   ).pipe(takeUntil(end$));
 }
 
-const REQUEST_RANK = { policy: 0, interval: 1, trigger: 2 } as const;
+const REQUEST_RANK = { policy: 0, interval: 1, trigger: 2, stop: 3 } as const;
 
 /** Of two requests waiting for a merge to end, the one that publishes in more cases (policies of two tasks: of all). */
 export function strongerRequest(waiting: PublishRequest, arriving: PublishRequest): PublishRequest {
@@ -248,14 +248,14 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
       folded: Object.fromEntries(tasks.map(({ opened, progress }) => [opened.name, progress.folded])),
     };
   };
-  return (state: Publishing, request: PublishRequest, job: JobProgress, stopReason?: 'stop'): Observable<Publishing> => {
+  return (state: Publishing, request: PublishRequest, job: JobProgress): Observable<Publishing> => {
     const tasks = Object.values(job);
     if (!tasks.some((p) => examplesSince(p, state.last) > 0)) {
       // An operator who asked for a version should hear why none came.
       if (request.kind === 'trigger') logEvent('stream.publish_skipped', { reason: 'trigger', why: `no new examples since version ${state.last.version ?? 'none'}` });
       return EMPTY;
     }
-    const reason = stopReason ?? (request.kind === 'policy' ? tasks.filter((p) => request.task === undefined || p.task === request.task).map((p) => policyReason(p, state.last)).find((r) => r !== undefined) : request.kind);
+    const reason = request.kind === 'policy' ? tasks.filter((p) => request.task === undefined || p.task === request.task).map((p) => policyReason(p, state.last)).find((r) => r !== undefined) : request.kind;
     if (reason === undefined) return EMPTY;
     const empty = tasks.filter((p) => p.state.stats.examples === 0).map((p) => p.task);
     if (empty.length > 0) {
