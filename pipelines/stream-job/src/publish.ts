@@ -4,7 +4,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '@fisher-merge/core';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
-import { mergeModels } from '@fisher-merge/merge-writer';
+import { mergeModelsInThread } from '@fisher-merge/merge-writer';
 import { renderReport } from '@fisher-merge/report';
 import type { StreamConfig } from './config.ts';
 import { outLayout, type SourceCursor } from './state.ts';
@@ -92,7 +92,8 @@ export class VersionPublisher {
     const version = this.next;
     const layout = outLayout(this.out);
     const staging = path.join(layout.versions, `.staging-${version}`);
-    const result = await mergeModels({
+    // In a thread: the job's loop keeps folding, checkpointing and writing status meanwhile.
+    const result = await mergeModelsInThread({
       models: input.tasks.map((t) => t.model),
       maskFishers: input.tasks.map((t) => t.stats),
       method: input.merge.method,

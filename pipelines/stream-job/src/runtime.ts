@@ -231,6 +231,7 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
   };
   const build = async (reason: string, job: JobProgress): Promise<LastVersion> => {
     const started = options.scheduler.now();
+    logEvent('stream.publishing', { reason });
     const tasks = pipelines.map(({ opened }) => ({ opened, progress: job[opened.name]! }));
     const manifest = await publisher.publish({
       reason,
