@@ -165,7 +165,7 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
       const status$ = ticks$.pipe(
         takeUntil(end$),
         concatMap(() => latest$),
-        scan((s, [job, lastVersion]) => statusTick(s, job, lastVersion, scheduler.now(), config.logIntervalS * 1000), { rates: {}, loggedAt: scheduler.now() } as StatusTick),
+        scan((s, [job, lastVersion]) => statusTick(s, job, lastVersion, scheduler.now(), config.logIntervalS * 1000, pipelines), { rates: {}, loggedAt: scheduler.now() } as StatusTick),
         exhaustMap((s) => writeStatus(statusOf(true, s.job!, s.last!, s.rates))),
       );
       return merge(
@@ -284,11 +284,14 @@ interface StatusTick {
 }
 
 /** One status tick: samples every task's rate, and logs progress once every `logEveryMs`. */
-function statusTick(s: StatusTick, job: JobProgress, lastVersion: LastVersion, now: number, logEveryMs: number): StatusTick {
+function statusTick(s: StatusTick, job: JobProgress, lastVersion: LastVersion, now: number, logEveryMs: number, pipelines: readonly TaskPipeline[]): StatusTick {
   const rates = Object.fromEntries(Object.values(job).map((p) => [p.task, sampleRate(s.rates[p.task] ?? [], now, p.folded)]));
   const log = now - s.loggedAt >= logEveryMs;
   if (log) {
-    for (const p of Object.values(job)) logEvent('stream.progress', { task: p.task, examples: p.state.stats.examples, examples_per_s: Number(ratePerSecond(rates[p.task]!).toFixed(2)), last_version: lastVersion.version ?? null });
+    for (const { opened, backlog } of pipelines) {
+      const p = job[opened.name]!;
+      logEvent('stream.progress', { task: p.task, examples: p.state.stats.examples, examples_per_s: Number(ratePerSecond(rates[p.task]!).toFixed(2)), backlog_files: backlog(), last_version: lastVersion.version ?? null });
+    }
   }
   return { rates, loggedAt: log ? now : s.loggedAt, job, last: lastVersion };
 }
