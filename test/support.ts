@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
@@ -159,4 +159,21 @@ export function largestRelative(actual: ArrayLike<number>, expected: ArrayLike<n
     scale = Math.max(scale, Math.abs(expected[i]!));
   }
   return diff / scale;
+}
+
+/** Sizes of every file being written (a `.tmp-` name) under `dir`, by path (none while a folder is being renamed). */
+export function partialFiles(dir: string): [string, number][] {
+  let files: string[];
+  try {
+    files = readdirSync(dir, { recursive: true, encoding: 'utf8' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  return files
+    .filter((f) => path.basename(f).includes('.safetensors.tmp-'))
+    .flatMap((f) => {
+      const size = statSync(path.join(dir, f), { throwIfNoEntry: false })?.size;
+      return size === undefined ? [] : [[f, size] as [string, number]];
+    });
 }

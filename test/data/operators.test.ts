@@ -33,6 +33,16 @@ describe('padBatches (marbles)', () => {
     });
   });
 
+  it('each batch names the file rows it holds: runs merged, a batch straddling files split, row selections followed', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const a: SourceBatch = { ...sourceBatch(0, 3), source: { file: 'a', batchIndex: 0, rowOffset: 5, rowId: 0, numRows: 3, fileRows: 8 } };
+      // Rows 0 and 2 of b selected: file rows 0 and 2 of 'b', not contiguous.
+      const b: SourceBatch = { ...sourceBatch(3, 3), source: { file: 'b', batchIndex: 0, rowOffset: 0, rowId: 3, numRows: 3 }, selection: Int32Array.of(0, 2) };
+      const out = cold('ab|', { a, b }).pipe(tokenize(tokenizer, task), padBatches({ batchSize: 4, padTokenId: 0 }), map((batch) => batch.spans));
+      expectObservable(out).toBe('-x(y|)', { x: [{ file: 'a', row: 5, rows: 3, fileRows: 8 }, { file: 'b', row: 0, rows: 1 }], y: [{ file: 'b', row: 2, rows: 1 }] });
+    });
+  });
+
   it('throws in next: an untokenized batch errors the subscriber instead of escaping as an uncaught exception', () => {
     scheduler().run(({ cold, expectObservable }) => {
       const out = cold('a|', { a: sourceBatch(0, 2) }).pipe(padBatches({ batchSize: 4, padTokenId: 0 }), map(rowIdsOf));

@@ -45,12 +45,12 @@ describe('sources', () => {
     expect(items.every((i) => i.batch.schema.fields.map((f) => f.name).join() === 'id')).toBe(true);
     // Row groups of 4 rows split into batches of at most 3: 3+1, 3+1, 2 per file.
     expect(items.slice(0, 6).map((i) => i.source)).toEqual([
-      { file: files[0], rowGroup: 0, batchIndex: 0, rowOffset: 0, rowId: 0, numRows: 3 },
-      { file: files[0], rowGroup: 0, batchIndex: 1, rowOffset: 3, rowId: 3, numRows: 1 },
-      { file: files[0], rowGroup: 1, batchIndex: 2, rowOffset: 4, rowId: 4, numRows: 3 },
-      { file: files[0], rowGroup: 1, batchIndex: 3, rowOffset: 7, rowId: 7, numRows: 1 },
-      { file: files[0], rowGroup: 2, batchIndex: 4, rowOffset: 8, rowId: 8, numRows: 2 },
-      { file: files[1], rowGroup: 0, batchIndex: 0, rowOffset: 0, rowId: 10, numRows: 3 },
+      { file: files[0], rowGroup: 0, batchIndex: 0, rowOffset: 0, rowId: 0, numRows: 3, fileRows: 10 },
+      { file: files[0], rowGroup: 0, batchIndex: 1, rowOffset: 3, rowId: 3, numRows: 1, fileRows: 10 },
+      { file: files[0], rowGroup: 1, batchIndex: 2, rowOffset: 4, rowId: 4, numRows: 3, fileRows: 10 },
+      { file: files[0], rowGroup: 1, batchIndex: 3, rowOffset: 7, rowId: 7, numRows: 1, fileRows: 10 },
+      { file: files[0], rowGroup: 2, batchIndex: 4, rowOffset: 8, rowId: 8, numRows: 2, fileRows: 10 },
+      { file: files[1], rowGroup: 0, batchIndex: 0, rowOffset: 0, rowId: 10, numRows: 3, fileRows: 10 },
     ]);
     expect(await parquetRowCount(dir + '/part-*.parquet')).toBe(30);
   });
@@ -71,11 +71,13 @@ describe('sources', () => {
 
   it('unsubscribing stops reading and hands back unused credits', async () => {
     threeFiles();
-    const flow = new FlowControl(2);
+    // A window wider than what is taken: a source reading on after the unsubscribe would take the third credit.
+    const flow = new FlowControl(3);
     const taken = await collect(parquetSource(path.join(dir, 'part-*.parquet'), { batchSize: 3, flow }).pipe(take(2)));
     expect(ids(taken)).toEqual([0, 1, 2, 3]);
+    // The two batches taken hold their credits; the unsubscribed source took none for a batch it did not deliver.
+    expect([flow.inFlight, flow.maxInFlight]).toEqual([2, 2]);
     flow.release(2);
-    await new Promise((resolve) => setTimeout(resolve, 20));
     expect(flow.inFlight).toBe(0);
   });
 

@@ -21,9 +21,16 @@ describe('backend selection', () => {
     expect(tfjsBackend()).toBe(name);
   });
 
-  it('refuses a backend that is not there', async () => {
-    if (resolves('@tensorflow/tfjs-node')) return;
-    await expect(initTfjsBackend('tensorflow')).rejects.toThrow(/not available/);
+  it('gives native TensorFlow when asked only if tfjs-node or tfjs-node-gpu is installed, and refuses it otherwise', async () => {
+    const native = resolves('@tensorflow/tfjs-node-gpu') || resolves('@tensorflow/tfjs-node');
+    const asked = initTfjsBackend('tensorflow');
+    if (native) {
+      expect(await asked).toBe('tensorflow');
+      expect(tfjsBackend()).toBe('tensorflow');
+    } else {
+      await expect(asked).rejects.toThrow("tfjs backend 'tensorflow' is not available");
+      expect(tfjsBackend()).not.toBe('tensorflow');
+    }
   });
 
   it('engines on the wasm and cpu backends agree, each keeping its backend', async () => {

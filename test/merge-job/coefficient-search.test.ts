@@ -64,39 +64,45 @@ describe('coefficient search', () => {
     expect(() => holdOut(batches, { ...search, holdout: 0.01 }, 'sst2')).toThrow('search.holdout 0.01 of the 10 validation examples of sst2 leaves no rows to search on');
   });
 
-  it('run: the searched merge is reported beside the defaults with its chosen coefficients', async () => {
+  it('run: a search that moves is reported beside the defaults with its coefficients; one that cannot keeps the default merge', async () => {
     const root = path.resolve(import.meta.dirname, '../..');
     const dir = tempDir('fisher-merge-search-');
     mkdirSync(dir, { recursive: true });
     const task = (t: string) => [`  - task: ${t}`, `    model: ${root}/data/models/${t}`, `    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet`, `    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`];
+    // Both branches, each by construction: the only values searched are 1, so task-arithmetic (scale 1,
+    // weights 1) has nothing to move to and keeps its merge, while 'faint' (scale 0.05) is searched at scale 1.
     writeFileSync(path.join(dir, 'search.yaml'), [
       `out: ${dir}/out`,
       'engine: onnx',
       'tasks:', ...task('sst2'), ...task('rte'),
       `base_model: ${root}/data/models/base`,
-      'methods: [task-arithmetic]',
+      'methods: [task-arithmetic, { merge_method: task-arithmetic, parameters: { scale: 0.05 }, label: faint }]',
       'evaluation: { limit: 120 }',
-      'search: { holdout: 0.5, budget: 4, weights: [0.5, 1], scale: [0.5, 1] }',
+      'search: { holdout: 0.5, budget: 4, weights: [1], scale: [1] }',
       'save_models: all',
     ].join('\n'));
     const results = await runJob(await readRunConfig(path.join(dir, 'search.yaml')));
-    const found = results.search.sst2_rte!['task-arithmetic']!;
-    expect(found.evaluations).toBeLessThanOrEqual(4);
-    expect(found.heldOut.chosen).toBeGreaterThanOrEqual(found.heldOut.defaults);
-    expect(Object.keys(found.coefficients).sort()).toEqual(['scale', 'weight.rte', 'weight.sst2']);
-    const searched = path.join(dir, 'out/merges/sst2_rte/task-arithmetic+search');
-    if (Object.values(found.coefficients).every((v) => v === 1)) {
-      // The defaults won: their merge and scores stand for the search.
-      expect(existsSync(searched)).toBe(false);
-      expect(results.merges.sst2_rte!['task-arithmetic+search']).toEqual(results.merges.sst2_rte!['task-arithmetic']);
-    } else {
-      const provenance = JSON.parse(readFileSync(path.join(searched, 'merge.json'), 'utf8'));
-      expect(provenance.lambdas).toEqual([found.coefficients['weight.sst2'], found.coefficients['weight.rte']]);
-      expect(provenance.params.scale).toBe(found.coefficients.scale);
-    }
-    expect(Object.keys(results.merges.sst2_rte!)).toEqual(['task-arithmetic', 'task-arithmetic+search']);
+    const merges = results.merges.sst2_rte!;
+    expect(Object.keys(merges)).toEqual(['task-arithmetic', 'task-arithmetic+search', 'faint', 'faint+search']);
+
+    const kept = results.search.sst2_rte!['task-arithmetic']!;
+    expect(kept.coefficients).toEqual({ scale: 1, 'weight.sst2': 1, 'weight.rte': 1 });
+    expect(kept.evaluations).toBe(1);
+    expect(kept.heldOut.chosen).toBe(kept.heldOut.defaults);
+    // The defaults won: their merge and scores stand for the search, and no second folder is written.
+    expect(existsSync(path.join(dir, 'out/merges/sst2_rte/task-arithmetic+search'))).toBe(false);
+    expect(merges['task-arithmetic+search']).toEqual(merges['task-arithmetic']);
+
+    const moved = results.search.sst2_rte!.faint!;
+    expect(moved.evaluations).toBeLessThanOrEqual(4);
+    expect(moved.heldOut.chosen, 'a merge at scale 0.05 is nearly the base model: scale 1 must beat it on the held-out rows').toBeGreaterThan(moved.heldOut.defaults);
+    expect(moved.coefficients).toEqual({ scale: 1, 'weight.sst2': 1, 'weight.rte': 1 });
+    const provenance = JSON.parse(readFileSync(path.join(dir, 'out/merges/sst2_rte/faint+search/merge.json'), 'utf8'));
+    expect(provenance.lambdas).toEqual([1, 1]);
+    expect(provenance.params.scale).toBe(1);
+    expect(merges['faint+search']).not.toEqual(merges.faint);
     const md = readFileSync(path.join(dir, 'out/results.md'), 'utf8');
-    expect(md).toContain('| merge | task | metric | own model | task-arithmetic | task-arithmetic+search | best |');
-    expect(md).toMatch(/\| sst2_rte \| task-arithmetic \| scale=[\d.]+, weight\.sst2=[\d.]+, weight\.rte=[\d.]+ \| -?[\d.]+ \| -?[\d.]+ \| [1-4] \|/);
+    expect(md).toContain('| merge | task | metric | own model | task-arithmetic | task-arithmetic+search | faint | faint+search | best |');
+    expect(md).toMatch(/\| sst2_rte \| faint \| scale=1, weight\.sst2=1, weight\.rte=1 \| -?[\d.]+ \| -?[\d.]+ \| [1-4] \|/);
   }, 300_000);
 });

@@ -22,16 +22,27 @@ function startJob(config: string, args: string[] = []): ChildProcess {
   return spawn(process.execPath, [CLI, 'stream', config, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-/** Resolves once the job logged that it started (models loaded, checkpoint read). */
-function started(child: ChildProcess): Promise<void> {
+interface Started {
+  tasks: { task: string; examples: number; files_consumed: number; resume: { file: string; row: number } | null }[];
+}
+
+/** Resolves with the job's `stream.started` line once it logged it (models loaded, checkpoint read). */
+function started(child: ChildProcess): Promise<Started> {
   return new Promise((resolve) => {
     let seen = '';
     child.stderr!.on('data', (d: Buffer) => {
       seen += d.toString();
-      if (seen.includes('"stream.started"')) resolve();
+      const line = seen.split('\n').slice(0, -1).find((l) => l.includes('"stream.started"'));
+      if (line) resolve(JSON.parse(line) as Started);
     });
   });
 }
+
+/** Where a job resumes, per task, from the checkpoint it reads (nothing before the first one). */
+const resumeFrom = (state: Checkpoint): Started['tasks'] => TASKS.map((task) => {
+  const t = state?.tasks[task];
+  return { task, examples: t?.stats.examples ?? 0, files_consumed: t?.cursor.consumed.size ?? 0, resume: t?.cursor.current ?? null };
+});
 
 function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
@@ -55,16 +66,14 @@ const midFile = (state: Checkpoint) => Object.values(state?.tasks ?? {}).some((t
  * follows lands while work is under way however fast or loaded the machine is. When the job has
  * counted everything published, `more()` makes the next files arrive. Returns what it saw.
  */
-async function progressMidFile(file: string, after: number, child: ChildProcess, more: (counted: number) => void): Promise<Checkpoint> {
-  let seen: Checkpoint;
+async function progressMidFile(file: string, after: number, child: ChildProcess, more: (counted: number) => void): Promise<void> {
   await eventually(`mid-file progress past ${after} examples`, async () => {
     if (child.exitCode !== null) throw new Error(`the job exited (${child.exitCode}) before mid-file progress past ${after} examples`);
-    seen = await readStreamState(file).catch(() => undefined);
+    const seen = await readStreamState(file).catch(() => undefined);
     if (seen !== undefined && examplesIn(seen) > after && midFile(seen)) return true;
     more(examplesIn(seen));
     return false;
   }, 30_000, 2);
-  return seen;
 }
 
 describe('stream job crash safety', () => {
@@ -95,18 +104,21 @@ describe('stream job crash safety', () => {
     // Each kill follows a checkpoint showing new progress inside a file, plus a seeded random delay.
     const checkpoint = outLayout(path.join(dir, 'out')).checkpoint;
     const atKill: number[] = [];
+    // Each run must resume from exactly the checkpoint the kill before it left (mid-file or not).
+    let left: Checkpoint;
     for (const delay of delays(7, 3, 0, 40)) {
       const child = startJob(config);
-      await started(child);
-      const seen = await progressMidFile(checkpoint, atKill.at(-1) ?? 0, child, more);
+      expect((await started(child)).tasks).toEqual(resumeFrom(left));
+      await progressMidFile(checkpoint, atKill.at(-1) ?? 0, child, more);
       await sleep(delay);
       child.kill('SIGKILL');
       await exited(child);
-      expect(midFile(seen)).toBe(true);
-      atKill.push(examplesIn(await readStreamState(checkpoint)));
+      left = await readStreamState(checkpoint);
+      atKill.push(examplesIn(left));
     }
     while (written < FILES) publishNext();
     const last = startJob(config, ['--exit-when-idle', '1000']);
+    expect((await started(last)).tasks).toEqual(resumeFrom(left));
     let stderr = '';
     last.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     expect(await exited(last), stderr).toBe(0);

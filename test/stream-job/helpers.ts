@@ -37,6 +37,8 @@ export interface TestTask {
   task: string;
   watch: string;
   ready?: 'stable' | 'marker';
+  /** Default: the task's fixture model. */
+  model?: string;
 }
 
 /** A stream config file for the fixture models; returns its path. */
@@ -48,7 +50,7 @@ export function writeStreamConfig(file: string, out: string, tasks: readonly Tes
     source_batch_rows: 16,
     publish: { on_stop: true },
     ...extra,
-    tasks: tasks.map((t) => ({ task: t.task, model: modelDir(t.task), watch: t.watch, ready: t.ready ?? 'stable', stable_ms: 0, poll_ms: 50 })),
+    tasks: tasks.map((t) => ({ task: t.task, model: t.model ?? modelDir(t.task), watch: t.watch, ready: t.ready ?? 'stable', stable_ms: 0, poll_ms: 50 })),
   };
   writeFileSync(file, stringify(config));
   return file;

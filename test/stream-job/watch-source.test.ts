@@ -1,8 +1,10 @@
 import { appendFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DirectoryWatcher, tailFile } from '@fisher-merge/data';
-import { RowLedger } from '@fisher-merge/stream-job';
+import { VirtualTimeScheduler } from 'rxjs';
+import { DirectoryWatcher, schedulerClock, tailFile, type ModelBatch } from '@fisher-merge/data';
+import { emptyMaskFisher, type FisherContribution } from '@fisher-merge/fisher';
+import { advanceCursor, foldTaskItem, type TaskProgress } from '@fisher-merge/stream-job';
 import { VirtualClock } from '../support.ts';
 import { tempDir } from './helpers.ts';
 
@@ -69,6 +71,23 @@ describe('DirectoryWatcher (virtual time)', () => {
   });
 });
 
+describe('schedulerClock', () => {
+  it("runs a watcher's polls and idle time on the job's RxJS scheduler (virtual time here)", async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const watcher = new DirectoryWatcher(tempDir(), { ready: { kind: 'stable', ms: 0 }, pollMs: 20, idleMs: 200, clock: schedulerClock(scheduler) });
+    let settled = false;
+    const next = watcher.next().finally(() => (settled = true));
+    // Each flush runs the poll the watcher is sleeping on (none while it lists the directory).
+    while (!settled) {
+      await new Promise((resolve) => setImmediate(resolve));
+      scheduler.flush();
+    }
+    expect(await next).toBeUndefined();
+    expect(scheduler.now()).toBeGreaterThanOrEqual(200);
+    expect(scheduler.now()).toBeLessThan(200 + 2 * 20);
+  });
+});
+
 describe('tailFile (virtual time)', () => {
   const collect = async (stream: NodeJS.ReadableStream) => {
     const chunks: Buffer[] = [];
@@ -102,22 +121,56 @@ describe('tailFile (virtual time)', () => {
   });
 });
 
-describe('RowLedger', () => {
-  it('maps processed examples to the exact resume row, across files and partial batches', () => {
-    const cursor = { consumed: new Set<string>() } as { consumed: Set<string>; current?: { file: string; row: number } };
-    const ledger = new RowLedger(cursor);
-    ledger.expectFile('a', 10);
-    ledger.push('a', 0, 6);
-    ledger.push('a', 6, 4);
-    ledger.expectFile('b', 5);
-    ledger.push('b', 2, 3);
-    expect(ledger.advance(8)).toEqual([]);
-    expect(cursor.current).toEqual({ file: 'a', row: 8 });
-    expect(ledger.advance(4)).toEqual(['a']);
-    expect(cursor).toEqual({ consumed: new Set(['a']), current: { file: 'b', row: 4 } });
-    expect(ledger.buffered).toBe(1);
-    expect(ledger.advance(1)).toEqual(['b']);
-    expect(cursor).toEqual({ consumed: new Set(['a', 'b']) });
-    expect(() => ledger.advance(1)).toThrow(/only 0 rows were read/);
+describe('a task\'s fold', () => {
+  const stats = emptyMaskFisher({ numLayers: 1, numHeads: 2, intermediateSize: 3 }, { mode: 'batch', batchSize: 4, task: 't', modelFingerprint: 'm' });
+  const start: TaskProgress = { task: 't', state: { stats, cursor: { consumed: new Set() }, quarantined: 0, skippedRows: 0 }, folded: 0, buffered: 0, event: { kind: 'start' } };
+  const batch = (spans: ModelBatch['spans'], sourcesDone = 0): ModelBatch => {
+    const rows = spans.reduce((n, s) => n + s.rows, 0);
+    return { tokens: { batchSize: rows, seqLen: 1, inputIds: new Int32Array(rows), attentionMask: new Int32Array(rows), tokenTypeIds: new Int32Array(rows) }, completedSources: Array.from({ length: sourcesDone }, () => ({ file: 'x', batchIndex: 0, rowOffset: 0, rowId: 0, numRows: 1 })), spans };
+  };
+  const contribution = (examples: number): FisherContribution => ({ head: Float64Array.of(1, 2), neuron: Float64Array.of(1, 1, 1), examples, dataFingerprint: '1'.repeat(64) });
+
+  it('moves the cursor over exactly the rows of each batch, across files and partial batches', () => {
+    const fold = foldTaskItem(undefined);
+    const a = fold(start, { read: 10 });
+    expect(a.buffered).toBe(10);
+    const b = fold(a, { batch: batch([{ file: 'a', row: 0, rows: 8, fileRows: 10 }]), contribution: contribution(8) });
+    expect(b.state.cursor).toEqual({ consumed: new Set(), current: { file: 'a', row: 8 } });
+    expect(b.event).toEqual({ kind: 'folded', rows: 8, filesDone: [], sourcesDone: 0 });
+    const c = fold(fold(b, { read: 5 }), { batch: batch([{ file: 'a', row: 8, rows: 2, fileRows: 10 }, { file: 'b', row: 2, rows: 2, fileRows: 5 }], 1), contribution: contribution(4) });
+    expect(c.state.cursor).toEqual({ consumed: new Set(['a']), current: { file: 'b', row: 4 } });
+    expect(c.event).toMatchObject({ filesDone: ['a'], sourcesDone: 1 });
+    expect([c.state.stats.examples, c.state.stats.batches, c.folded, c.buffered]).toEqual([12, 2, 12, 3]);
+    expect(Array.from(c.state.stats.head)).toEqual([2, 4]);
+    // The states before are snapshots: a checkpoint or a version holding one never sees it change.
+    expect(b.state.cursor.consumed.size).toBe(0);
+    expect(b.state.stats.examples).toBe(8);
+  });
+
+  it('a dead batch moves the cursor and counts its rows as skipped, without folding; skipped files change the cursor only', () => {
+    const fold = foldTaskItem(undefined);
+    const dead = fold(fold(start, { read: 4 }), { batch: batch([{ file: 'a', row: 0, rows: 4, fileRows: 4 }]), dead: { reason: 'poison' } });
+    expect(dead.state.cursor).toEqual({ consumed: new Set(['a']) });
+    expect(dead.state.skippedRows).toBe(4);
+    expect(dead.state.stats).toBe(stats);
+    expect([dead.folded, dead.buffered]).toEqual([0, 0]);
+    expect(dead.event).toEqual({ kind: 'dead', rows: 4, reason: 'poison', filesDone: ['a'], sourcesDone: 0 });
+    const resumed: TaskProgress = { ...start, state: { ...start.state, cursor: { consumed: new Set(), current: { file: 'q', row: 3 } } } };
+    const quarantined = fold(resumed, { skipped: { file: 'q', why: 'quarantined' } });
+    expect(quarantined.state.cursor).toEqual({ consumed: new Set() });
+    expect(quarantined.state.quarantined).toBe(1);
+    const empty = fold(quarantined, { skipped: { file: 'e', why: 'empty' } });
+    expect(empty.state.cursor).toEqual({ consumed: new Set(['e']) });
+  });
+
+  it('decay scales the statistics before each batch is added', () => {
+    const once = foldTaskItem(4)(start, { batch: batch([{ file: 'a', row: 0, rows: 4 }]), contribution: contribution(4) });
+    const twice = foldTaskItem(4)(once, { batch: batch([{ file: 'a', row: 4, rows: 4 }]), contribution: contribution(4) });
+    expect(twice.state.stats.examples).toBe(4 * 0.5 + 4);
+    expect(twice.state.cursor.current).toEqual({ file: 'a', row: 8 });
+  });
+
+  it('advanceCursor leaves a stream (no file length) current at its last row', () => {
+    expect(advanceCursor({ consumed: new Set() }, [{ file: '<stream>', row: 30, rows: 10 }])).toEqual({ cursor: { consumed: new Set(), current: { file: '<stream>', row: 40 } }, filesDone: [] });
   });
 });

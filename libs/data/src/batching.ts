@@ -5,11 +5,21 @@ import type { FlowControl } from './flow-control.ts';
 import type { SourceBatch, SourcePosition } from './source-batch.ts';
 import { TOKENIZED } from './tokenize.ts';
 
+/** Rows [row, row + rows) of `file`; `fileRows` when the file's length is known (see SourcePosition). */
+export interface RowSpan {
+  file: string;
+  row: number;
+  rows: number;
+  fileRows?: number;
+}
+
 /** A padded model batch plus the source batches whose last rows it carries (release that many credits). */
 export interface ModelBatch {
   tokens: TokenBatch;
   /** Source batches fully consumed once this batch is done, in source order: a checkpoint resumes after the last. */
   completedSources: SourcePosition[];
+  /** The file rows this batch holds, in batch order, contiguous runs merged: what a job's cursor moves over once it is counted. */
+  spans: RowSpan[];
 }
 
 export interface PadBatchesOptions {
@@ -71,7 +81,7 @@ export function padBatches(options: PadBatchesOptions): OperatorFunction<SourceB
         for (const { columns } of rows) columns.pending.rowsLeft--;
         const completedSources: SourcePosition[] = [];
         while (pending.length > 0 && pending[0]!.rowsLeft === 0) completedSources.push(pending.shift()!.position);
-        subscriber.next({ tokens, completedSources });
+        subscriber.next({ tokens, completedSources, spans: spansOf(rows) });
       };
 
       const release = (rows: RowRef[]): void => {
@@ -154,6 +164,19 @@ function listValues(list: Data<List<Int32>>): Int32Array {
 function childData(batch: RecordBatch, name: string): Data | undefined {
   const index = batch.schema.fields.findIndex((f) => f.name === name);
   return index < 0 ? undefined : batch.data.children[index];
+}
+
+function spansOf(rows: readonly RowRef[]): RowSpan[] {
+  const spans: RowSpan[] = [];
+  for (const { columns, row } of rows) {
+    const { file, rowOffset, rowId, fileRows } = columns.pending.position;
+    // row_id is the source's global row id: its distance from the batch's first names the file row, selections included.
+    const fileRow = rowOffset + columns.rowIds[row]! - rowId;
+    const last = spans.at(-1);
+    if (last && last.file === file && last.row + last.rows === fileRow) last.rows++;
+    else spans.push({ file, row: fileRow, rows: 1, ...(fileRows !== undefined ? { fileRows } : {}) });
+  }
+  return spans;
 }
 
 function rowLength({ columns, row }: RowRef): number {

@@ -1,4 +1,4 @@
-import { tap, type MonoTypeOperatorFunction } from 'rxjs';
+import { concatMap, Observable, tap, type MonoTypeOperatorFunction } from 'rxjs';
 
 /**
  * Credit-based backpressure for push-based RxJS pipelines.
@@ -102,6 +102,27 @@ export class FlowControl {
 export function releaseCredits<T>(flow: FlowControl | undefined, credits: (item: T) => number = completedSourceCount as (item: T) => number): MonoTypeOperatorFunction<T> {
   if (!flow) return (source) => source;
   return tap((item) => flow.release(credits(item)));
+}
+
+/**
+ * Takes one credit before passing each item on, in order: items read ahead without credits (a file
+ * checked whole before any of its rows is used) enter the pipeline no faster than a source would.
+ */
+export function withCredits<T>(flow: FlowControl): MonoTypeOperatorFunction<T> {
+  return concatMap(
+    (item) =>
+      new Observable<T>((subscriber) => {
+        const unsubscribed = new AbortController();
+        flow.acquire(unsubscribed.signal).then(
+          () => {
+            subscriber.next(item);
+            subscriber.complete();
+          },
+          () => undefined, // unsubscribed while waiting: nobody to tell
+        );
+        return () => unsubscribed.abort();
+      }),
+  );
 }
 
 interface CompletesSources {

@@ -18,6 +18,8 @@ export interface ParquetSourceOptions {
   flow?: FlowControl;
   /** Read only these rows; row groups without a selected row are skipped undecoded. */
   sample?: RowSampling;
+  /** No rows at all is not an error (a file of a watched directory may be empty). */
+  allowEmpty?: boolean;
 }
 
 export const DEFAULT_SOURCE_BATCH_SIZE = 4096;
@@ -43,10 +45,11 @@ export function parquetSource(inputs: string | readonly string[], options: Parqu
     try {
       for (const path of paths) files.push(await openParquet(path, options.columns));
       const totalRows = files.reduce((sum, f) => sum + f.rowGroupRows.reduce((a, b) => a + b, 0), 0);
-      if (totalRows === 0) throw emptyInputError(paths);
+      if (totalRows === 0 && !options.allowEmpty) throw emptyInputError(paths);
       const selection = selectRows(options.sample, totalRows, paths.join(', '));
       let rowId = 0;
       for (const { path, file, rowGroupRows } of files) {
+        const fileRows = rowGroupRows.reduce((a, b) => a + b, 0);
         let batchIndex = 0;
         let rowOffset = 0;
         for (const [rowGroup, groupRows] of rowGroupRows.entries()) {
@@ -67,7 +70,7 @@ export function parquetSource(inputs: string | readonly string[], options: Parqu
               if (next.done) break;
               const batch = toArrow(path, next.value as parquet.RecordBatch);
               const selected = selection.pick(rowId, batch.numRows);
-              yield { batch, selection: selected === 'all' ? undefined : selected, source: { file: path, rowGroup, batchIndex, rowOffset, rowId, numRows: batch.numRows } };
+              yield { batch, selection: selected === 'all' ? undefined : selected, source: { file: path, rowGroup, batchIndex, rowOffset, rowId, numRows: batch.numRows, fileRows } };
               batchIndex++;
               rowOffset += batch.numRows;
               rowId += batch.numRows;

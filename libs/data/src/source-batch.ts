@@ -14,6 +14,8 @@ export interface SourcePosition {
   rowId: number;
   /** Rows in the batch as read, before any row selection. */
   numRows: number;
+  /** Rows of the whole file, where its footer says (Parquet); absent for a stream, whose end is unknown. */
+  fileRows?: number;
 }
 
 /**

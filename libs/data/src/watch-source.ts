@@ -2,10 +2,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { concatMap, defer, EMPTY, finalize, mergeMap, Observable, of, repeat, type OperatorFunction } from 'rxjs';
+import { concatMap, defer, EMPTY, finalize, mergeMap, Observable, of, repeat, type ObservableInput, type OperatorFunction, type SchedulerLike, Subscription } from 'rxjs';
 import { UserError } from '@fisher-merge/core';
 import type { FlowControl } from './flow-control.ts';
-import { parquetSource } from './parquet-source.ts';
 import type { SourceBatch } from './source-batch.ts';
 
 /**
@@ -47,6 +46,25 @@ export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms, signal) => sleep(ms, undefined, signal ? { signal } : {}).catch(() => undefined),
 };
+
+/** A Clock on an RxJS scheduler: one scheduler (a TestScheduler in tests) then drives every timer of a job. */
+export function schedulerClock(scheduler: SchedulerLike): Clock {
+  return {
+    now: () => scheduler.now(),
+    sleep: (ms, signal) =>
+      new Promise((resolve) => {
+        if (signal?.aborted) return resolve();
+        const timer = new Subscription();
+        const wake = (): void => {
+          timer.unsubscribe();
+          signal?.removeEventListener('abort', wake);
+          resolve();
+        };
+        timer.add(scheduler.schedule(wake, ms));
+        signal?.addEventListener('abort', wake, { once: true });
+      }),
+  };
+}
 
 interface Observed {
   size: number;
@@ -150,56 +168,31 @@ export function skipRowsBefore(startRow: number, flow: FlowControl | undefined):
   });
 }
 
-export interface WatchedParquetSourceOptions {
-  columns?: readonly string[];
-  batchSize?: number;
-  flow?: FlowControl;
-  /** Ends the stream at the next file boundary. */
-  signal?: AbortSignal;
-  /**
-   * Called with each ready file before it is read: resolves to the row to start at (0, or where an
-   * earlier run stopped), or undefined to skip the file (e.g. after quarantining it).
-   */
-  prepare: (file: string) => Promise<number | undefined>;
-}
-
 /**
- * The files of a watched directory, one after another as they become ready, as one stream of
- * source batches. The next file is only asked for once the previous one has been read, so a backlog
- * costs nothing but directory listings; completes when the watcher gives up (idle or aborted).
+ * The files of a watched directory, one after another as they become ready, each turned into items
+ * by `read`: the next file is only asked for once the previous one's items have all been emitted,
+ * so a backlog costs nothing but directory listings. Completes when the watcher gives up (idle or
+ * drained); unsubscribing ends the wait for the next file.
  */
-export function watchedParquetSource(watcher: DirectoryWatcher, options: WatchedParquetSourceOptions): Observable<SourceBatch> {
+export function watchedFiles<T>(watcher: DirectoryWatcher, read: (file: string) => ObservableInput<T>): Observable<T> {
   return defer(() => {
     // Per subscription: unsubscribing ends the wait for the next file.
     const unsubscribed = new AbortController();
-    const signal = anySignal(options.signal, unsubscribed.signal);
-    return filesOf(watcher, signal!, options).pipe(finalize(() => unsubscribed.abort()));
+    let finished = false;
+    const oneFile = defer(() => watcher.next(unsubscribed.signal)).pipe(
+      concatMap((file) => {
+        if (file === undefined) {
+          finished = true;
+          return EMPTY;
+        }
+        return read(file);
+      }),
+    );
+    return oneFile.pipe(
+      repeat({ delay: () => (finished ? EMPTY : of(0)) }),
+      finalize(() => unsubscribed.abort()),
+    );
   });
-}
-
-function filesOf(watcher: DirectoryWatcher, signal: AbortSignal, options: WatchedParquetSourceOptions): Observable<SourceBatch> {
-  let finished = false;
-  const oneFile = defer(async () => {
-    for (;;) {
-      const file = await watcher.next(signal);
-      if (file === undefined) return undefined;
-      const startRow = await options.prepare(file);
-      if (startRow !== undefined) return { file, startRow };
-    }
-  }).pipe(
-    concatMap((next) => {
-      if (next === undefined) {
-        finished = true;
-        return EMPTY;
-      }
-      return parquetSource(next.file, {
-        ...(options.columns ? { columns: options.columns } : {}),
-        ...(options.batchSize ? { batchSize: options.batchSize } : {}),
-        ...(options.flow ? { flow: options.flow } : {}),
-      }).pipe(skipRowsBefore(next.startRow, options.flow));
-    }),
-  );
-  return oneFile.pipe(repeat({ delay: () => (finished ? EMPTY : of(0)) }));
 }
 
 export interface TailFileOptions {

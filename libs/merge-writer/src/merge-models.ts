@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Progress, UserError, refuseExistingOutput, refuseOutputOnInputs, writeDirAtomic, writeFileAtomic, type TensorData } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, firstNonfinite, fromFloat32, toFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { checkStatisticValues, gramInputOf, gramInputs, openGramFile, readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
@@ -322,4 +323,35 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   });
   result.seconds = (performance.now() - started) / 1000;
   return result;
+}
+
+/** @internal What a merge thread posts back. */
+export type MergeThreadReply = { result: MergeJobResult } | { error: { message: string; user: boolean } };
+
+// From the .ts sources (tsx, vitest) the thread first registers tsx's loader; the compiled thread runs as is.
+const MERGE_THREAD_URL = new URL(import.meta.url.endsWith('.ts') ? './merge-thread-tsx.mjs' : './merge-thread.js', import.meta.url);
+
+/**
+ * `mergeModels` in a worker thread (node:worker_threads), tensors streamed as always: the caller's
+ * event loop stays free for the whole merge, so a streaming job keeps folding batches, writing
+ * checkpoints and status while a version is built. The options are copied to the thread (in-memory
+ * statistics included); a UserError there is a UserError here.
+ */
+export function mergeModelsInThread(opts: MergeJobOptions): Promise<MergeJobResult> {
+  return new Promise((resolve, reject) => {
+    const thread = new Worker(MERGE_THREAD_URL, { workerData: opts });
+    let replied = false;
+    thread.once('message', (reply: MergeThreadReply) => {
+      replied = true;
+      if ('result' in reply) resolve(reply.result);
+      else reject(reply.error.user ? new UserError(reply.error.message) : new Error(reply.error.message));
+    });
+    thread.once('error', (e) => {
+      replied = true;
+      reject(e);
+    });
+    thread.once('exit', (code) => {
+      if (!replied) reject(new Error(`the merge thread exited (code ${code}) without a result`));
+    });
+  });
 }

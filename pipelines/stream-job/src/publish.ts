@@ -4,7 +4,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '@fisher-merge/core';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
-import { mergeModels } from '@fisher-merge/merge-writer';
+import { mergeModelsInThread } from '@fisher-merge/merge-writer';
 import { renderReport } from '@fisher-merge/report';
 import type { StreamConfig } from './config.ts';
 import { outLayout, type SourceCursor } from './state.ts';
@@ -30,13 +30,15 @@ export interface VersionManifest {
     /** sha256 of the float64 head and neuron sums the version was merged from. */
     fisher_fingerprint: string;
     source: { files_consumed: string[]; current: SourceCursor['current'] | null };
+    /** Rows of batches a queue dead-lettered: passed by the cursor, not in the statistics. */
+    skipped_rows: number;
   }>;
 }
 
 export interface PublishInput {
   reason: string;
   merge: StreamConfig['merge'];
-  tasks: { name: string; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor }[];
+  tasks: { name: string; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor; skippedRows: number }[];
 }
 
 export function fisherFingerprint(stats: MaskFisher): string {
@@ -90,7 +92,8 @@ export class VersionPublisher {
     const version = this.next;
     const layout = outLayout(this.out);
     const staging = path.join(layout.versions, `.staging-${version}`);
-    const result = await mergeModels({
+    // In a thread: the job's loop keeps folding, checkpointing and writing status meanwhile.
+    const result = await mergeModelsInThread({
       models: input.tasks.map((t) => t.model),
       maskFishers: input.tasks.map((t) => t.stats),
       method: input.merge.method,
@@ -119,6 +122,7 @@ export class VersionPublisher {
         data_fingerprint: t.stats.dataFingerprint,
         fisher_fingerprint: fisherFingerprint(t.stats),
         source: { files_consumed: [...t.cursor.consumed], current: t.cursor.current ?? null },
+        skipped_rows: t.skippedRows,
       }])),
     };
     await writeFileAtomic(path.join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);

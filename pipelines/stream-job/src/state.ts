@@ -33,6 +33,8 @@ export interface TaskState {
   stats: MaskFisher;
   cursor: SourceCursor;
   quarantined: number;
+  /** Rows of batches a queue dead-lettered: passed by the cursor, never folded. */
+  skippedRows: number;
 }
 
 /** Per task, the statistics the last published version was merged from (the publish policies' baseline). */
@@ -56,6 +58,7 @@ export function serializeState(state: StreamState): string {
     stats: { ...t.stats, head: encodeF64(t.stats.head), neuron: encodeF64(t.stats.neuron) },
     cursor: { consumed: [...t.cursor.consumed], current: t.cursor.current ?? null },
     quarantined: t.quarantined,
+    skipped_rows: t.skippedRows,
   }]));
   const published = state.published && {
     version: state.published.version,
@@ -141,7 +144,7 @@ class CheckpointReader {
   }
 
   private task(key: string, raw: unknown): TaskState {
-    const t = this.object(raw, key, ['stats', 'cursor', 'quarantined']);
+    const t = this.object(raw, key, ['stats', 'cursor', 'quarantined', 'skipped_rows']);
     const s = this.object(t.stats, `${key}.stats`, ['mode', 'batchSize', 'numLayers', 'numHeads', 'intermediateSize', 'head', 'neuron', 'examples', 'batches', 'task', 'modelFingerprint', 'dataFingerprint']);
     if (s.mode !== 'batch' && s.mode !== 'example') this.fail(`${key}.stats.mode`, '"batch" or "example"', s.mode);
     const shape = {
@@ -174,6 +177,8 @@ class CheckpointReader {
       },
       cursor: { consumed, ...(current ? { current } : {}) },
       quarantined: this.count(t.quarantined, `${key}.quarantined`, { whole: true, min: 0 }),
+      // Checkpoints written before dead-lettering existed have no skipped rows.
+      skippedRows: t.skipped_rows === undefined ? 0 : this.count(t.skipped_rows, `${key}.skipped_rows`, { whole: true, min: 0 }),
     };
   }
 

@@ -26,39 +26,37 @@ export interface JobStatus {
     buffered_rows: number;
     files_consumed: number;
     quarantined: number;
+    /** Rows of batches a queue dead-lettered (never folded). */
+    skipped_rows: number;
     current: { file: string; row: number } | null;
     examples_since_version: number;
   }>;
 }
 
-/** Examples per second over the last few samples (a sliding window of about `windowSamples` ticks). */
-export class RateMeter {
-  private total = 0;
-  private readonly samples: { t: number; total: number }[] = [{ t: performance.now(), total: 0 }];
+/** A count at a time (ms on the job's scheduler). */
+export interface RateSample {
+  t: number;
+  count: number;
+}
 
-  constructor(private readonly windowSamples = 20) {}
+/** The last `size` samples of a count, with one more taken at `t`. */
+export function sampleRate(window: readonly RateSample[], t: number, count: number, size = 20): RateSample[] {
+  return [...window, { t, count }].slice(-size);
+}
 
-  add(n: number): void {
-    this.total += n;
-  }
-
-  sample(): void {
-    this.samples.push({ t: performance.now(), total: this.total });
-    if (this.samples.length > this.windowSamples) this.samples.shift();
-  }
-
-  perSecond(): number {
-    const first = this.samples[0]!;
-    const seconds = (performance.now() - first.t) / 1000;
-    return seconds > 0 ? (this.total - first.total) / seconds : 0;
-  }
+/** Per second over a window of samples (0 until two samples are apart in time). */
+export function ratePerSecond(window: readonly RateSample[]): number {
+  const first = window[0];
+  const last = window.at(-1);
+  const seconds = first && last ? (last.t - first.t) / 1000 : 0;
+  return seconds > 0 ? (last!.count - first!.count) / seconds : 0;
 }
 
 export interface StreamStatusReport {
   out: string;
   /** null when no job ever wrote a status file there. */
   job: (JobStatus & { alive: boolean }) | null;
-  checkpoint: Record<string, { examples: number; batches: number; files_consumed: number; current: { file: string; row: number } | null; quarantined: number }> | null;
+  checkpoint: Record<string, { examples: number; batches: number; files_consumed: number; current: { file: string; row: number } | null; quarantined: number; skipped_rows: number }> | null;
   latest: VersionManifest | null;
   /** Per task, the coordinator's Redis queue; a line saying why not when Redis cannot be reached. */
   queue: Record<string, TaskQueueStatus> | string | null;
@@ -83,6 +81,7 @@ export async function readStreamStatus(out: string): Promise<StreamStatusReport>
           files_consumed: t.cursor.consumed.size,
           current: t.cursor.current ?? null,
           quarantined: t.quarantined,
+          skipped_rows: t.skippedRows,
         }]))
       : null,
     latest: latest ?? null,

@@ -1,0 +1,349 @@
+import path from 'node:path';
+import {
+  bufferCount,
+  catchError,
+  combineLatest,
+  concatMap,
+  connect,
+  distinctUntilChanged,
+  EMPTY,
+  endWith,
+  exhaustMap,
+  filter,
+  from,
+  fromEvent,
+  ignoreElements,
+  interval,
+  last,
+  lastValueFrom,
+  map,
+  merge,
+  type Observable,
+  of,
+  ReplaySubject,
+  type SchedulerLike,
+  scan,
+  share,
+  shareReplay,
+  startWith,
+  take,
+  takeUntil,
+  tap,
+  throwError,
+} from 'rxjs';
+import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
+import { schedulerClock } from '@fisher-merge/data';
+import type { MaskFisher } from '@fisher-merge/fisher';
+import type { JobMetrics } from '@fisher-merge/metrics';
+import type { StreamConfig } from './config.ts';
+import { exhaustMapWithTrailing, exhaustScanWithTrailing, takeControlFile } from './operators.ts';
+import type { VersionManifest, VersionPublisher } from './publish.ts';
+import { outLayout, serializeState, type PublishedMark } from './state.ts';
+import { ratePerSecond, sampleRate, type JobStatus, type RateSample } from './status.ts';
+import { taskPipeline, type OpenedTask, type TaskPipeline } from './task-pipeline.ts';
+import type { TaskProgress } from './task-state.ts';
+
+export interface RuntimeOptions {
+  /** Drives every timer of the job: status ticks, control files, the publish interval, idle detection. */
+  scheduler: SchedulerLike;
+  /** How often status.json and the control files are looked at. */
+  statusIntervalMs: number;
+  /** SIGHUP publishes a version; SIGINT/SIGTERM stop the job. */
+  handleSignals: boolean;
+  /** Stops the job when aborted. */
+  signal?: AbortSignal;
+  /** Drain mode (see StreamJobOptions). */
+  idle: { idleMs?: number; drain?: AbortSignal };
+  /** Called with each version once it is published. */
+  published?: (manifest: VersionManifest, dir: string) => Promise<void>;
+  /** Extra fields of status.json. */
+  status?: Partial<JobStatus>;
+  /** Figures for Prometheus: examples and batches folded, versions and publish seconds. */
+  metrics?: JobMetrics;
+}
+
+/** Every task's latest fold state, by name. */
+export type JobProgress = Record<string, TaskProgress>;
+
+/** The tasks' states after an update (none before the first). */
+interface JobUpdate {
+  job: JobProgress;
+  update?: TaskProgress;
+}
+
+/** The last version: its number, the statistics it was merged from, and each task's `folded` count then. */
+export interface LastVersion {
+  version: number | undefined;
+  mark: PublishedMark | undefined;
+  folded: Record<string, number>;
+}
+
+/** Why a version might be built now: a task's update (if a policy fires for it; all tasks when absent), the interval, an operator, the end of the job. */
+export type PublishRequest = { kind: 'policy'; task?: string } | { kind: 'interval' } | { kind: 'trigger' } | { kind: 'stop' };
+
+export interface JobEnd {
+  job: JobProgress;
+  last: LastVersion;
+  stoppedBy: 'drained' | 'stop';
+}
+
+/** Examples a task folded since `last` was built. */
+export const examplesSince = (p: TaskProgress, last: LastVersion): number => p.folded - (last.folded[p.task] ?? 0);
+
+/**
+ * The stream job's runtime: runs the task pipelines and subscribes checkpoints, status and
+ * publishing to their update stream. Publishing runs one version at a time (requests meanwhile
+ * collapse into one more, the broadest kept); checkpoints are written every `checkpoint_every`
+ * batches, after a skipped file and after a version; status on every tick. A stop (signal, stop
+ * file, abort) ends the batch streams, and everything here completes behind them; then the last
+ * checkpoint, the version `on_stop` asks for, and a last status are written.
+ */
+export async function runJob(config: StreamConfig, opened: readonly OpenedTask[], publisher: VersionPublisher, start: LastVersion, options: RuntimeOptions): Promise<JobEnd> {
+  const layout = outLayout(config.out);
+  const { scheduler } = options;
+  const ticks$ = interval(options.statusIntervalMs, scheduler).pipe(share());
+  const controlFile = (file: string): Observable<unknown> => ticks$.pipe(exhaustMap(() => takeControlFile(file)), filter(Boolean));
+  const signals = (...names: NodeJS.Signals[]): Observable<unknown> => (options.handleSignals ? merge(...names.map((n) => fromEvent(process, n))) : EMPTY);
+  let stoppedBy: JobEnd['stoppedBy'] = 'drained';
+  const stop$ = merge(
+    options.signal ? (options.signal.aborted ? of('signal') : fromEvent(options.signal, 'abort').pipe(map(() => 'signal'))) : EMPTY,
+    controlFile(layout.stopFile).pipe(map(() => 'stop file')),
+    signals('SIGINT', 'SIGTERM').pipe(map(() => 'signal')),
+  ).pipe(
+    take(1),
+    tap((reason) => {
+      stoppedBy = 'stop';
+      logEvent('stream.stopping', { reason });
+    }),
+    share({ connector: () => new ReplaySubject(1) }),
+  );
+  const pipelines = opened.map((task) => taskPipeline(task, { config, stop$, clock: schedulerClock(scheduler), idle: options.idle, quarantineDir: layout.quarantine }));
+  const initial: JobProgress = Object.fromEntries(opened.map((t) => [t.name, t.initial]));
+  const publish = publishing(config, pipelines, publisher, options);
+  const writeCheckpoint = (job: JobProgress, lastVersion: LastVersion) =>
+    writeFileAtomic(layout.checkpoint, serializeState({ tasks: Object.fromEntries(Object.entries(job).map(([name, p]) => [name, p.state])), ...(lastVersion.mark ? { published: lastVersion.mark } : {}) }));
+  const startedAt = new Date(scheduler.now()).toISOString();
+  const writeStatus = (status: JobStatus) => writeFileAtomic(layout.status, `${JSON.stringify(status, null, 2)}\n`).catch((e: unknown) => logEvent('stream.status_failed', { error: (e as Error).message }));
+  const statusOf = (running: boolean, job: JobProgress, lastVersion: LastVersion, rates: Record<string, RateSample[]>) => jobStatus({ running, started: startedAt, now: scheduler.now(), job, last: lastVersion, rates, pipelines, extra: options.status });
+
+  const running$ = merge(...pipelines.map((p) => p.progress$)).pipe(
+    connect((updates) => {
+      const end$ = updates.pipe(ignoreElements(), endWith(true));
+      // Everything below reads the tasks' states from here: a subscriber of job$ that reads
+      // latest$ sees the update it was called for (a replayed buffer is updated before it emits).
+      const job$ = updates.pipe(
+        scan((s: JobUpdate, update) => ({ job: { ...s.job, [update.task]: update }, update }), { job: initial }),
+        startWith<JobUpdate>({ job: initial }),
+        shareReplay(1),
+      );
+      const update$ = job$.pipe(map((s) => s.update), filter((u): u is TaskProgress => u !== undefined));
+      const versions$ = publishRequests(update$, end$, {
+        intervalMs: config.publish.intervalS === undefined ? undefined : config.publish.intervalS * 1000,
+        trigger$: merge(controlFile(layout.publishFile), signals('SIGHUP')),
+        scheduler,
+      }).pipe(
+        exhaustScanWithTrailing((state: Publishing, request: PublishRequest) => job$.pipe(take(1), concatMap(({ job }) => publish(state, request, job))), { last: start, deferredLogged: false }, strongerRequest),
+        map((p) => p.last),
+        // A deferral changes the publishing state, not the last version.
+        distinctUntilChanged(),
+        share(),
+      );
+      const lastVersion$ = versions$.pipe(startWith(start), shareReplay(1));
+      const state$ = combineLatest([job$.pipe(map((s) => s.job)), lastVersion$]);
+      const latest$ = state$.pipe(take(1));
+      const checkpoints$ = merge(
+        update$.pipe(filter((p) => p.event.kind === 'folded' || p.event.kind === 'dead'), bufferCount(config.checkpointEvery)),
+        update$.pipe(filter((p) => p.event.kind === 'skipped')),
+        versions$,
+      ).pipe(exhaustMapWithTrailing(() => latest$.pipe(concatMap(([job, lastVersion]) => writeCheckpoint(job, lastVersion)))));
+      const metrics$ = update$.pipe(
+        tap(({ task, state: { stats } }) => {
+          options.metrics?.examples.set({ task }, stats.examples);
+          options.metrics?.batchesFolded.set({ task }, stats.batches);
+        }),
+      );
+      const status$ = ticks$.pipe(
+        takeUntil(end$),
+        concatMap(() => latest$),
+        scan((s, [job, lastVersion]) => statusTick(s, job, lastVersion, scheduler.now(), config.logIntervalS * 1000, pipelines), { rates: {}, loggedAt: scheduler.now() } as StatusTick),
+        exhaustMap((s) => writeStatus(statusOf(true, s.job!, s.last!, s.rates))),
+      );
+      return merge(
+        merge(checkpoints$, status$, metrics$).pipe(ignoreElements()),
+        state$.pipe(last()),
+      );
+    }),
+  );
+
+  for (const t of opened) options.metrics?.examples.set({ task: t.name }, t.initial.state.stats.examples);
+  logEvent('stream.started', { out: config.out, tasks: opened.map((t) => ({ task: t.name, examples: t.initial.state.stats.examples, files_consumed: t.initial.state.cursor.consumed.size, resume: t.initial.state.cursor.current ?? null })), last_version: start.version ?? null });
+  let job = initial;
+  let lastVersion = start;
+  try {
+    [job, lastVersion] = await lastValueFrom(running$);
+    await writeCheckpoint(job, lastVersion);
+    if (config.publish.onStop) {
+      const stopped = await lastValueFrom(publish({ last: lastVersion, deferredLogged: false }, { kind: 'stop' }, job), { defaultValue: undefined });
+      if (stopped && stopped.last !== lastVersion) {
+        lastVersion = stopped.last;
+        await writeCheckpoint(job, lastVersion);
+      }
+    }
+  } finally {
+    await writeStatus(statusOf(false, job, lastVersion, {}));
+  }
+  logEvent('stream.stopped', { by: stoppedBy, last_version: lastVersion.version ?? null, examples: Object.fromEntries(Object.values(job).map((p) => [p.task, p.state.stats.examples])) });
+  return { job, last: lastVersion, stoppedBy };
+}
+
+/**
+ * The publish requests of a job, until `end$`: one per task update (a policy may fire), one per
+ * `intervalMs` on `scheduler`, one per operator trigger.
+ */
+export function publishRequests(updates: Observable<TaskProgress>, end$: Observable<unknown>, options: { intervalMs: number | undefined; trigger$: Observable<unknown>; scheduler: SchedulerLike }): Observable<PublishRequest> {
+  return merge(
+    updates.pipe(filter((p) => p.event.kind === 'folded'), map((p): PublishRequest => ({ kind: 'policy', task: p.task }))),
+    options.intervalMs === undefined ? EMPTY : interval(options.intervalMs, options.scheduler).pipe(map((): PublishRequest => ({ kind: 'interval' }))),
+    options.trigger$.pipe(map((): PublishRequest => ({ kind: 'trigger' }))),
+  ).pipe(takeUntil(end$));
+}
+
+const REQUEST_RANK = { policy: 0, interval: 1, trigger: 2, stop: 3 } as const;
+
+/** Of two requests waiting for a merge to end, the one that publishes in more cases (policies of two tasks: of all). */
+export function strongerRequest(waiting: PublishRequest, arriving: PublishRequest): PublishRequest {
+  if (waiting.kind === 'policy' && arriving.kind === 'policy') return waiting.task === arriving.task ? arriving : { kind: 'policy' };
+  return REQUEST_RANK[arriving.kind] >= REQUEST_RANK[waiting.kind] ? arriving : waiting;
+}
+
+interface Publishing {
+  last: LastVersion;
+  deferredLogged: boolean;
+}
+
+/** The publishing step: given the last version, a request and the tasks' states, builds a version if one is due. */
+function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], publisher: VersionPublisher, options: RuntimeOptions) {
+  const policyReason = (p: TaskProgress, lastVersion: LastVersion): string | undefined => {
+    const policy = config.publish;
+    if (policy.everyExamples !== undefined && examplesSince(p, lastVersion) >= policy.everyExamples) return 'every_examples';
+    if (policy.relativeChange !== undefined && relativeChange(p.state.stats, lastVersion.mark?.tasks[p.task]) > policy.relativeChange) return 'relative_change';
+    return undefined;
+  };
+  const build = async (reason: string, job: JobProgress): Promise<LastVersion> => {
+    const started = options.scheduler.now();
+    logEvent('stream.publishing', { reason });
+    const tasks = pipelines.map(({ opened }) => ({ opened, progress: job[opened.name]! }));
+    const manifest = await publisher.publish({
+      reason,
+      merge: config.merge,
+      tasks: tasks.map(({ opened, progress: { state } }) => ({ name: opened.name, model: opened.task.model, lambda: opened.task.lambda, stats: state.stats, cursor: state.cursor, skippedRows: state.skippedRows })),
+    });
+    const seconds = (options.scheduler.now() - started) / 1000;
+    options.metrics?.versions.inc();
+    options.metrics?.publishSeconds.observe(seconds);
+    await options.published?.(manifest, path.join(outLayout(config.out).versions, String(manifest.version)));
+    logEvent('stream.published', { version: manifest.version, reason, seconds: Number(seconds.toFixed(3)), examples: Object.fromEntries(tasks.map((t) => [t.opened.name, t.progress.state.stats.examples])) });
+    return {
+      version: manifest.version,
+      mark: { version: manifest.version, tasks: Object.fromEntries(tasks.map(({ opened, progress: { state } }) => [opened.name, { examples: state.stats.examples, head: state.stats.head, neuron: state.stats.neuron }])) },
+      folded: Object.fromEntries(tasks.map(({ opened, progress }) => [opened.name, progress.folded])),
+    };
+  };
+  return (state: Publishing, request: PublishRequest, job: JobProgress): Observable<Publishing> => {
+    const tasks = Object.values(job);
+    if (!tasks.some((p) => examplesSince(p, state.last) > 0)) {
+      // An operator who asked for a version should hear why none came.
+      if (request.kind === 'trigger') logEvent('stream.publish_skipped', { reason: 'trigger', why: `no new examples since version ${state.last.version ?? 'none'}` });
+      return EMPTY;
+    }
+    const reason = request.kind === 'policy' ? tasks.filter((p) => request.task === undefined || p.task === request.task).map((p) => policyReason(p, state.last)).find((r) => r !== undefined) : request.kind;
+    if (reason === undefined) return EMPTY;
+    const empty = tasks.filter((p) => p.state.stats.examples === 0).map((p) => p.task);
+    if (empty.length > 0) {
+      if (!state.deferredLogged) logEvent('stream.publish_deferred', { reason, waiting_for: empty });
+      return of({ ...state, deferredLogged: true });
+    }
+    return from(build(reason, job)).pipe(
+      map((lastVersion) => ({ ...state, last: lastVersion })),
+      // A candidate the merge refuses (a non-finite tensor, say) is never published: nothing lands in
+      // versions/, latest stays, and the job goes on folding; the next request tries again.
+      catchError((e: unknown) => {
+        if (!(e instanceof UserError)) return throwError(() => e);
+        logEvent('stream.version_failed', { reason, error: e.message, latest: state.last.version ?? null });
+        return EMPTY;
+      }),
+    );
+  };
+}
+
+interface StatusTick {
+  rates: Record<string, RateSample[]>;
+  loggedAt: number;
+  job?: JobProgress;
+  last?: LastVersion;
+}
+
+/** One status tick: samples every task's rate, and logs progress once every `logEveryMs`. */
+function statusTick(s: StatusTick, job: JobProgress, lastVersion: LastVersion, now: number, logEveryMs: number, pipelines: readonly TaskPipeline[]): StatusTick {
+  const rates = Object.fromEntries(Object.values(job).map((p) => [p.task, sampleRate(s.rates[p.task] ?? [], now, p.folded)]));
+  const log = now - s.loggedAt >= logEveryMs;
+  if (log) {
+    for (const { opened, backlog } of pipelines) {
+      const p = job[opened.name]!;
+      logEvent('stream.progress', { task: p.task, examples: p.state.stats.examples, examples_per_s: Number(ratePerSecond(rates[p.task]!).toFixed(2)), backlog_files: backlog(), last_version: lastVersion.version ?? null });
+    }
+  }
+  return { rates, loggedAt: log ? now : s.loggedAt, job, last: lastVersion };
+}
+
+function jobStatus(s: { running: boolean; started: string; now: number; job: JobProgress; last: LastVersion; rates: Record<string, RateSample[]>; pipelines: readonly TaskPipeline[]; extra: Partial<JobStatus> | undefined }): JobStatus {
+  return {
+    pid: process.pid,
+    running: s.running,
+    started: s.started,
+    updated: new Date(s.now).toISOString(),
+    last_version: s.last.version ?? null,
+    memory: memoryMB(),
+    ...s.extra,
+    tasks: Object.fromEntries(s.pipelines.map(({ opened, backlog }) => {
+      const p = s.job[opened.name]!;
+      return [opened.name, {
+        examples: p.state.stats.examples,
+        batches: p.state.stats.batches,
+        examples_per_s: Number(ratePerSecond(s.rates[opened.name] ?? []).toFixed(2)),
+        backlog_files: backlog(),
+        buffered_rows: p.buffered,
+        files_consumed: p.state.cursor.consumed.size,
+        quarantined: p.state.quarantined,
+        skipped_rows: p.state.skippedRows,
+        current: p.state.cursor.current ?? null,
+        examples_since_version: examplesSince(p, s.last),
+      }];
+    })),
+  };
+}
+
+/** Relative L2 change of the mean Fisher (sums / examples) since `published`; Infinity before any version. */
+export function relativeChange(stats: MaskFisher, published: PublishedMark['tasks'][string] | undefined): number {
+  if (!published || published.examples === 0) return Infinity;
+  if (stats.examples === 0) return 0;
+  let diff = 0;
+  let base = 0;
+  const add = (now: Float64Array, then: Float64Array): void => {
+    for (let k = 0; k < now.length; k++) {
+      const a = now[k]! / stats.examples;
+      const b = then[k]! / published.examples;
+      diff += (a - b) ** 2;
+      base += b * b;
+    }
+  };
+  add(stats.head, published.head);
+  add(stats.neuron, published.neuron);
+  return base === 0 ? (diff === 0 ? 0 : Infinity) : Math.sqrt(diff / base);
+}
+
+function memoryMB(): JobStatus['memory'] {
+  const m = process.memoryUsage();
+  const mb = (bytes: number) => Number((bytes / 2 ** 20).toFixed(1));
+  return { rss_mb: mb(m.rss), heap_used_mb: mb(m.heapUsed), external_mb: mb(m.external) };
+}
