@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } fro
 import path from 'node:path';
 import { tableFromArrays } from 'apache-arrow';
 import { lastValueFrom, map, toArray } from 'rxjs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { bufferSource, encodeSafetensors, parsePytorchBin, readSafetensors, writeSafetensors } from '@fisher-merge/checkpoint';
 import { customTask, FlowControl, glueTask, loadTokenizer, taskBatches } from '@fisher-merge/data';
 import { writeGramStats } from '@fisher-merge/fisher';
@@ -17,20 +17,11 @@ import { writeParquet } from '../data/helpers.ts';
 import { tinyBert, writeModel } from '../model/tiny.ts';
 import { cli, modelDir, REPO } from '../reliability/support.ts';
 import { errorLine, rng, tempDir } from '../support.ts';
-import { TABLE_HEADER, Tally } from './tally.ts';
+import { expectClean, fuzzClasses, int, pick } from './tally.ts';
 import { torchCheckpoint, type TorchTensor } from './torch-zip.ts';
 
 type Json = Record<string, unknown>;
-type Random = () => number;
-const pick = <T>(random: Random, xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
-const int = (random: Random, n: number): number => Math.floor(random() * n);
-const tallies: Tally[] = [];
-const tally = (name: string): Tally => {
-  const t = new Tally(name);
-  tallies.push(t);
-  return t;
-};
-const expectClean = (t: Tally) => expect({ crashes: t.crashes, wrongSuccesses: t.wrongSuccesses, hangs: t.hangs, partialOutputs: t.partialOutputs, samples: t.samples }).toEqual({ crashes: 0, wrongSuccesses: 0, hangs: 0, partialOutputs: 0, samples: [] });
+const tally = fuzzClasses('test/fuzz/fuzz.test.ts');
 
 /** A model folder whose files are links to `from`'s, except those given. */
 function folder(from: string, files: Record<string, string | Uint8Array>): string {
@@ -51,10 +42,6 @@ async function expectLoadsAsWritten(dir: string): Promise<void> {
 }
 
 describe('fuzz', () => {
-  afterAll(() => {
-    console.log(`fuzz counts (seeded, test/fuzz/fuzz.test.ts)\n${TABLE_HEADER}\n${tallies.map((t) => t.row()).join('\n')}`);
-  });
-
   it('safetensors headers of a model folder (150 cases)', async () => {
     const t = tally('safetensors headers');
     const base = await writeModel(tinyBert(11));

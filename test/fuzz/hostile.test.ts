@@ -4,7 +4,7 @@
 // per class are printed as a table at the end.
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodeSafetensors, firstNonfinite, fromFloat32, readSafetensors, type OutputDType } from '@fisher-merge/checkpoint';
 import { loadConfig, MAX_CONFIG_BYTES, MERGE_CONFIG, RUN_CONFIG, STREAM_CONFIG } from '@fisher-merge/config';
 import { FULL_FISHER_FORMAT, MASK_FISHER_FORMAT, readFullFisher, readMaskFisher, writeMaskFisher } from '@fisher-merge/fisher';
@@ -12,18 +12,9 @@ import { mergeModels } from '@fisher-merge/merge-writer';
 import { describeModel, ENCODER_LIMITS, modelFingerprint } from '@fisher-merge/model';
 import { editedModel, modelDir, REPO } from '../reliability/support.ts';
 import { rng, tempDir } from '../support.ts';
-import { TABLE_HEADER, Tally } from './tally.ts';
+import { expectClean, fuzzClasses, int, pick } from './tally.ts';
 
-type Random = () => number;
-const pick = <T>(random: Random, xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
-const int = (random: Random, n: number): number => Math.floor(random() * n);
-const tallies: Tally[] = [];
-const tally = (name: string): Tally => {
-  const t = new Tally(name);
-  tallies.push(t);
-  return t;
-};
-const expectClean = (t: Tally) => expect({ crashes: t.crashes, wrongSuccesses: t.wrongSuccesses, hangs: t.hangs, partialOutputs: t.partialOutputs, samples: t.samples }).toEqual({ crashes: 0, wrongSuccesses: 0, hangs: 0, partialOutputs: 0, samples: [] });
+const tally = fuzzClasses('test/fuzz/hostile.test.ts');
 const escaped = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 /** Every entry under a folder with its size and first bytes: equal before and after means untouched. */
@@ -48,10 +39,6 @@ async function goldenParts(task: string) {
 }
 
 describe('fuzz: what reaches a merge', () => {
-  afterAll(() => {
-    console.log(`fuzz counts (seeded, test/fuzz/hostile.test.ts)\n${TABLE_HEADER}\n${tallies.map((t) => t.row()).join('\n')}`);
-  });
-
   it('statistic files: mask and full Fisher with mutated values, counts, shapes and dtypes (160 cases)', async () => {
     const t = tally('statistic files');
     const random = rng(606);

@@ -1,4 +1,9 @@
+import { afterAll, expect } from 'vitest';
 import { UserError } from '@fisher-merge/core';
+
+export type Random = () => number;
+export const pick = <T>(random: Random, xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+export const int = (random: Random, n: number): number => Math.floor(random() * n);
 
 /** Per-class counts of a fuzz run: each case ends in a clear one-line UserError or a checked success. */
 export class Tally {
@@ -48,4 +53,20 @@ export class Tally {
   }
 }
 
-export const TABLE_HEADER = '| class | cases | clear errors | successes | crashes | wrong successes | hangs | partial outputs |\n|---|---|---|---|---|---|---|---|';
+const TABLE_HEADER = '| class | cases | clear errors | successes | crashes | wrong successes | hangs | partial outputs |\n|---|---|---|---|---|---|---|---|';
+
+/** The classes of one fuzz file, each counted in a Tally of its own, printed as one table once the file's tests have run. */
+export function fuzzClasses(file: string): (name: string) => Tally {
+  const tallies: Tally[] = [];
+  afterAll(() => {
+    console.log(`fuzz counts (seeded, ${file})\n${TABLE_HEADER}\n${tallies.map((t) => t.row()).join('\n')}`);
+  });
+  return (name) => {
+    const t = new Tally(name);
+    tallies.push(t);
+    return t;
+  };
+}
+
+/** No crash, wrong success, hang or partial output in a class (the samples name the first few). */
+export const expectClean = (t: Tally) => expect({ crashes: t.crashes, wrongSuccesses: t.wrongSuccesses, hangs: t.hangs, partialOutputs: t.partialOutputs, samples: t.samples }).toEqual({ crashes: 0, wrongSuccesses: 0, hangs: 0, partialOutputs: 0, samples: [] });
