@@ -55,11 +55,13 @@ export const RUN_CONFIG = section(RUN_KEYS, { output: "renamed to 'out'", ...BAS
     const names = c.tasks.map((t) => t.name);
     c.methods.forEach((m, i) => {
       if (c.methods.findIndex((o) => o.label === m.label) !== i) ctx.addIssue({ code: 'custom', path: ['methods', i], message: `expected a label other than '${m.label}' (used twice: give one of them a label), got ${JSON.stringify(m.label)}` });
-      if (resolveRule(m.rule).needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${m.label} needs one), got nothing` });
-      const count = resolveRule(m.rule).needs.models;
+      const { needs } = resolveRule(m.rule);
+      if (needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${m.label} needs one), got nothing` });
+      const count = needs.models;
+      if (count === undefined) return;
       (c.merges ?? ['all']).forEach((group, k) => {
         const size = group === 'all' ? names.length : group.length;
-        if (count !== undefined && size !== count) ctx.addIssue({ code: 'custom', path: c.merges ? ['merges', k] : ['merges'], message: `expected merges of ${count} tasks (method ${m.label} merges exactly ${count} models), got ${size}` });
+        if (size !== count) ctx.addIssue({ code: 'custom', path: c.merges ? ['merges', k] : ['merges'], message: `expected merges of ${count} tasks (method ${m.label} merges exactly ${count} models), got ${size}` });
       });
     });
     c.merges?.forEach((group, i) => {
