@@ -102,10 +102,10 @@ export async function runWorker(config: StreamConfig & { queue: QueueConfig }, s
         await Promise.all(tasks.map(async (task) => {
           const name = task.spec.name;
           const announced = job!.tasks[name]!.modelFingerprint;
-          if (!opened.has(name)) opened.set(name, openTask(task, config, options.threads));
           // A job that changed a task's model: the config's model folder may have changed too.
-          else if ((await opened.get(name)!).fingerprint !== announced) {
-            await (await opened.get(name)!).engine.dispose();
+          const previous = await opened.get(name);
+          if (!previous || previous.fingerprint !== announced) {
+            await previous?.engine.dispose();
             opened.set(name, openTask(task, config, options.threads));
           }
           const { fingerprint, config: model, engine } = await opened.get(name)!;
