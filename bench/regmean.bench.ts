@@ -24,8 +24,9 @@ function timed(label: string, cliArgs: string[]): { label: string; seconds: numb
   const run = spawnSync('/usr/bin/time', ['-v', process.execPath, path.join(REPO, 'bin/fisher-merge.mjs'), ...cliArgs], { cwd: REPO, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
   if (run.status !== 0) throw new Error(`${label} failed: ${run.stderr.split('\n').filter((l) => l.includes('error')).join(' ').slice(0, 500)}`);
   const field = (name: string) => run.stderr.split('\n').find((l) => l.includes(name))?.split(': ').pop() ?? '';
-  const [h, m, s] = field('Elapsed (wall clock) time').split(':').map(Number).reverse().concat([0, 0]) as [number, number, number];
-  return { label, seconds: h + m * 60 + s * 3600, peakGiB: Number(field('Maximum resident set size')) / 2 ** 20 };
+  // [[h:]m:]s, read from the seconds end.
+  const [s, m, h] = field('Elapsed (wall clock) time').split(':').map(Number).reverse().concat([0, 0]) as [number, number, number];
+  return { label, seconds: s + m * 60 + h * 3600, peakGiB: Number(field('Maximum resident set size')) / 2 ** 20 };
 }
 
 /** Host float64 x^T x of one [rows, width] input (the alternative to the in-graph Gemm), GFLOP/s. */
