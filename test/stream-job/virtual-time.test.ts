@@ -1,10 +1,44 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setImmediate as turn } from 'node:timers/promises';
+import { Subscription, type SchedulerAction, type SchedulerLike } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it, vi } from 'vitest';
 import { loadStreamConfig, outLayout, runStreamJob } from '@fisher-merge/stream-job';
 import { publishParquet, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
+
+/**
+ * The TestScheduler's clock, with rescheduled actions (each tick of an `interval`) that replace one
+ * another. rxjs's VirtualAction chains every reschedule to the one before it, so a job that ticks for
+ * a long virtual time (a loaded machine makes the engine's real time long, and virtual time moves on
+ * meanwhile) builds a chain thousands deep whose unsubscription overflows the stack; the lost
+ * completion then hangs the job. asyncScheduler, the job's default, reuses one action instead.
+ */
+function flatScheduler(scheduler: TestScheduler): SchedulerLike {
+  return {
+    now: () => scheduler.now(),
+    schedule<T>(work: (this: SchedulerAction<T>, state?: T) => void, delay = 0, state?: T): Subscription {
+      const handle = new Subscription();
+      let current: Subscription | undefined;
+      const plan = (s: T | undefined, d: number): void => {
+        if (current) {
+          current.unsubscribe();
+          handle.remove(current);
+        }
+        current = scheduler.schedule(() => work.call(action, s), d);
+        handle.add(current);
+      };
+      const action: SchedulerAction<T> = Object.assign(handle, {
+        schedule: (s?: T, d = 0) => {
+          plan(s, d);
+          return handle;
+        },
+      });
+      plan(state, delay);
+      return handle;
+    },
+  };
+}
 
 describe('stream job on a virtual clock', () => {
   it('ticks, progress lines, status times and drain-idle detection all follow the scheduler it is given', async () => {
@@ -20,7 +54,7 @@ describe('stream job on a virtual clock', () => {
       return true;
     }) as typeof process.stderr.write);
     let settled = false;
-    const running = runStreamJob(config, { scheduler, statusIntervalMs: 100, exitWhenIdleMs: 3000 }).finally(() => (settled = true));
+    const running = runStreamJob(config, { scheduler: flatScheduler(scheduler), statusIntervalMs: 100, exitWhenIdleMs: 3000 }).finally(() => (settled = true));
     // Virtual time moves only here, 10 ms per turn of the event loop (file reads and the engine run
     // meanwhile): each flush runs the timers due by then.
     for (let virtual = 10; !settled; virtual += 10) {
