@@ -7,3 +7,4 @@ export * from './fingerprint.ts';
 export * from './random.ts';
 export * from './paths.ts';
 export * from './lock.ts';
+export * from './thread.ts';

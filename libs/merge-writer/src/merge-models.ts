@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { Progress, UserError, refuseExistingOutput, refuseOutputOnInputs, writeDirAtomic, writeFileAtomic, type TensorData } from '@fisher-merge/core';
+import { Progress, UserError, refuseExistingOutput, refuseOutputOnInputs, runInThread, threadModule, writeDirAtomic, writeFileAtomic, type TensorData } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, firstNonfinite, fromFloat32, toFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
 import { checkStatisticValues, gramInputOf, gramInputs, openGramFile, readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
@@ -325,12 +324,6 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   return result;
 }
 
-/** @internal What a merge thread posts back. */
-export type MergeThreadReply = { result: MergeJobResult } | { error: { message: string; user: boolean } };
-
-// From the .ts sources (tsx, vitest) the thread first registers tsx's loader; the compiled thread runs as is.
-const MERGE_THREAD_URL = new URL(import.meta.url.endsWith('.ts') ? './merge-thread-tsx.mjs' : './merge-thread.js', import.meta.url);
-
 /**
  * `mergeModels` in a worker thread (node:worker_threads), tensors streamed as always: the caller's
  * event loop stays free for the whole merge, so a streaming job keeps folding batches, writing
@@ -338,20 +331,5 @@ const MERGE_THREAD_URL = new URL(import.meta.url.endsWith('.ts') ? './merge-thre
  * statistics included); a UserError there is a UserError here.
  */
 export function mergeModelsInThread(opts: MergeJobOptions): Promise<MergeJobResult> {
-  return new Promise((resolve, reject) => {
-    const thread = new Worker(MERGE_THREAD_URL, { workerData: opts });
-    let replied = false;
-    thread.once('message', (reply: MergeThreadReply) => {
-      replied = true;
-      if ('result' in reply) resolve(reply.result);
-      else reject(reply.error.user ? new UserError(reply.error.message) : new Error(reply.error.message));
-    });
-    thread.once('error', (e) => {
-      replied = true;
-      reject(e);
-    });
-    thread.once('exit', (code) => {
-      if (!replied) reject(new Error(`the merge thread exited (code ${code}) without a result`));
-    });
-  });
+  return runInThread(threadModule(import.meta.url, 'merge-thread'), opts);
 }

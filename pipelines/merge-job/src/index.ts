@@ -1,7 +1,6 @@
 export * from '@fisher-merge/task-model';
 export * from './fisher-job.ts';
 export * from '@fisher-merge/merge-writer';
-export * from './eval-job.ts';
 export * from './run-config.ts';
 export * from './run-job.ts';
 export * from './statistics.ts';

@@ -1,6 +1,6 @@
 import { concatMap, from, identity, lastValueFrom, map, toArray, type Observable } from 'rxjs';
-import { reportProgress, type TokenBatch } from '@fisher-merge/core';
-import { GLUE_METRICS, computeMetrics, type MetricName } from '@fisher-merge/eval';
+import { reportProgress, runInThread, threadModule, type TokenBatch } from '@fisher-merge/core';
+import { GLUE_METRICS, computeMetrics, type MetricName } from './metrics.ts';
 import { expectedRows, FlowControl, releaseCredits, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { loadEncoder, type Engine, type LoadedModel } from '@fisher-merge/model';
@@ -98,4 +98,12 @@ async function scoreModel(opts: EvalJobOptions, model: LoadedModel, batches: Obs
   } finally {
     await engine.dispose();
   }
+}
+
+/**
+ * `evaluateModel` of each job in turn, in a worker thread: the caller's event loop stays free (a
+ * streaming job keeps folding while it scores a candidate version). A UserError there is one here.
+ */
+export function evaluateModelsInThread(jobs: readonly EvalJobOptions[]): Promise<EvalResult[]> {
+  return runInThread(threadModule(import.meta.url, 'evaluate-thread'), jobs);
 }
