@@ -1,6 +1,6 @@
 import { concatMap, from, identity, lastValueFrom, map, toArray, type Observable } from 'rxjs';
 import { reportProgress, runInThread, threadModule, type TokenBatch } from '@fisher-merge/core';
-import { GLUE_METRICS, computeMetrics, type MetricName } from './metrics.ts';
+import { GLUE_METRICS, PRIMARY_METRIC, computeMetrics, type MetricName } from './metrics.ts';
 import { expectedRows, FlowControl, releaseCredits, taskBatches, type TaskSpec, type TextTokenizer } from '@fisher-merge/data';
 import { openEngine, type EngineKind } from '@fisher-merge/engines';
 import { loadEncoder, type Engine, type LoadedModel } from '@fisher-merge/model';
@@ -34,6 +34,11 @@ export interface EvalResult {
 /** GLUE's metrics for a GLUE task; accuracy or Pearson/Spearman for a custom one. */
 export function metricsFor(task: TaskSpec): MetricName[] {
   return GLUE_METRICS[task.name] ?? (task.labelKind === 'regression' ? ['pearson', 'spearmanr'] : ['accuracy']);
+}
+
+/** The one metric a task is judged by: GLUE's headline (PRIMARY_METRIC); Spearman for a custom regression, accuracy for a custom classification. */
+export function primaryMetric(task: TaskSpec): MetricName {
+  return PRIMARY_METRIC[task.name] ?? metricsFor(task).at(-1)!;
 }
 
 /** A labelled split as padded batches, streamed with bounded read-ahead (each batch handed on once consumed). */

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { logEvent, Progress, refuseExistingOutput, refuseOutputOnInputs, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
-import { evaluateModel, metricsFor, PRIMARY_METRIC, tokenizeEvalSplit, type EvalResult } from '@fisher-merge/eval';
+import { evaluateModel, primaryMetric, tokenizeEvalSplit, type EvalResult } from '@fisher-merge/eval';
 import { readMaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';
@@ -60,11 +60,9 @@ export function holdOut(batches: readonly TokenBatch[], search: RunSearch, task:
   return split;
 }
 
-const primaryMetric = (task: RunTask): string => PRIMARY_METRIC[task.name] ?? metricsFor(task.spec).at(-1)!;
-
 /** The search objective: the mean over the merge's tasks of each task's primary metric. */
 function meanPrimary(tasks: readonly RunTask[], scores: Record<string, EvalResult['metrics']>): number {
-  return tasks.reduce((sum, t) => sum + scores[t.name]![primaryMetric(t)]!, 0) / tasks.length;
+  return tasks.reduce((sum, t) => sum + scores[t.name]![primaryMetric(t.spec)]!, 0) / tasks.length;
 }
 
 export const mergeName = (group: readonly string[]): string => group.join('_');
@@ -297,7 +295,7 @@ const fmt = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(4));
 export function resultTable(config: RunConfig, results: RunResults): ResultsTable {
   const methods = config.methods.flatMap((m) => (config.search?.methods.includes(m.label) ? [m.label, searchedLabel(m.label)] : [m.label]));
   const rows = config.merges.flatMap((group) => group.map((taskName) => {
-    const [name, metric] = [mergeName(group), primaryMetric(config.tasks.find((t) => t.name === taskName)!)];
+    const [name, metric] = [mergeName(group), primaryMetric(config.tasks.find((t) => t.name === taskName)!.spec)];
     const own = results.individual[taskName]?.[metric];
     return { merge: name, task: taskName, metric, ...(own !== undefined ? { own } : {}), scores: methods.map((m) => results.merges[name]?.[m]?.[taskName]?.[metric]) };
   }));
