@@ -39,6 +39,9 @@ export interface TestTask {
   ready?: 'stable' | 'marker';
   /** Default: the task's fixture model. */
   model?: string;
+  lambda?: number;
+  /** Validation rows (with a gate). */
+  validation?: string;
 }
 
 /** A stream config file for the fixture models; returns its path. */
@@ -50,7 +53,16 @@ export function writeStreamConfig(file: string, out: string, tasks: readonly Tes
     source_batch_rows: 16,
     publish: { on_stop: true },
     ...extra,
-    tasks: tasks.map((t) => ({ task: t.task, model: t.model ?? modelDir(t.task), watch: t.watch, ready: t.ready ?? 'stable', stable_ms: 0, poll_ms: 50 })),
+    tasks: tasks.map((t) => ({
+      task: t.task,
+      model: t.model ?? modelDir(t.task),
+      watch: t.watch,
+      ready: t.ready ?? 'stable',
+      stable_ms: 0,
+      poll_ms: 50,
+      ...(t.lambda !== undefined ? { lambda: t.lambda } : {}),
+      ...(t.validation !== undefined ? { validation: t.validation } : {}),
+    })),
   };
   writeFileSync(file, stringify(config));
   return file;

@@ -12,9 +12,9 @@ describe('stream versions', () => {
     const out = tempDir();
     const tasks = await Promise.all(['sst2', 'cola'].map(async (name) => {
       const { stats } = await computeMaskFisher({ modelDir: modelDir(name), data: path.join(modelDir(name), '../../glue', name, 'train-00000-of-00001.parquet'), task: glueTask(name), samples: 16, batchSize: 16, mode: 'batch', engine: 'onnx' });
-      return { name, model: modelDir(name), lambda: 1, stats, cursor: { consumed: new Set<string>() }, skippedRows: 0 };
+      return { name, spec: glueTask(name), model: modelDir(name), lambda: 1, stats, cursor: { consumed: new Set<string>() }, skippedRows: 0 };
     }));
-    const manifest = await (await VersionPublisher.open(out)).publish({ reason: 'trigger', merge: { method: 'mask-fisher', params: {} }, tasks });
+    const { manifest } = await (await VersionPublisher.open(out)).publish({ reason: 'trigger', merge: { method: 'mask-fisher', params: {} }, tasks });
     const file = path.join(out, 'versions', String(manifest.version), 'report.html');
     expect(readFileSync(file, 'utf8')).toContain(`fisher-merge stream: version ${manifest.version}`);
     const opened = await openInChromium(file);

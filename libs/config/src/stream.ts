@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { isUserError } from '@fisher-merge/core';
 import { resolveRule } from '@fisher-merge/merge';
-import { checked, choice, flag, int, number, positive, section, text } from './schema.ts';
+import { checked, choice, expected, flag, int, number, positive, section, text } from './schema.ts';
 import { BASE_RENAMED, ENGINE, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, OUT, ruleParams, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
 
 const WATCH_ONLY = ['ready', 'stable_ms', 'marker_suffix'] as const;
@@ -19,6 +19,8 @@ export const STREAM_TASK = section({
   /** An Arrow IPC stream: `-` for stdin, or a file being appended. */
   ipc: text('a path or -').optional(),
   poll_ms: int(1).default(500),
+  /** Labelled Parquet rows every candidate version is scored on (with `gate`). */
+  validation: text('a validation Parquet file').optional(),
 }, TASK_RENAMED)
   .superRefine((t, ctx) => {
     if ((t.watch === undefined) === (t.ipc === undefined)) {
@@ -66,6 +68,17 @@ export const STREAM_KEYS = {
     /** After SIGTERM, a worker finishes the batches in hand for at most this long, then abandons them. */
     stop_timeout_s: positive().default(10),
   }).optional(),
+  /**
+   * A candidate version becomes `latest` only if every task's metric on its validation rows is at
+   * least `min_relative_to_own` x its own model's and at least the last accepted version's minus
+   * `max_drop` (either may be left out: with neither, versions are scored and always accepted).
+   */
+  gate: section({
+    min_relative_to_own: positive().optional(),
+    max_drop: number(0).optional(),
+    /** Which of a task's metrics is judged (default: its headline metric); per task name in a mapping. */
+    metric: z.union([text('a metric name'), z.record(z.string(), text('a metric name'))], expected('a metric name, or a mapping of task name to metric name')).optional(),
+  }).optional(),
   /** Serves Prometheus metrics (/metrics) and /healthz on this port (the coordinator or single process). */
   metrics_port: int(1).max(65535, 'expected a TCP port (1-65535)').optional(),
   tasks: taskList(STREAM_TASK).superRefine((tasks, ctx) => {
@@ -74,6 +87,20 @@ export const STREAM_KEYS = {
   }),
 };
 
+/** A gate needs every task's validation rows, and validation rows are read by a gate only. */
+function checkGate(c: { gate?: { metric?: string | Record<string, string> | undefined } | undefined; tasks: readonly { name: string; validation?: string | undefined }[] }, ctx: z.RefinementCtx): void {
+  c.tasks.forEach((t, i) => {
+    if (c.gate && t.validation === undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: 'expected a validation Parquet file (the gate scores every candidate version on it), got nothing' });
+    if (!c.gate && t.validation !== undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: "is read by a 'gate' only: add a gate section or leave it out", input: t.validation });
+  });
+  const metric = c.gate?.metric;
+  if (typeof metric !== 'object') return;
+  const names = c.tasks.map((t) => t.name);
+  for (const name of Object.keys(metric)) {
+    if (!names.includes(name)) ctx.addIssue({ code: 'custom', path: ['gate', 'metric', name], message: `expected a task name (one of ${names.join(', ')}), got ${JSON.stringify(name)}`, input: name });
+  }
+}
+
 export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rule's parameters are the top-level 'parameters' (was merge.params)", ...BASE_RENAMED })
   .superRefine((c, ctx) => {
     const rule = resolveRule(c.merge_method);
@@ -81,6 +108,7 @@ export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rul
     if (missing.length > 0) ctx.addIssue({ code: 'custom', path: ['merge_method'], message: `method ${rule.name} needs ${missing.join(', ')} statistics; a stream job accumulates mask Fisher only`, input: c.merge_method });
     if (rule.needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${rule.name} needs one), got nothing` });
     if (rule.needs.models !== undefined && c.tasks.length !== rule.needs.models) ctx.addIssue({ code: 'custom', path: ['tasks'], message: `expected ${rule.needs.models} tasks (method ${rule.name} merges exactly ${rule.needs.models} models), got ${c.tasks.length}` });
+    checkGate(c, ctx);
     try {
       ruleParams(rule.name, c.parameters);
     } catch (e) {

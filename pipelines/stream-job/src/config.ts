@@ -5,6 +5,7 @@ import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import { withModelLabelCount } from '@fisher-merge/task-model';
+import { gateMetric, type GateBounds, type TaskValidation } from './gate.ts';
 
 /** Where a task's examples come from. */
 export type TaskInput =
@@ -17,6 +18,8 @@ export interface StreamTask {
   model: string;
   lambda: number;
   input: TaskInput;
+  /** With a gate: the rows every candidate version is scored on, and the metric judged. */
+  validation?: TaskValidation;
 }
 
 export interface PublishPolicy {
@@ -49,6 +52,8 @@ export interface StreamConfig {
   /** The merge rule of every version, its effective parameters, and the base model it may need. */
   merge: { method: string; params: Params; base?: string };
   publish: PublishPolicy;
+  /** With it, a candidate version becomes `latest` only if every task's figures pass (gate.ts). */
+  gate?: GateBounds;
   /** With it, the job is a coordinator: workers compute the Fisher contributions (see @fisher-merge/queue). */
   queue?: QueueConfig;
   /** Prometheus metrics and /healthz on this port. */
@@ -73,17 +78,25 @@ export async function loadStreamConfig(file: string): Promise<StreamConfig> {
   const c = await loadConfig(STREAM_CONFIG, file);
   const baseDir = path.dirname(path.resolve(file));
   const tasks = await Promise.all(c.tasks.map((t) => withModelLabelCount(t, path.resolve(baseDir, t.model))));
-  return streamConfig({ ...c, tasks }, baseDir);
+  return streamConfig({ ...c, tasks }, baseDir, file);
 }
 
 /** A stream config from a parsed document; custom tasks without `num_labels` keep the default of 2 (loadStreamConfig reads it from the model). */
 export function parseStreamConfig(raw: unknown, baseDir: string, name: string): StreamConfig {
-  return streamConfig(parseConfig(STREAM_CONFIG, raw, name), baseDir);
+  return streamConfig(parseConfig(STREAM_CONFIG, raw, name), baseDir, name);
 }
 
-function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string): StreamConfig {
+/** `file` names the config in error lines. */
+function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string, file: string): StreamConfig {
   const resolve = (p: string): string => path.resolve(baseDir, p);
-  const { publish, fisher } = c;
+  const { publish, fisher, gate } = c;
+  // Which metric judges a task is known once its labels are (a custom task's from its model).
+  const validation = (t: (typeof c.tasks)[number]): TaskValidation | undefined => {
+    if (gate === undefined) return undefined;
+    const chosen = typeof gate.metric === 'string' ? gate.metric : gate.metric?.[t.name];
+    const where = `${file}: gate.metric${typeof gate.metric === 'object' ? `.${t.name}` : ''}`;
+    return { file: resolve(t.validation!), metric: gateMetric(t.spec, chosen, where) };
+  };
   return {
     out: resolve(c.out),
     engine: c.engine,
@@ -102,6 +115,14 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
       ...(publish.interval_s !== undefined ? { intervalS: publish.interval_s } : {}),
       onStop: publish.on_stop,
     },
+    ...(gate
+      ? {
+        gate: {
+          ...(gate.min_relative_to_own !== undefined ? { minRelativeToOwn: gate.min_relative_to_own } : {}),
+          ...(gate.max_drop !== undefined ? { maxDrop: gate.max_drop } : {}),
+        },
+      }
+      : {}),
     ...(c.queue
       ? {
         queue: {
@@ -129,6 +150,7 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
           ready: t.ready === 'marker' ? { kind: 'marker', suffix: t.marker_suffix ?? '.done' } : { kind: 'stable', ms: t.stable_ms ?? 2000 },
         }
         : { kind: 'ipc', path: t.ipc === '-' ? '-' : resolve(t.ipc!), pollMs: t.poll_ms },
+      ...(gate ? { validation: validation(t)! } : {}),
     })),
   };
 }

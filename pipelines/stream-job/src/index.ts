@@ -8,3 +8,4 @@ export * from './status.ts';
 export * from './stream-job.ts';
 export * from './operators.ts';
 export * from './queue.ts';
+export * from './gate.ts';

@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '@fisher-merge/core';
+import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
+import type { TaskSpec } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
-import { mergeModelsInThread } from '@fisher-merge/merge-writer';
+import { mergeModelsInThread, writeModelCards } from '@fisher-merge/merge-writer';
 import { renderReport } from '@fisher-merge/report';
 import type { StreamConfig } from './config.ts';
+import type { AcceptedVersion, GateFailure, TaskScore, TaskValidation, VersionEvaluation, VersionGate } from './gate.ts';
 import { outLayout, type SourceCursor } from './state.ts';
 
 export interface VersionManifest {
@@ -33,12 +35,29 @@ export interface VersionManifest {
     /** Rows of batches a queue dead-lettered: passed by the cursor, not in the statistics. */
     skipped_rows: number;
   }>;
+  /** With a gate: every task's figures on its validation rows, its own model's and the last accepted version's. */
+  evaluation?: VersionEvaluation;
 }
+
+/** OUT/rejected/N/rejection.json: why a gate refused candidate N. */
+export interface Rejection {
+  version: number;
+  time: string;
+  reason: string;
+  /** The accepted version `latest` still names. */
+  latest: number | null;
+  /** Each bound a task's figure fell below, in task order. */
+  failures: GateFailure[];
+  evaluation: VersionEvaluation;
+}
+
+/** What became of a candidate: a version (`latest` names it) or a rejection (under rejected/). */
+export type PublishOutcome = { accepted: true; manifest: VersionManifest } | { accepted: false; manifest: VersionManifest; rejection: Rejection };
 
 export interface PublishInput {
   reason: string;
   merge: StreamConfig['merge'];
-  tasks: { name: string; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor; skippedRows: number }[];
+  tasks: { name: string; spec: TaskSpec; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor; skippedRows: number; validation?: TaskValidation }[];
 }
 
 export function fisherFingerprint(stats: MaskFisher): string {
@@ -50,11 +69,12 @@ export function fisherFingerprint(stats: MaskFisher): string {
 
 const VERSION_NAME = /^\d+$/;
 
-/** Highest complete version in `out`, or 0. */
-export async function latestVersionOnDisk(out: string): Promise<number> {
-  const names = await fs.readdir(outLayout(out).versions).catch(() => [] as string[]);
+/** Highest numbered folder in `dir` (versions/ or rejected/), or 0. */
+export async function highestNumberIn(dir: string): Promise<number> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
   return names.filter((n) => VERSION_NAME.test(n)).reduce((max, n) => Math.max(max, Number(n)), 0);
 }
+
 
 /** The version `out/latest` points at, or undefined before the first one. */
 export async function readLatest(out: string): Promise<number | undefined> {
@@ -63,35 +83,53 @@ export async function readLatest(out: string): Promise<number | undefined> {
 }
 
 /**
- * Publishes merged models as numbered versions. A version is built under a hidden staging name
- * (`versions/.staging-N`: HF folders written by `mergeModels`, then manifest.json), renamed to
- * `versions/N` in one step, and only then is `latest` (a text file holding N) replaced atomically:
- * a reader that follows `latest`, or lists the numeric names under versions/, sees complete
- * versions only. Version numbers continue from the highest on disk, so a crash between the rename
- * and the checkpoint never reuses a number.
+ * Publishes merged models as numbered versions. A candidate is built under a hidden staging name
+ * (`versions/.staging-N`: HF folders written by `mergeModels`, then manifest.json), scored by the
+ * gate if there is one, and renamed in one step to `versions/N` or, refused, to `rejected/N` (with
+ * rejection.json); only after a rename to versions/N is `latest` (a text file holding N) replaced
+ * atomically: a reader that follows `latest`, or lists the numeric names under versions/, sees
+ * complete, accepted versions only. Accepted and rejected candidates share one number sequence,
+ * continued from the highest on disk, so a crash between the rename and the checkpoint never
+ * reuses a number.
  */
 export class VersionPublisher {
   private next = 1;
 
-  private constructor(private readonly out: string) {}
+  private constructor(
+    private readonly out: string,
+    private readonly gate: VersionGate | undefined,
+    /** The version `latest` names, with its manifest's evaluation (the gate compares with it). */
+    private accepted: AcceptedVersion | undefined,
+    /** The highest candidate under rejected/. */
+    public lastRejected: number | undefined,
+  ) {}
 
-  /** Removes staging leftovers of a crashed run and finds the next version number. */
-  static async open(out: string): Promise<VersionPublisher> {
-    const publisher = new VersionPublisher(out);
-    const dir = outLayout(out).versions;
-    await fs.mkdir(dir, { recursive: true });
-    for (const name of await fs.readdir(dir)) {
-      if (name.startsWith('.')) await fs.rm(path.join(dir, name), { recursive: true, force: true });
+  /** The version `latest` names; undefined before the first. */
+  get latest(): number | undefined {
+    return this.accepted?.version;
+  }
+
+  /** Removes staging leftovers of a crashed run, and reads where the versions stand. */
+  static async open(out: string, gate?: VersionGate): Promise<VersionPublisher> {
+    const layout = outLayout(out);
+    await fs.mkdir(layout.versions, { recursive: true });
+    for (const name of await fs.readdir(layout.versions)) {
+      if (name.startsWith('.')) await fs.rm(path.join(layout.versions, name), { recursive: true, force: true });
     }
-    publisher.next = (await latestVersionOnDisk(out)) + 1;
+    const version = await readLatest(out);
+    const accepted = version === undefined ? undefined : { version, ...(gate ? { evaluation: (await readManifest(path.join(layout.versions, String(version)))).evaluation } : {}) };
+    const rejected = await highestNumberIn(layout.rejected);
+    const publisher = new VersionPublisher(out, gate, accepted, rejected > 0 ? rejected : undefined);
+    publisher.next = Math.max(await highestNumberIn(layout.versions), rejected) + 1;
     return publisher;
   }
 
-  async publish(input: PublishInput): Promise<VersionManifest> {
-    // The number is taken only by a version that is published: a refused candidate leaves no gap.
+  async publish(input: PublishInput): Promise<PublishOutcome> {
+    // The number is taken only by a candidate that is kept (a version or a rejection): a merge that fails leaves no gap.
     const version = this.next;
     const layout = outLayout(this.out);
     const staging = path.join(layout.versions, `.staging-${version}`);
+    const writer = `\`fisher-merge stream\` (version ${version})`;
     // In a thread: the job's loop keeps folding, checkpointing and writing status meanwhile.
     const result = await mergeModelsInThread({
       models: input.tasks.map((t) => t.model),
@@ -101,39 +139,104 @@ export class VersionPublisher {
       ...(input.merge.base ? { base: input.merge.base } : {}),
       lambdas: input.tasks.map((t) => t.lambda),
       out: staging,
-      writer: `\`fisher-merge stream\` (version ${version})`,
+      writer,
     });
-    const folders = Object.keys(result.outputs.models);
-    const manifest: VersionManifest = {
-      version,
-      time: new Date().toISOString(),
+    try {
+      const folders = Object.keys(result.outputs.models);
+      const judged = this.gate ? await this.judge(version, input, Object.values(result.outputs.models)) : undefined;
+      if (judged) await writeModelCards(result, writer, Object.fromEntries(input.tasks.map((t, j) => [folders[j]!, [scoreCard(t.name, judged.evaluation)]])));
+      const manifest = versionManifest(version, input, folders, judged?.evaluation);
+      await writeFileAtomic(path.join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+      await writeFileAtomic(path.join(staging, 'report.html'), versionReport(manifest, input));
+      if (judged && judged.failures.length > 0) {
+        const rejection: Rejection = { version, time: manifest.time, reason: input.reason, latest: this.latest ?? null, failures: judged.failures, evaluation: judged.evaluation };
+        await writeFileAtomic(path.join(staging, 'rejection.json'), `${JSON.stringify(rejection, null, 2)}\n`);
+        await fs.mkdir(layout.rejected, { recursive: true });
+        await fs.rename(staging, path.join(layout.rejected, String(version)));
+        this.next = version + 1;
+        this.lastRejected = version;
+        return { accepted: false, manifest, rejection };
+      }
+      await fs.rename(staging, path.join(layout.versions, String(version)));
+      this.next = version + 1;
+      await writeFileAtomic(layout.latest, `${version}\n`);
+      this.accepted = { version, ...(judged ? { evaluation: judged.evaluation } : {}) };
+      return { accepted: true, manifest };
+    } catch (e) {
+      // A candidate that fails after its merge (its evaluation, say) leaves nothing behind; the next request reuses its number.
+      await fs.rm(staging, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** Scores a staged candidate's task folders (in a thread, as the merge). */
+  private async judge(version: number, input: PublishInput, folders: readonly string[]) {
+    logEvent('stream.version_evaluating', { version, tasks: input.tasks.map((t) => t.name) });
+    return this.gate!.judge(input.tasks.map((t, j) => {
+      if (!t.validation) throw new UserError(`task ${t.name} has no validation rows, which the gate needs`);
+      return { name: t.name, spec: t.spec, model: t.model, folder: folders[j]!, validation: t.validation };
+    }), this.accepted);
+  }
+}
+
+function versionManifest(version: number, input: PublishInput, folders: readonly string[], evaluation: VersionEvaluation | undefined): VersionManifest {
+  return {
+    version,
+    time: new Date().toISOString(),
+    reason: input.reason,
+    method: input.merge.method,
+    params: input.merge.params,
+    base: input.merge.base ?? null,
+    tasks: Object.fromEntries(input.tasks.map((t, j) => [t.name, {
+      model: t.model,
+      folder: folders[j]!,
+      lambda: t.lambda,
+      mode: t.stats.mode,
+      examples: t.stats.examples,
+      batches: t.stats.batches,
+      model_fingerprint: t.stats.modelFingerprint,
+      data_fingerprint: t.stats.dataFingerprint,
+      fisher_fingerprint: fisherFingerprint(t.stats),
+      source: { files_consumed: [...t.cursor.consumed], current: t.cursor.current ?? null },
+      skipped_rows: t.skippedRows,
+    }])),
+    ...(evaluation ? { evaluation } : {}),
+  };
+}
+
+/** A version's report.html: its facts (with the gate's figures) and the Fisher of every task. */
+function versionReport(manifest: VersionManifest, input: PublishInput): string {
+  const scores = manifest.evaluation?.tasks;
+  return renderReport({
+    title: `fisher-merge stream: version ${manifest.version}`,
+    facts: {
       reason: input.reason,
+      time: manifest.time,
       method: input.merge.method,
-      params: input.merge.params,
-      base: input.merge.base ?? null,
-      tasks: Object.fromEntries(input.tasks.map((t, j) => [t.name, {
-        model: t.model,
-        folder: folders[j]!,
-        lambda: t.lambda,
-        mode: t.stats.mode,
-        examples: t.stats.examples,
-        batches: t.stats.batches,
-        model_fingerprint: t.stats.modelFingerprint,
-        data_fingerprint: t.stats.dataFingerprint,
-        fisher_fingerprint: fisherFingerprint(t.stats),
-        source: { files_consumed: [...t.cursor.consumed], current: t.cursor.current ?? null },
-        skipped_rows: t.skippedRows,
-      }])),
-    };
-    await writeFileAtomic(path.join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    await writeFileAtomic(path.join(staging, 'report.html'), renderReport({
-      title: `fisher-merge stream: version ${version}`,
-      facts: { reason: input.reason, time: manifest.time, method: input.merge.method, ...Object.fromEntries(input.tasks.map((t) => [t.name, `${t.stats.examples} examples, lambda ${t.lambda}`])) },
-      fishers: input.tasks.map((t) => ({ ...t.stats, task: t.name })),
-    }));
-    await fs.rename(staging, path.join(layout.versions, String(version)));
-    this.next = version + 1;
-    await writeFileAtomic(layout.latest, `${version}\n`);
-    return manifest;
+      ...Object.fromEntries(input.tasks.map((t) => [t.name, `${t.stats.examples} examples, lambda ${t.lambda}${scores ? `; ${scoreLine(scores[t.name]!)}` : ''}`])),
+    },
+    fishers: input.tasks.map((t) => ({ ...t.stats, task: t.name })),
+  });
+}
+
+/** A task's figures in one line (the report's facts). */
+const scoreLine = (s: TaskScore): string => `${s.metric} ${s.value} (own model ${s.own}${s.previous === null ? '' : `, previous version ${s.previous}`})`;
+
+/** A task's model-card evaluation entry: the candidate's metrics on its validation rows. */
+function scoreCard(task: string, evaluation: VersionEvaluation): { task: string; examples: number; metrics: Record<string, number> } {
+  const s = evaluation.tasks[task]!;
+  return { task, examples: s.examples, metrics: Object.fromEntries(Object.entries(s.metrics).map(([k, v]) => [k, v ?? Number.NaN])) };
+}
+
+/** A version's manifest.json; a missing or unreadable one is a UserError naming it. */
+async function readManifest(dir: string): Promise<VersionManifest> {
+  const file = path.join(dir, 'manifest.json');
+  const text = await fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    throw new UserError(`${file}: cannot read the manifest of the version \`latest\` names (${e.code ?? e.message}); the gate compares candidates with it`);
+  });
+  try {
+    return JSON.parse(text) as VersionManifest;
+  } catch (e) {
+    throw new UserError(`${file}: invalid JSON: ${(e as Error).message}`);
   }
 }

@@ -71,9 +71,13 @@ interface JobUpdate {
   update?: TaskProgress;
 }
 
-/** The last version: its number, the statistics it was merged from, and each task's `folded` count then. */
+/**
+ * The last version `latest` names, the last candidate a gate rejected, and of the last candidate
+ * built (accepted or rejected, the publish policies' baseline) its statistics and each task's `folded` count then.
+ */
 export interface LastVersion {
   version: number | undefined;
+  rejected?: number;
   mark: PublishedMark | undefined;
   folded: Record<string, number>;
 }
@@ -229,25 +233,31 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
     if (policy.relativeChange !== undefined && relativeChange(p.state.stats, lastVersion.mark?.tasks[p.task]) > policy.relativeChange) return 'relative_change';
     return undefined;
   };
-  const build = async (reason: string, job: JobProgress): Promise<LastVersion> => {
+  const build = async (reason: string, job: JobProgress, last: LastVersion): Promise<LastVersion> => {
     const started = options.scheduler.now();
     logEvent('stream.publishing', { reason });
     const tasks = pipelines.map(({ opened }) => ({ opened, progress: job[opened.name]! }));
-    const manifest = await publisher.publish({
+    const outcome = await publisher.publish({
       reason,
       merge: config.merge,
-      tasks: tasks.map(({ opened, progress: { state } }) => ({ name: opened.name, model: opened.task.model, lambda: opened.task.lambda, stats: state.stats, cursor: state.cursor, skippedRows: state.skippedRows })),
+      tasks: tasks.map(({ opened: { name, task }, progress: { state } }) => ({ name, spec: task.spec, model: task.model, lambda: task.lambda, stats: state.stats, cursor: state.cursor, skippedRows: state.skippedRows, ...(task.validation ? { validation: task.validation } : {}) })),
     });
+    const { manifest } = outcome;
     const seconds = (options.scheduler.now() - started) / 1000;
-    options.metrics?.versions.inc();
     options.metrics?.publishSeconds.observe(seconds);
-    await options.published?.(manifest, path.join(outLayout(config.out).versions, String(manifest.version)));
-    logEvent('stream.published', { version: manifest.version, reason, seconds: Number(seconds.toFixed(3)), examples: Object.fromEntries(tasks.map((t) => [t.opened.name, t.progress.state.stats.examples])) });
-    return {
-      version: manifest.version,
+    // A rejected candidate is an attempt all the same: the policies count from it, so the job does not merge again on every batch.
+    const attempt = {
       mark: { version: manifest.version, tasks: Object.fromEntries(tasks.map(({ opened, progress: { state } }) => [opened.name, { examples: state.stats.examples, head: state.stats.head, neuron: state.stats.neuron }])) },
       folded: Object.fromEntries(tasks.map(({ opened, progress }) => [opened.name, progress.folded])),
     };
+    if (!outcome.accepted) {
+      logEvent('stream.version_rejected', { version: manifest.version, reason, seconds: Number(seconds.toFixed(3)), latest: outcome.rejection.latest, failures: outcome.rejection.failures });
+      return { ...attempt, version: last.version, rejected: manifest.version };
+    }
+    options.metrics?.versions.inc();
+    await options.published?.(manifest, path.join(outLayout(config.out).versions, String(manifest.version)));
+    logEvent('stream.published', { version: manifest.version, reason, seconds: Number(seconds.toFixed(3)), examples: Object.fromEntries(tasks.map((t) => [t.opened.name, t.progress.state.stats.examples])) });
+    return { ...attempt, version: manifest.version, ...(last.rejected !== undefined ? { rejected: last.rejected } : {}) };
   };
   return (state: Publishing, request: PublishRequest, job: JobProgress): Observable<Publishing> => {
     const tasks = Object.values(job);
@@ -263,7 +273,7 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
       if (!state.deferredLogged) logEvent('stream.publish_deferred', { reason, waiting_for: empty });
       return of({ ...state, deferredLogged: true });
     }
-    return from(build(reason, job)).pipe(
+    return from(build(reason, job, state.last)).pipe(
       map((lastVersion) => ({ ...state, last: lastVersion })),
       // A candidate the merge refuses (a non-finite tensor, say) is never published: nothing lands in
       // versions/, latest stays, and the job goes on folding; the next request tries again.
@@ -303,6 +313,7 @@ function jobStatus(s: { running: boolean; started: string; now: number; job: Job
     started: s.started,
     updated: new Date(s.now).toISOString(),
     last_version: s.last.version ?? null,
+    last_rejected: s.last.rejected ?? null,
     memory: memoryMB(),
     ...s.extra,
     tasks: Object.fromEntries(s.pipelines.map(({ opened, backlog }) => {

@@ -12,6 +12,8 @@ export function outLayout(out: string) {
     lock: path.join(out, 'state', 'lock'),
     status: path.join(out, 'status.json'),
     versions: path.join(out, 'versions'),
+    /** Candidates a gate refused, numbered in the one sequence with versions/. */
+    rejected: path.join(out, 'rejected'),
     latest: path.join(out, 'latest'),
     quarantine: path.join(out, 'quarantine'),
     stopFile: path.join(out, 'control', 'stop'),

@@ -12,6 +12,8 @@ export interface JobStatus {
   started: string;
   updated: string;
   last_version: number | null;
+  /** The last candidate a gate refused (under rejected/), if any. */
+  last_rejected: number | null;
   /** The job process's memory, MB: resident set, JS heap in use, memory outside the JS heap (native buffers). */
   memory: { rss_mb: number; heap_used_mb: number; external_mb: number };
   /** Set when the job coordinates workers through Redis (queue: in the config). */

@@ -4,7 +4,8 @@ import { acquireLock, refuseOutputOnInputs, UserError } from '@fisher-merge/core
 import type { MaskFisher } from '@fisher-merge/fisher';
 import type { JobMetrics } from '@fisher-merge/metrics';
 import type { StreamConfig } from './config.ts';
-import { readLatest, VersionPublisher, type VersionManifest } from './publish.ts';
+import { openGate } from './gate.ts';
+import { VersionPublisher, type VersionManifest } from './publish.ts';
 import { runJob } from './runtime.ts';
 import { outLayout, readStreamState } from './state.ts';
 import type { JobStatus } from './status.ts';
@@ -80,10 +81,11 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     }
     const compute = options.compute ?? ((task: LoadedTask) => localCompute(task, options.threads));
     for (const task of config.tasks) opened.push(await openTask(task, config, saved, layout.checkpoint, compute));
-    const publisher = await VersionPublisher.open(config.out);
-    // `latest` may be ahead of the checkpoint when a crash came between publishing and checkpointing.
-    const version = (await readLatest(config.out)) ?? saved?.published?.version;
-    const end = await runJob(config, opened, publisher, { version, mark: saved?.published, folded: {} }, {
+    const publisher = await VersionPublisher.open(config.out, await openGate(config));
+    // The accepted version is the one `latest` names: it may be ahead of the checkpoint (a crash between
+    // publishing and checkpointing), and the checkpoint's mark may be a rejected candidate's.
+    const last = { version: publisher.latest, ...(publisher.lastRejected !== undefined ? { rejected: publisher.lastRejected } : {}), mark: saved?.published, folded: {} };
+    const end = await runJob(config, opened, publisher, last, {
       scheduler: options.scheduler ?? asyncScheduler,
       statusIntervalMs: options.statusIntervalMs ?? 500,
       handleSignals: options.handleSignals ?? false,

@@ -1,0 +1,157 @@
+// Versions gated on evaluation: a candidate becomes `latest` only if every task's validation figure passes.
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { outLayout, type JobStatus, type Rejection, type VersionManifest } from '@fisher-merge/stream-job';
+import { cli, expectRefused, glueFile } from '../reliability/support.ts';
+import { logLines, type LogLine } from '../support.ts';
+import { publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
+
+const TASKS = ['sst2', 'stsb'] as const;
+type Task = (typeof TASKS)[number];
+// The golden merges' mask-Fisher rows: the first 128 training rows of each task, batches of 32.
+const ROWS = 128;
+const RESULTS = JSON.parse(readFileSync(path.join(REPO, 'test/fixtures/results.json'), 'utf8')) as {
+  individual: Record<Task, Record<string, number>>;
+  pairs: Record<string, { fisher_nodes: { metrics: Record<Task, Record<string, number>> } }>;
+};
+// float32 in onnxruntime and in PyTorch may put an example or two on the other side of a decision.
+const ACCURACY_SLACK = 2 / 872;
+
+const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, 'utf8')) as T;
+
+/**
+ * An sst2+stsb mask-fisher stream job; each `run` adds the next 128 training rows of each task, then
+ * runs the CLI with `gate` (and per-task lambdas) until it has drained them and published at the stop.
+ */
+async function gatedJob(runs: number) {
+  const dir = tempDir();
+  const rows = await Promise.all(TASKS.map((t) => taskRows(t, runs * ROWS)));
+  const watch = TASKS.map((t) => path.join(dir, t));
+  for (const w of watch) mkdirSync(w);
+  const layout = outLayout(path.join(dir, 'out'));
+  let part = 0;
+  return {
+    layout,
+    run(gate: Record<string, unknown>, lambdas: Partial<Record<Task, number>> = {}): LogLine[] {
+      TASKS.forEach((_, j) => publishParquet(path.join(watch[j]!, `part-${part}.parquet`), rows[j]!.slice(part * ROWS, (part + 1) * ROWS)));
+      part++;
+      const file = writeStreamConfig(path.join(dir, 'stream.yaml'), layout.out, TASKS.map((task, j) => ({ task, watch: watch[j]!, validation: glueFile(task), ...(lambdas[task] !== undefined ? { lambda: lambdas[task] } : {}) })), {
+        fisher: { mode: 'batch', batch_size: 32 },
+        gate,
+      });
+      const run = cli(['stream', file, '--exit-when-idle', '300']);
+      expect(run.status, run.stderr).toBe(0);
+      return logLines(run.stderr);
+    },
+    manifest: (version: number) => readJson<VersionManifest>(path.join(layout.versions, String(version), 'manifest.json')),
+    rejection: (version: number) => readJson<Rejection>(path.join(layout.rejected, String(version), 'rejection.json')),
+    latest: () => readFileSync(layout.latest, 'utf8').trim(),
+    status: () => readJson<JobStatus>(layout.status),
+  };
+}
+
+const events = (lines: LogLine[], event: string) => lines.filter((l) => l.event === event);
+
+describe('stream job: versions gated on evaluation', () => {
+  it('sst2+stsb (sst2 0.789 -> 0.499) is accepted at min_relative_to_own 0.6 and rejected at 0.9: kept under rejected/N, latest unchanged', async () => {
+    const job = await gatedJob(2);
+    const first = job.run({ min_relative_to_own: 0.6 });
+    expect(events(first, 'stream.published').map((l) => l.version)).toEqual([1]);
+    expect(job.latest()).toBe('1');
+    const { evaluation } = job.manifest(1);
+    expect(evaluation!.min_relative_to_own).toBe(0.6);
+    expect(evaluation!.previous_version).toBeNull();
+    const sst2 = evaluation!.tasks.sst2!;
+    expect(sst2).toMatchObject({ metric: 'accuracy', examples: 872, validation: glueFile('sst2'), previous: null });
+    // The figures the independent PyTorch reference gives for this merge and for sst2's own model.
+    expect(Math.abs(sst2.value! - RESULTS.pairs.sst2_stsb!.fisher_nodes.metrics.sst2.accuracy!)).toBeLessThanOrEqual(ACCURACY_SLACK);
+    expect(Math.abs(sst2.own! - RESULTS.individual.sst2.accuracy!)).toBeLessThanOrEqual(ACCURACY_SLACK);
+    expect(sst2.value!).toBeLessThan(0.9 * sst2.own!);
+    expect(evaluation!.tasks.stsb!.metric).toBe('spearmanr');
+    expect(evaluation!.tasks.stsb!.own).toBeCloseTo(RESULTS.individual.stsb.spearmanr!, 3);
+    // Each task's model card shows the version's figures on its validation rows.
+    const folder = job.manifest(1).tasks.sst2!.folder;
+    expect(readFileSync(path.join(job.layout.versions, '1', folder, 'README.md'), 'utf8')).toContain(`| sst2 | accuracy | ${sst2.value!.toFixed(4)} | 872 |`);
+
+    // A restarted job with 128 more rows per task and a stricter gate: the candidate is refused.
+    const second = job.run({ min_relative_to_own: 0.9 });
+    expect(events(second, 'stream.published')).toEqual([]);
+    const [rejected] = events(second, 'stream.version_rejected');
+    expect(rejected).toMatchObject({ version: 2, latest: 1 });
+    const rejection = job.rejection(2);
+    expect(rejected!.failures).toEqual(rejection.failures);
+    expect(rejection).toMatchObject({ version: 2, latest: 1, reason: 'stop' });
+    const [failure] = rejection.failures;
+    expect(failure).toMatchObject({ task: 'sst2', metric: 'accuracy', bound: 'min_relative_to_own', own: sst2.own, previous: sst2.value });
+    expect(failure!.required).toBeCloseTo(0.9 * sst2.own!, 12);
+    expect(failure!.value!).toBeLessThan(failure!.required);
+    expect(rejection.evaluation.tasks.sst2!.value).toBe(failure!.value);
+    // The candidate is complete under rejected/2; versions/ and latest still show version 1 only.
+    expect(readdirSync(path.join(job.layout.rejected, '2')).sort()).toEqual(['encoder', 'manifest.json', 'rejection.json', 'report.html', 'sst2', 'stsb']);
+    expect(readdirSync(job.layout.versions)).toEqual(['1']);
+    expect(job.latest()).toBe('1');
+    expect(job.status()).toMatchObject({ last_version: 1, last_rejected: 2 });
+  });
+
+  it('max_drop compares with the last accepted version (read from its manifest after a restart); gate.metric picks a task metric', async () => {
+    const job = await gatedJob(3);
+    // stsb weighted almost to nothing: the merge keeps sst2's figure. No bound: scored, and accepted.
+    job.run({ metric: { stsb: 'pearson' } }, { stsb: 1e-6 });
+    const kept = job.manifest(1).evaluation!;
+    expect(kept.tasks.stsb!.metric).toBe('pearson');
+    expect(kept.tasks.stsb!.own).toBeCloseTo(RESULTS.individual.stsb.pearson!, 3);
+    expect(kept.tasks.sst2!.value!).toBeGreaterThan(0.9 * kept.tasks.sst2!.own!);
+
+    // stsb at full weight takes sst2 down by more than 0.1 from version 1.
+    const second = job.run({ max_drop: 0.1, metric: { stsb: 'pearson' } });
+    expect(events(second, 'stream.version_rejected').map((l) => l.version)).toEqual([2]);
+    const failures = job.rejection(2).failures;
+    expect(failures.map((f) => [f.task, f.metric, f.bound])).toContainEqual(['sst2', 'accuracy', 'max_drop']);
+    const sst2 = failures.find((f) => f.task === 'sst2')!;
+    expect(sst2.previous).toBe(kept.tasks.sst2!.value);
+    expect(sst2.required).toBeCloseTo(kept.tasks.sst2!.value! - 0.1, 12);
+    expect(job.latest()).toBe('1');
+
+    // A looser drop accepts the next candidate; numbers go on after the rejected one.
+    const third = job.run({ max_drop: 0.5, metric: { stsb: 'pearson' } });
+    expect(events(third, 'stream.published').map((l) => l.version)).toEqual([3]);
+    expect(job.latest()).toBe('3');
+    expect(readdirSync(job.layout.versions).sort()).toEqual(['1', '3']);
+    expect(job.manifest(3).evaluation).toMatchObject({ max_drop: 0.5, previous_version: 1, tasks: { sst2: { previous: kept.tasks.sst2!.value } } });
+    expect(job.status()).toMatchObject({ last_version: 3, last_rejected: 2 });
+  });
+});
+
+describe('stream job: a gate with bad input is one line naming the key or file, before the job starts', () => {
+  async function refused(edit: { gate?: unknown; validation?: Partial<Record<Task, string | undefined>> }, pattern: RegExp): Promise<void> {
+    const dir = tempDir();
+    const out = path.join(dir, 'out');
+    const watch = TASKS.map((t) => path.join(dir, t));
+    for (const w of watch) mkdirSync(w);
+    const validation = { sst2: glueFile('sst2'), stsb: glueFile('stsb'), ...edit.validation };
+    const file = writeStreamConfig(path.join(dir, 'stream.yaml'), out, TASKS.map((task, j) => ({ task, watch: watch[j]!, ...(validation[task] !== undefined ? { validation: validation[task] } : {}) })), {
+      ...(edit.gate !== undefined ? { gate: edit.gate } : {}),
+    });
+    expectRefused(cli(['stream', file, '--exit-when-idle', '300']), pattern);
+    // Nothing ran: no status, no version.
+    expect(existsSync(outLayout(out).status)).toBe(false);
+    expect(existsSync(outLayout(out).latest)).toBe(false);
+  }
+
+  it.each([
+    ['a task without validation rows', { gate: {}, validation: { stsb: undefined } }, /stream\.yaml: tasks\[1\]\.validation: expected a validation Parquet file \(the gate scores every candidate version on it\), got nothing$/],
+    ['validation rows without a gate', {}, /stream\.yaml: tasks\[0\]\.validation: is read by a 'gate' only/],
+    ['min_relative_to_own 0', { gate: { min_relative_to_own: 0 } }, /stream\.yaml: gate\.min_relative_to_own: expected a number > 0, got 0$/],
+    ['min_relative_to_own not a number', { gate: { min_relative_to_own: 'most' } }, /stream\.yaml: gate\.min_relative_to_own: expected a number > 0, got "most"$/],
+    ['a negative max_drop', { gate: { max_drop: -0.1 } }, /stream\.yaml: gate\.max_drop: expected a number >= 0, got -0\.1$/],
+    ['a metric a task does not report', { gate: { metric: 'accuracy' } }, /stream\.yaml: gate\.metric: expected one of pearson, spearmanr \(the metrics of task stsb\), got "accuracy"$/],
+    ['a metric of an unknown task', { gate: { metric: { qnli: 'accuracy' } } }, /stream\.yaml: gate\.metric\.qnli: expected a task name \(one of sst2, stsb\), got "qnli"$/],
+    ['an unknown key', { gate: { min_relative: 0.9 } }, /stream\.yaml: gate\.min_relative: unknown key \(known: min_relative_to_own, max_drop, metric\)$/],
+  ])('%s', async (_, edit, pattern) => refused(edit, pattern));
+
+  it('a validation file that does not exist, or lacks the task\'s columns', async () => {
+    await refused({ gate: { min_relative_to_own: 0.9 }, validation: { stsb: path.join(REPO, 'data/glue/stsb/nope.parquet') } }, /file not found: .*data\/glue\/stsb\/nope\.parquet/);
+    await refused({ gate: { min_relative_to_own: 0.9 }, validation: { sst2: glueFile('stsb') } }, /stsb\/validation-00000-of-00001\.parquet: column 'sentence' not found/);
+  });
+});
