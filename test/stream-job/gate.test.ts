@@ -1,4 +1,5 @@
 // Versions gated on evaluation: a candidate becomes `latest` only if every task's validation figure passes.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -88,7 +89,7 @@ describe('stream job: versions gated on evaluation', () => {
     expect(failure!.value!).toBeLessThan(failure!.required);
     expect(rejection.evaluation.tasks.sst2!.value).toBe(failure!.value);
     // The candidate is complete under rejected/2; versions/ and latest still show version 1 only.
-    expect(readdirSync(path.join(job.layout.rejected, '2')).sort()).toEqual(['encoder', 'manifest.json', 'rejection.json', 'report.html', 'sst2', 'stsb']);
+    expect(readdirSync(path.join(job.layout.rejected, '2')).sort()).toEqual(['encoder', 'manifest.json', 'merge.json', 'rejection.json', 'report.html', 'sst2', 'stsb']);
     expect(readdirSync(job.layout.versions)).toEqual(['1']);
     expect(job.latest()).toBe('1');
     expect(job.status()).toMatchObject({ last_version: 1, last_rejected: 2 });
@@ -120,6 +121,43 @@ describe('stream job: versions gated on evaluation', () => {
     expect(readdirSync(job.layout.versions).sort()).toEqual(['1', '3']);
     expect(job.manifest(3).evaluation).toMatchObject({ max_drop: 0.5, previous_version: 1, tasks: { sst2: { previous: kept.tasks.sst2!.value } } });
     expect(job.status()).toMatchObject({ last_version: 3, last_rejected: 2 });
+  });
+});
+
+describe('stream job: a gate after kill -9', () => {
+  it('a job killed while it scores a candidate leaves nothing under versions/ or rejected/; the restart cleans up and publishes', async () => {
+    const dir = tempDir();
+    const watch = path.join(dir, 'incoming');
+    mkdirSync(watch);
+    publishParquet(path.join(watch, 'part-0.parquet'), await taskRows('sst2', 32));
+    // Many validation rows, so that scoring a candidate outlasts the moment between its log line and the kill.
+    const validation = path.join(dir, 'validation.parquet');
+    publishParquet(validation, await taskRows('sst2', 10_000), 1024);
+    const layout = outLayout(path.join(dir, 'out'));
+    const file = writeStreamConfig(path.join(dir, 'stream.yaml'), layout.out, [{ task: 'sst2', watch, validation }], { gate: { min_relative_to_own: 0.5 } });
+    const child = spawn(process.execPath, [path.join(REPO, 'bin/fisher-merge.mjs'), 'stream', file, '--exit-when-idle', '300'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    await new Promise<void>((resolve) => {
+      let seen = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        seen += d.toString();
+        if (seen.includes('"stream.version_evaluating"')) resolve();
+      });
+    });
+    child.kill('SIGKILL');
+    await exited;
+    // Killed mid-candidate: only its hidden staging folder exists.
+    expect(readdirSync(layout.versions)).toEqual(['.staging-1']);
+    expect(existsSync(layout.rejected)).toBe(false);
+    expect(existsSync(layout.latest)).toBe(false);
+
+    publishParquet(path.join(watch, 'part-1.parquet'), (await taskRows('sst2', 64)).slice(32));
+    const restart = cli(['stream', file, '--exit-when-idle', '300']);
+    expect(restart.status, restart.stderr).toBe(0);
+    expect(events(logLines(restart.stderr), 'stream.published').map((l) => l.version)).toEqual([1]);
+    expect(readdirSync(layout.versions)).toEqual(['1']);
+    expect(readFileSync(layout.latest, 'utf8').trim()).toBe('1');
+    expect(readJson<VersionManifest>(path.join(layout.versions, '1', 'manifest.json')).evaluation!.tasks.sst2!.examples).toBe(10_000);
   });
 });
 
