@@ -2,8 +2,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { outLayout, type JobStatus, type Rejection, type VersionManifest } from '@fisher-merge/stream-job';
+import { setImmediate as turn } from 'node:timers/promises';
+import { describe, expect, it, vi } from 'vitest';
+import { loadStreamConfig, outLayout, runStreamJob, type JobStatus, type Rejection, type VersionManifest } from '@fisher-merge/stream-job';
 import { cli, expectRefused, glueFile } from '../reliability/support.ts';
 import { logLines, type LogLine } from '../support.ts';
 import { publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
@@ -121,6 +122,44 @@ describe('stream job: versions gated on evaluation', () => {
     expect(readdirSync(job.layout.versions).sort()).toEqual(['1', '3']);
     expect(job.manifest(3).evaluation).toMatchObject({ max_drop: 0.5, previous_version: 1, tasks: { sst2: { previous: kept.tasks.sst2!.value } } });
     expect(job.status()).toMatchObject({ last_version: 3, last_rejected: 2 });
+  });
+});
+
+describe('stream job: scoring a candidate off the loop', () => {
+  it('folds a file that arrives while a candidate is scored, before the verdict', async () => {
+    const dir = tempDir();
+    const watch = path.join(dir, 'incoming');
+    mkdirSync(watch);
+    const rows = await taskRows('sst2', 16);
+    publishParquet(path.join(watch, 'part-0.parquet'), rows.slice(0, 8));
+    const validation = path.join(dir, 'validation.parquet');
+    publishParquet(validation, await taskRows('sst2', 5000), 1024);
+    const config = await loadStreamConfig(writeStreamConfig(path.join(dir, 'stream.yaml'), path.join(dir, 'out'), [{ task: 'sst2', watch, validation }], {
+      gate: { min_relative_to_own: 0.5 },
+      publish: { every_examples: 8, on_stop: false },
+    }));
+    const logged: LogLine[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation(((chunk: string | Uint8Array) => {
+      logged.push(...String(chunk).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine));
+      return true;
+    }) as typeof process.stderr.write);
+    const drain = new AbortController();
+    let settled = false;
+    const running = runStreamJob(config, { drain: drain.signal }).finally(() => (settled = true));
+    const seen = (event: string, file?: string) => logged.some((l) => l.event === event && (file === undefined || l.file === file));
+    // The second file is written once the first candidate is being scored; the input ends once it is folded.
+    while (!settled) {
+      if (seen('stream.version_evaluating') && !existsSync(path.join(watch, 'part-1.parquet'))) publishParquet(path.join(watch, 'part-1.parquet'), rows.slice(8));
+      if (seen('stream.file_done', 'part-1.parquet')) drain.abort();
+      await turn();
+    }
+    const result = await running.finally(() => spy.mockRestore());
+    expect(result.stats.sst2!.examples).toBe(16);
+    const order = logged.map((l) => (l.event === 'stream.file_done' ? `${l.event} ${l.file as string}` : l.event));
+    const scoring = order.indexOf('stream.version_evaluating');
+    const verdict = order.findIndex((e) => e === 'stream.published' || e === 'stream.version_rejected');
+    expect(scoring).toBeGreaterThanOrEqual(0);
+    expect(order.slice(scoring, verdict)).toContain('stream.file_done part-1.parquet');
   });
 });
 
