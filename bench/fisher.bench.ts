@@ -7,7 +7,7 @@ import type { TokenBatch } from '@fisher-merge/core';
 import { glueTask, loadTokenizer } from '@fisher-merge/data';
 import { createOnnxEngine } from '@fisher-merge/engine-onnx';
 import { classicParameterFisher } from '@fisher-merge/fisher';
-import { tokenizeEvalSplit } from '@fisher-merge/eval';
+import { tokenizeEvalSplit } from '@fisher-merge/eval/evaluate';
 import { loadEncoder } from '@fisher-merge/model';
 
 const { values: args } = parseArgs({ options: { examples: { type: 'string', default: '128' }, reps: { type: 'string', default: '2' } } });

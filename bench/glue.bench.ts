@@ -17,7 +17,7 @@ import * as ort from 'onnxruntime-node';
 import type { TokenBatch } from '@fisher-merge/core';
 import { DEFAULT_MAX_LENGTH, glueTask, loadTokenizer } from '@fisher-merge/data';
 import { Graph } from '@fisher-merge/engine-onnx';
-import { tokenizeEvalSplit } from '@fisher-merge/eval';
+import { tokenizeEvalSplit } from '@fisher-merge/eval/evaluate';
 import type { EncoderConfig } from '@fisher-merge/model';
 import { writeRandomCheckpoint } from './random-checkpoint.ts';
 import { checkTorchPeer } from './torch-peer.ts';

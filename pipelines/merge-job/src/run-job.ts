@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { logEvent, Progress, refuseExistingOutput, refuseOutputOnInputs, replaceDir, takeRows, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import { loadTokenizer, sampleIds, writeRowsParquet } from '@fisher-merge/data';
-import { evaluateModel, primaryMetric, tokenizeEvalSplit, type EvalResult } from '@fisher-merge/eval';
+import { evaluateModel, primaryMetric, tokenizeEvalSplit, type EvalResult } from '@fisher-merge/eval/evaluate';
 import { readMaskFisher } from '@fisher-merge/fisher';
 import { resolveRule, type Params, type Statistic } from '@fisher-merge/merge';
 import { describeModel } from '@fisher-merge/model';

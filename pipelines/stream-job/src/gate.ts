@@ -1,7 +1,8 @@
 import { sha256Files, UserError } from '@fisher-merge/core';
 import type { TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
-import { evaluateModelsInThread, metricsFor, primaryMetric, type EvalResult, type MetricName } from '@fisher-merge/eval';
+import type { MetricName } from '@fisher-merge/eval';
+import { evaluateModelsInThread, metricsFor, primaryMetric, type EvalResult } from '@fisher-merge/eval/evaluate';
 import type { StreamConfig } from './config.ts';
 
 /** A gated task's validation rows and the metric it is judged by. */

@@ -25,7 +25,7 @@ export function registerEval(program: Command): void {
     .addOption(new Option('--batch-size <n>', 'examples per forward pass').default(64).argParser(positiveInt('--batch-size')))
     .option('--json', 'print exactly one JSON object {"task","examples","metrics"}')
     .action(async (flags: EvalFlags) => {
-      const { evaluateModel } = await import('@fisher-merge/eval');
+      const { evaluateModel } = await import('@fisher-merge/eval/evaluate');
       const result = await evaluateModel({
         modelDir: flags.model,
         data: flags.data,
