@@ -94,6 +94,7 @@ describe('stream job: versions gated on evaluation', () => {
     expect(readdirSync(job.layout.versions)).toEqual(['1']);
     expect(job.latest()).toBe('1');
     expect(job.status()).toMatchObject({ last_version: 1, last_rejected: 2 });
+    expect(cli(['status', job.layout.out]).stdout).toContain('last rejected candidate: 2');
   });
 
   it('max_drop compares with the last accepted version (read from its manifest after a restart); gate.metric picks a task metric', async () => {

@@ -91,10 +91,9 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
   const resolve = (p: string): string => path.resolve(baseDir, p);
   const { publish, fisher, gate } = c;
   // Which metric judges a task is known once its labels are (a custom task's from its model).
-  const validation = (t: (typeof c.tasks)[number]): TaskValidation | undefined => {
-    if (gate === undefined) return undefined;
-    const chosen = typeof gate.metric === 'string' ? gate.metric : gate.metric?.[t.name];
-    const where = `${file}: gate.metric${typeof gate.metric === 'object' ? `.${t.name}` : ''}`;
+  const validation = (t: (typeof c.tasks)[number], g: NonNullable<typeof gate>): TaskValidation => {
+    const chosen = typeof g.metric === 'string' ? g.metric : g.metric?.[t.name];
+    const where = `${file}: gate.metric${typeof g.metric === 'object' ? `.${t.name}` : ''}`;
     return { file: resolve(t.validation!), metric: gateMetric(t.spec, chosen, where) };
   };
   return {
@@ -150,7 +149,7 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
           ready: t.ready === 'marker' ? { kind: 'marker', suffix: t.marker_suffix ?? '.done' } : { kind: 'stable', ms: t.stable_ms ?? 2000 },
         }
         : { kind: 'ipc', path: t.ipc === '-' ? '-' : resolve(t.ipc!), pollMs: t.poll_ms },
-      ...(gate ? { validation: validation(t)! } : {}),
+      ...(gate ? { validation: validation(t, gate) } : {}),
     })),
   };
 }

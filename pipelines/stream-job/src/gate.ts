@@ -71,6 +71,9 @@ export interface GatedTask {
   validation: TaskValidation;
 }
 
+/** A task as its own model is scored: a candidate's task without the candidate's folder. */
+type OwnTask = Omit<GatedTask, 'folder'>;
+
 /** The last accepted version as the gate compares with it: its number and its manifest's evaluation. */
 export interface AcceptedVersion {
   version: number;
@@ -93,7 +96,7 @@ export class VersionGate {
    * Scores the own models of `tasks` not scored yet on these rows (one thread): a missing or
    * unreadable validation file, or an own figure the relative bound cannot use, is a UserError.
    */
-  async scoreOwnModels(tasks: readonly Omit<GatedTask, 'folder'>[]): Promise<EvalResult[]> {
+  async scoreOwnModels(tasks: readonly OwnTask[]): Promise<EvalResult[]> {
     const keys = await Promise.all(tasks.map((t) => this.ownKey(t)));
     const missing = tasks.flatMap((task, j) => (this.own.has(keys[j]!) ? [] : [{ task, key: keys[j]! }]));
     const results = missing.length === 0 ? [] : await evaluateModelsInThread(missing.map(({ task }) => this.job(task, task.model)));
@@ -143,15 +146,15 @@ export class VersionGate {
     };
   }
 
-  private async ownKey(task: Omit<GatedTask, 'folder'>): Promise<string> {
+  private async ownKey(task: OwnTask): Promise<string> {
     return JSON.stringify([task.name, task.model, task.validation.file, await sha256Files([task.validation.file]).catch(() => 'unreadable')]);
   }
 
-  private job(task: Omit<GatedTask, 'folder'>, modelDir: string) {
+  private job(task: OwnTask, modelDir: string) {
     return { modelDir, data: task.validation.file, task: task.spec, engine: this.engine, maxLength: this.maxLength };
   }
 
-  private checkOwn(task: Omit<GatedTask, 'folder'>, result: EvalResult): void {
+  private checkOwn(task: OwnTask, result: EvalResult): void {
     const { metric, file } = task.validation;
     if (this.bounds.minRelativeToOwn !== undefined && finite(result.metrics[metric]) === null) {
       throw new UserError(`${file}: task ${task.name}'s own model scores ${metric} ${result.metrics[metric]} on these rows (constant predictions?), so gate.min_relative_to_own cannot judge it; use other validation rows or another gate.metric`);
