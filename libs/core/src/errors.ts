@@ -40,6 +40,8 @@ export function clipped(text: string, max = MAX_ECHO_CHARS): string {
 /** A value as an error line shows it: JSON, cut to a readable length, or `nothing` for a missing one. */
 export function shown(value: unknown, max = MAX_ECHO_CHARS): string {
   if (value === undefined) return 'nothing';
+  // JSON would print null for a YAML `.inf` or `.nan`.
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
   let text: string;
   try {
     text = JSON.stringify(value) ?? String(value);
