@@ -90,7 +90,8 @@ const finite = (v: number | undefined): number | null => (v !== undefined && Num
 export class VersionGate {
   private readonly own = new Map<string, EvalResult>();
 
-  constructor(private readonly bounds: GateBounds, private readonly engine: EngineKind, private readonly maxLength: number) {}
+  /** `threads`: engine threads of each evaluation (default: every core). */
+  constructor(private readonly bounds: GateBounds, private readonly engine: EngineKind, private readonly maxLength: number, private readonly threads?: number) {}
 
   /**
    * Scores the own models of `tasks` not scored yet on these rows (one thread): a missing or
@@ -151,7 +152,7 @@ export class VersionGate {
   }
 
   private job(task: OwnTask, modelDir: string) {
-    return { modelDir, data: task.validation.file, task: task.spec, engine: this.engine, maxLength: this.maxLength };
+    return { modelDir, data: task.validation.file, task: task.spec, engine: this.engine, maxLength: this.maxLength, ...(this.threads !== undefined ? { threads: this.threads } : {}) };
   }
 
   private checkOwn(task: OwnTask, result: EvalResult): void {
@@ -163,9 +164,9 @@ export class VersionGate {
 }
 
 /** The config's gate with every task's own model scored (in a thread, before the job starts: a bad validation file stops it here). */
-export async function openGate(config: StreamConfig): Promise<VersionGate | undefined> {
+export async function openGate(config: StreamConfig, threads: number | undefined): Promise<VersionGate | undefined> {
   if (!config.gate) return undefined;
-  const gate = new VersionGate(config.gate, config.engine, config.maxLength);
+  const gate = new VersionGate(config.gate, config.engine, config.maxLength, threads);
   await gate.scoreOwnModels(config.tasks.map((t) => ({ name: t.spec.name, spec: t.spec, model: t.model, validation: t.validation! })));
   return gate;
 }

@@ -35,7 +35,7 @@ export interface StreamJobOptions {
    */
   compute?: (task: LoadedTask) => Promise<TaskCompute>;
   /**
-   * Engine threads of the in-process engines (default: every core). onnxruntime's sums depend on it
+   * Engine threads of the in-process engines and of the gate's evaluations (default: every core). onnxruntime's sums depend on it
    * in the last bits, so a job equals its queue workers bit for bit when both run the same count.
    */
   threads?: number;
@@ -81,7 +81,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     }
     const compute = options.compute ?? ((task: LoadedTask) => localCompute(task, options.threads));
     for (const task of config.tasks) opened.push(await openTask(task, config, saved, layout.checkpoint, compute));
-    const publisher = await VersionPublisher.open(config.out, await openGate(config));
+    const publisher = await VersionPublisher.open(config.out, await openGate(config, options.threads));
     // The accepted version is the one `latest` names: it may be ahead of the checkpoint (a crash between
     // publishing and checkpointing), and the checkpoint's mark may be a rejected candidate's.
     const last = { version: publisher.latest, ...(publisher.lastRejected !== undefined ? { rejected: publisher.lastRejected } : {}), mark: saved?.published, folded: {} };
