@@ -116,12 +116,13 @@ describe('stream job: versions gated on evaluation', () => {
     expect(sst2.required).toBeCloseTo(kept.tasks.sst2!.value! - 0.1, 12);
     expect(job.latest()).toBe('1');
 
-    // A looser drop accepts the next candidate; numbers go on after the rejected one.
-    const third = job.run({ max_drop: 0.5, metric: { stsb: 'pearson' } });
+    // A looser drop accepts the next candidate; numbers go on after the rejected one. stsb is judged
+    // by Spearman now: version 1 has no Spearman figure, so no drop applies to it.
+    const third = job.run({ max_drop: 0.5 });
     expect(events(third, 'stream.published').map((l) => l.version)).toEqual([3]);
     expect(job.latest()).toBe('3');
     expect(readdirSync(job.layout.versions).sort()).toEqual(['1', '3']);
-    expect(job.manifest(3).evaluation).toMatchObject({ max_drop: 0.5, previous_version: 1, tasks: { sst2: { previous: kept.tasks.sst2!.value } } });
+    expect(job.manifest(3).evaluation).toMatchObject({ max_drop: 0.5, previous_version: 1, tasks: { sst2: { previous: kept.tasks.sst2!.value }, stsb: { metric: 'spearmanr', previous: null } } });
     expect(job.status()).toMatchObject({ last_version: 3, last_rejected: 2 });
   });
 });
