@@ -91,6 +91,9 @@ export interface JobEnd {
   stoppedBy: 'drained' | 'stop';
 }
 
+/** The last candidate built, as a log line names it: a version, or a candidate the gate rejected. */
+const lastBuilt = (last: LastVersion): string => (last.rejected !== undefined && last.mark?.version === last.rejected ? `rejected candidate ${last.rejected}` : `version ${last.version ?? 'none'}`);
+
 /** Examples a task folded since `last` was built. */
 export const examplesSince = (p: TaskProgress, last: LastVersion): number => p.folded - (last.folded[p.task] ?? 0);
 
@@ -263,7 +266,7 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
     const tasks = Object.values(job);
     if (!tasks.some((p) => examplesSince(p, state.last) > 0)) {
       // An operator who asked for a version should hear why none came.
-      if (request.kind === 'trigger') logEvent('stream.publish_skipped', { reason: 'trigger', why: `no new examples since version ${state.last.version ?? 'none'}` });
+      if (request.kind === 'trigger') logEvent('stream.publish_skipped', { reason: 'trigger', why: `no new examples since ${lastBuilt(state.last)}` });
       return EMPTY;
     }
     const reason = request.kind === 'policy' ? tasks.filter((p) => request.task === undefined || p.task === request.task).map((p) => policyReason(p, state.last)).find((r) => r !== undefined) : request.kind;
