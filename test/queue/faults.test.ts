@@ -5,6 +5,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { glueTask } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
+import type { TaskStatistics } from '@fisher-merge/stream-job';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { queueStatus } from '@fisher-merge/queue';
 import { loadStreamConfig, outLayout, readStreamState, runCoordinator, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
@@ -45,7 +46,7 @@ const midway = (checkpoint: string) => async () => {
   return n > 0 && n < TASKS.length * ROWS;
 };
 
-function expectReference(stats: Record<string, MaskFisher>): void {
+function expectReference(stats: Record<string, TaskStatistics>): void {
   TASKS.forEach((task, t) => expectSameStats(stats[task]!, reference[t]!));
 }
 

@@ -10,7 +10,8 @@ import { openEngine } from '@fisher-merge/engines';
 import { emptyMaskFisher, foldFisher, maskFisherContributions, type MaskFisher } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/task-model';
 import { eventually, type LogLine } from '../support.ts';
-import { modelDir, publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
+import type { TaskStatistics } from '@fisher-merge/stream-job';
+import { maskFisherOf, modelDir, publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
 
 export { eventually };
 
@@ -156,7 +157,8 @@ export async function incoming(dir: string, tasks: readonly string[], parts: rea
   return dirs;
 }
 
-export function expectSameStats(got: MaskFisher, want: MaskFisher): void {
+export function expectSameStats(stats: TaskStatistics, want: MaskFisher): void {
+  const got = maskFisherOf(stats);
   expect(got.examples).toBe(want.examples);
   expect(got.batches).toBe(want.batches);
   expect(got.dataFingerprint).toBe(want.dataFingerprint);

@@ -10,7 +10,7 @@ import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { queueStatus } from '@fisher-merge/queue';
 import { formatStreamStatus, outLayout, readStreamState, readStreamStatus } from '@fisher-merge/stream-job';
 import { logLines, type LogLine } from '../support.ts';
-import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { maskFisherOf, modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
 import { eventually, expectSameStats, incoming, RedisServer, startCli, startWorker, statsWithout, stopWorker } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
@@ -40,7 +40,7 @@ async function setup(redis: RedisServer, name: string, queue: Record<string, unk
   return { file, out, keys: { batches: `${name}:{${TASK}}:batches`, dead: `${name}:{${TASK}}:dead` } };
 }
 
-const stats = async (out: string): Promise<MaskFisher> => (await readStreamState(outLayout(out).checkpoint))!.tasks[TASK]!.stats;
+const stats = async (out: string): Promise<MaskFisher> => maskFisherOf((await readStreamState(outLayout(out).checkpoint))!.tasks[TASK]!.stats);
 const events = (stderr: string, event: string): LogLine[] => logLines(stderr).filter((l) => l.event === event);
 
 /** The fields of the stream's first entry (one the coordinator appended), to forge entries from. */

@@ -4,6 +4,8 @@ import { Table } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
 import { stringify } from 'yaml';
 import { glueTask, parquetSource, taskColumns } from '@fisher-merge/data';
+import type { MaskFisher } from '@fisher-merge/fisher';
+import { isGramStats, type TaskStatistics } from '@fisher-merge/stream-job';
 import { glueFile, modelDir, writeParquet } from '../data/helpers.ts';
 
 export { modelDir, tempDir } from '../data/helpers.ts';
@@ -42,6 +44,12 @@ export interface TestTask {
   lambda?: number;
   /** Validation rows (with a gate). */
   validation?: string;
+}
+
+/** A task's statistics that must be mask Fisher (the job's rule is not regmean). */
+export function maskFisherOf(stats: TaskStatistics): MaskFisher {
+  if (isGramStats(stats)) throw new Error(`task ${stats.task} accumulated Gram sums, not mask Fisher`);
+  return stats;
 }
 
 /** A stream config file for the fixture models; returns its path. */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { isUserError } from '@fisher-merge/core';
-import { resolveRule } from '@fisher-merge/merge';
+import { resolveRule, type Statistic } from '@fisher-merge/merge';
 import { checked, choice, expected, flag, int, number, positive, section, text } from './schema.ts';
 import { BASE_RENAMED, ENGINE, FISHER_KEYS, MAX_LENGTH, METHOD_KEYS, OUT, ruleParams, TASK_KEYS, TASK_RENAMED, taskList, withTask } from './sections.ts';
 
@@ -35,7 +35,7 @@ export const STREAM_KEYS = {
   engine: ENGINE,
   max_length: MAX_LENGTH,
   fisher: section({ ...FISHER_KEYS, decay_half_life: number(0).default(0) }, { max_length: "moved to the top level ('max_length')" }).prefault({}),
-  /** Any rule of the registry that needs no statistics beyond the job's running mask Fisher. */
+  /** Any rule of the registry needing no statistics, or mask Fisher, or Gram sums (regmean): the job accumulates that one. */
   ...METHOD_KEYS,
   merge_method: METHOD_KEYS.merge_method.default('mask-fisher'),
   base_model: text('a base model folder').optional(),
@@ -104,8 +104,15 @@ function checkGate(c: { gate?: { metric?: string | Record<string, string> | unde
 export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rule's parameters are the top-level 'parameters' (was merge.params)", ...BASE_RENAMED })
   .superRefine((c, ctx) => {
     const rule = resolveRule(c.merge_method);
-    const missing = rule.needs.stats.filter((s) => s !== 'maskFisher');
-    if (missing.length > 0) ctx.addIssue({ code: 'custom', path: ['merge_method'], message: `method ${rule.name} needs ${missing.join(', ')} statistics; a stream job accumulates mask Fisher only`, input: c.merge_method });
+    const statistic = streamedStatistic(rule.needs.stats);
+    if (statistic === undefined) ctx.addIssue({ code: 'custom', path: ['merge_method'], message: `method ${rule.name} needs ${rule.needs.stats.join(' and ')} statistics; a stream job accumulates one of mask Fisher or Gram (regmean)`, input: c.merge_method });
+    if (statistic === 'gram') {
+      // Gram sums are a gigabyte per BERT-base task and their files hold whole position counts: see the stream README's RegMean section.
+      const refuse = (path: (string | number)[], why: string, input: unknown) => ctx.addIssue({ code: 'custom', path, message: `not available with method ${rule.name} (Gram statistics): ${why}`, input });
+      if (c.fisher.decay_half_life > 0) refuse(['fisher', 'decay_half_life'], 'the Gram counts stay whole positions; use 0 (no decay)', c.fisher.decay_half_life);
+      if (c.publish.relative_change !== undefined) refuse(['publish', 'relative_change'], 'it would keep a second copy of every Gram sum; use every_examples or interval_s', c.publish.relative_change);
+      if (c.queue !== undefined) refuse(['queue'], 'workers compute mask Fisher only; run regmean in one process (no queue)', '(a queue section)');
+    }
     if (rule.needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${rule.name} needs one), got nothing` });
     if (rule.needs.models !== undefined && c.tasks.length !== rule.needs.models) ctx.addIssue({ code: 'custom', path: ['tasks'], message: `expected ${rule.needs.models} tasks (method ${rule.name} merges exactly ${rule.needs.models} models), got ${c.tasks.length}` });
     checkGate(c, ctx);
@@ -117,5 +124,11 @@ export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rul
     }
   })
   .transform((c) => ({ ...c, ...ruleParams(c.merge_method, c.parameters) }));
+
+/** The one statistic a stream job accumulates for a rule needing these: Gram sums for regmean, else mask Fisher; undefined when it cannot. */
+export function streamedStatistic(needs: readonly Statistic[]): 'maskFisher' | 'gram' | undefined {
+  if (needs.length === 0) return 'maskFisher';
+  return needs.length === 1 && (needs[0] === 'maskFisher' || needs[0] === 'gram') ? needs[0] : undefined;
+}
 
 export type StreamConfigKeys = z.output<typeof STREAM_CONFIG>;

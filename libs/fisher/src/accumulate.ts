@@ -19,10 +19,10 @@ export interface FisherUpdate<T> {
   batch: T;
 }
 
-/** A batch with its Fisher contribution, and the factor that scales the statistics before it is added. */
-export interface ContributedBatch<T> {
+/** A batch with its contribution (mask Fisher unless said), and the factor that scales the statistics before it is added. */
+export interface ContributedBatch<T, C = FisherContribution> {
   batch: T;
-  contribution: FisherContribution;
+  contribution: C;
   decay?: number;
 }
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { concatMap, type OperatorFunction } from 'rxjs';
 import { UserError, type Tensor, type TokenBatch } from '@fisher-merge/core';
-import { readSafetensors, writeSafetensors } from '@fisher-merge/checkpoint';
+import { readSafetensors, SafetensorsWriter, writeSafetensors } from '@fisher-merge/checkpoint';
 import { encoderTensorRoles, type EncoderRole, type Engine, type InputGrams, type ModelShape } from '@fisher-merge/model';
 import { addFingerprints, batchFingerprint, EMPTY_DATA_FINGERPRINT } from './mask-fisher.ts';
 import { checkExampleCounts, checkStatisticValues } from './statistic-check.ts';
@@ -79,8 +79,8 @@ function batchGram(input: ModelGramInput, g: InputGrams): Gram {
   return { sum: input.role === 'query' ? layer.attention : layer[input.role], count: g.tokens };
 }
 
-/** Adds each input's Gram into `into` (of the same inputs), sums and counts. */
-function addInto<I extends GramInput>(into: GramStats, inputs: readonly I[], grams: (input: I) => Gram, examples: number, dataFingerprint: string): void {
+/** Adds each input's Gram into `into` (of the same inputs) in place, sums and counts. */
+function addInto<I extends GramInput>(into: GramStats, inputs: readonly I[], grams: (input: I) => Gram): void {
   for (const input of inputs) {
     const acc = into.grams.get(input.name)!;
     const g = grams(input);
@@ -88,24 +88,49 @@ function addInto<I extends GramInput>(into: GramStats, inputs: readonly I[], gra
     for (let k = 0; k < acc.sum.length; k++) acc.sum[k]! += g.sum[k]!;
     acc.count += g.count;
   }
-  into.examples += examples;
-  into.dataFingerprint = addFingerprints(into.dataFingerprint, dataFingerprint);
+}
+
+/** One batch's share of Gram statistics: what `addGramContribution` adds to the running sums. */
+export interface GramContribution {
+  /** By input name. */
+  grams: Map<string, Gram>;
+  examples: number;
+  dataFingerprint: string;
+}
+
+/** A batch's contribution from the engine's input Grams of it. */
+export function gramContribution(inputs: readonly ModelGramInput[], g: InputGrams, batch: TokenBatch): GramContribution {
+  return { grams: new Map(inputs.map((input) => [input.name, batchGram(input, g)])), examples: batch.batchSize, dataFingerprint: batchFingerprint(batch) };
+}
+
+/**
+ * The statistics after one more batch. The sums and counts are added in place (about a gigabyte for
+ * BERT-base is not copied per batch): the result is a new object sharing them with `stats`, whose
+ * own examples and fingerprint stay as they were. Whoever keeps sums past the next batch copies them.
+ */
+export function addGramContribution(stats: GramStats, c: GramContribution): GramStats {
+  addInto(stats, stats.inputs, (input) => c.grams.get(input.name)!);
+  return { ...stats, examples: stats.examples + c.examples, dataFingerprint: addFingerprints(stats.dataFingerprint, c.dataFingerprint) };
+}
+
+/** Runs each batch forward through the engine into its Gram contribution (in process or on a worker). */
+export async function computeGramContribution(engine: Engine, inputs: readonly ModelGramInput[], batch: TokenBatch): Promise<GramContribution> {
+  if (!engine.inputGrams) throw new Error(`engine ${engine.name} computes no input Grams`);
+  return gramContribution(inputs, await engine.inputGrams(batch), batch);
 }
 
 /**
  * Runs each batch forward through the engine and adds its input Grams to running sums, emitted after
- * every batch. The sums (about a gigabyte for BERT-base) are added in place, per subscription: each
- * emission is the same object, updated; a consumer that keeps one copies it.
+ * every batch. The sums (about a gigabyte for BERT-base) are added in place, per subscription: every
+ * emission shares them, updated; a consumer that keeps one copies it.
  */
 export function accumulateGrams<T extends { tokens: TokenBatch }>(engine: Engine, inputs: ModelGramInput[], info: { task: string; modelFingerprint: string }): OperatorFunction<T, { stats: GramStats; batch: T }> {
-  const grams = engine.inputGrams?.bind(engine);
-  if (!grams) throw new Error(`engine ${engine.name} computes no input Grams`);
+  if (!engine.inputGrams) throw new Error(`engine ${engine.name} computes no input Grams`);
   return (source) => {
-    const stats = emptyGramStats(inputs, info);
+    let stats = emptyGramStats(inputs, info);
     return source.pipe(
       concatMap(async (batch) => {
-        const g = await grams(batch.tokens);
-        addInto(stats, inputs, (input) => batchGram(input, g), batch.tokens.batchSize, batchFingerprint(batch.tokens));
+        stats = addGramContribution(stats, await computeGramContribution(engine, inputs, batch.tokens));
         return { stats, batch };
       }),
     );
@@ -120,16 +145,16 @@ export function addGramStats(a: GramStats, b: GramStats): GramStats {
   const shape = (s: GramStats) => s.inputs.map((i) => `${i.name}:${i.dim}`).join(',');
   if (shape(a) !== shape(b)) throw new Error('cannot add Gram statistics of different inputs');
   const sum = emptyGramStats(a.inputs, a);
-  addInto(sum, a.inputs, (input) => a.grams.get(input.name)!, a.examples, a.dataFingerprint);
-  addInto(sum, a.inputs, (input) => b.grams.get(input.name)!, b.examples, b.dataFingerprint);
-  return sum;
+  addInto(sum, a.inputs, (input) => a.grams.get(input.name)!);
+  addInto(sum, a.inputs, (input) => b.grams.get(input.name)!);
+  return { ...sum, examples: a.examples + b.examples, dataFingerprint: addFingerprints(a.dataFingerprint, b.dataFingerprint) };
 }
 
 const SUM = '.gram_sum';
 const COUNT = '.gram_count';
 
-/** Writes `<input>.gram_sum` [dim, dim] and `<input>.gram_count` [1] (F64) per input, with the metadata of a Fisher file. */
-export async function writeGramStats(file: string, stats: GramStats): Promise<void> {
+/** The tensors and metadata of a Gram file: `<input>.gram_sum` [dim, dim] and `<input>.gram_count` [1] (F64) per input, with the metadata of a Fisher file. */
+function gramFileContent(file: string, stats: GramStats): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {
   const tensors: Record<string, Tensor> = {};
   for (const input of stats.inputs) {
     const g = stats.grams.get(input.name)!;
@@ -137,14 +162,39 @@ export async function writeGramStats(file: string, stats: GramStats): Promise<vo
     tensors[`${input.name}${SUM}`] = { dtype: 'F64', shape: [input.dim, input.dim], data: g.sum };
     tensors[`${input.name}${COUNT}`] = { dtype: 'F64', shape: [1], data: Float64Array.of(g.count) };
   }
-  await writeSafetensors(file, tensors, {
-    format: 'pt',
-    fisher_merge: GRAM_FORMAT,
-    examples: String(stats.examples),
-    task: stats.task,
-    model_fingerprint: stats.modelFingerprint,
-    data_fingerprint: stats.dataFingerprint,
-  });
+  return {
+    tensors,
+    metadata: {
+      format: 'pt',
+      fisher_merge: GRAM_FORMAT,
+      examples: String(stats.examples),
+      task: stats.task,
+      model_fingerprint: stats.modelFingerprint,
+      data_fingerprint: stats.dataFingerprint,
+    },
+  };
+}
+
+/** Writes a Gram statistics file atomically. */
+export async function writeGramStats(file: string, stats: GramStats): Promise<void> {
+  const { tensors, metadata } = gramFileContent(file, stats);
+  await writeSafetensors(file, tensors, metadata);
+}
+
+/**
+ * Writes the same file synchronously (written, fsynced, renamed into place before it returns): a job
+ * whose sums change in place between its awaits writes them this way, without a gigabyte's copy.
+ */
+export function writeGramStatsSync(file: string, stats: GramStats): void {
+  const { tensors, metadata } = gramFileContent(file, stats);
+  const writer = SafetensorsWriter.create(file, tensors, metadata);
+  try {
+    for (const name of writer.names) writer.write(name, tensors[name]!);
+  } catch (e) {
+    writer.abort();
+    throw e;
+  }
+  writer.close();
 }
 
 /** A Gram file opened and checked against a model's inputs; each sum is read (and checked) on demand. */

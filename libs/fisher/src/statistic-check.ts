@@ -38,6 +38,15 @@ export function checkStatisticValues(place: StatisticPlace, values: ArrayLike<nu
   throw new UserError(`${place.file}: tensor '${place.tensor}' holds ${v} at ${at}; ${why}`);
 }
 
+/** The first value that is not finite among named arrays (a batch's contribution, say), or undefined when all are. */
+export function firstNonfiniteOf(arrays: Iterable<readonly [string, ArrayLike<number>]>): { tensor: string; index: number; value: number } | undefined {
+  for (const [tensor, values] of arrays) {
+    const index = firstNonfinite(values);
+    if (index >= 0) return { tensor, index, value: values[index]! };
+  }
+  return undefined;
+}
+
 /** A UserError unless a mask statistic's shape lies within the model-size limits of libs/model. */
 export function checkStatisticShape(file: string, shape: { numLayers: number; numHeads: number; intermediateSize: number }): void {
   for (const key of ['numLayers', 'numHeads', 'intermediateSize'] as const) {

@@ -2,8 +2,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Progress, UserError, refuseExistingOutput, refuseOutputOnInputs, runInThread, threadModule, writeDirAtomic, writeFileAtomic, type TensorData } from '@fisher-merge/core';
 import { SafetensorsWriter, TORCH_DTYPE, firstNonfinite, fromFloat32, toFloat32, writeHfFolderFiles, type OutputDType, type TensorInfo } from '@fisher-merge/checkpoint';
-import { checkStatisticValues, gramInputOf, gramInputs, openGramFile, readFullFisher, readMaskFisher, type MaskFisher } from '@fisher-merge/fisher';
-import { resolveRule, slotMerger, STATISTIC_NAMES, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
+import { checkStatisticValues, gramInputOf, gramInputs, openGramFile, readFullFisher, readMaskFisher, type GramStats, type MaskFisher } from '@fisher-merge/fisher';
+import { resolveRule, slotMerger, STATISTIC_NAMES, type GramOfSlot, type MergeRule, type Params, type Statistic, type Statistics, type TensorSlot } from '@fisher-merge/merge';
 import { describeModel, encoderTensorRoles, headTensorNames, modelFingerprint, type ModelInfo } from '@fisher-merge/model';
 import { modelCard, type MergeProvenance, type ModelCardInput } from '@fisher-merge/report';
 
@@ -15,6 +15,8 @@ export interface MergeJobOptions {
   statistics?: { readonly [K in Statistic]?: readonly string[] };
   /** In-memory mask Fisher statistics, one per model, instead of files (a streaming job's running sums). */
   maskFishers?: readonly MaskFisher[];
+  /** In-memory Gram statistics (regmean), one per model, instead of files (a streaming job's running sums). */
+  grams?: readonly GramStats[];
   method: string;
   params?: Params;
   /** Per-model rule parameters (e.g. density), in --model order. */
@@ -119,23 +121,40 @@ const READ_STATISTIC: { [K in Statistic]: (file: string, m: MergeMember, referen
     };
   },
   async gram(file, m) {
-    const inputs = gramInputs(m.model);
-    const grams = openGramFile(file, inputs);
+    const grams = openGramFile(file, gramInputs(m.model));
     checkFisherMatches(file, grams.meta, m);
-    // The rule asks by the first model's slots: this model's input of the same role and layer. Query, key
-    // and value ask in turn for one input, read once.
-    let read: { name: string; sum: Float64Array } | undefined;
-    return {
-      statistic: (slot) => {
-        const input = gramInputOf(inputs, slot);
-        if (!input) return undefined;
-        if (read?.name !== input.name) read = { name: input.name, sum: grams.sum(input.name) };
-        return { input: input.name, sum: read.sum, count: grams.counts.get(input.name)! };
-      },
-      data: grams.meta,
-    };
+    return { statistic: gramOfSlots(m, (name) => grams.sum(name), (name) => grams.counts.get(name)!), data: grams.meta };
   },
 };
+
+/**
+ * One model's Gram sums as the rule asks for them: by the first model's slots, this model's input of
+ * the same role and layer. Query, key and value ask in turn for one input, read once.
+ */
+function gramOfSlots(m: MergeMember, sum: (input: string) => Float64Array, count: (input: string) => number): GramOfSlot {
+  const inputs = gramInputs(m.model);
+  let read: { name: string; sum: Float64Array } | undefined;
+  return (slot) => {
+    const input = gramInputOf(inputs, slot);
+    if (!input) return undefined;
+    if (read?.name !== input.name) read = { name: input.name, sum: sum(input.name) };
+    return { input: input.name, sum: read.sum, count: count(input.name) };
+  };
+}
+
+/** In-memory Gram sums checked as a file's are: the model's inputs and fingerprint, positive counts, finite sums (when read). */
+function inMemoryGrams(stats: GramStats, m: MergeMember): GramOfSlot {
+  const label = `statistics of task ${stats.task}`;
+  checkFisherMatches(label, stats, m);
+  const [have, want] = [stats.inputs, gramInputs(m.model)].map((inputs) => inputs.map((i) => `${i.name}:${i.dim}`).join(','));
+  if (have !== want) throw new UserError(`${label}: Gram inputs ${have} do not match ${m.dir} (${want})`);
+  for (const [name, g] of stats.grams) if (!(g.count > 0)) throw new UserError(`${label}: Gram count of '${name}' is ${g.count}; it needs at least one position`);
+  return gramOfSlots(m, (name) => {
+    const { sum } = stats.grams.get(name)!;
+    checkStatisticValues({ file: label, tensor: `${name}.gram_sum` }, sum, { sumOfSquares: false });
+    return sum;
+  }, (name) => stats.grams.get(name)!.count);
+}
 
 /** The statistic files per kind: `statistics`, or `fishers` as the one kind the method declares. */
 function statisticFiles(rule: MergeRule, opts: MergeJobOptions): MergeJobOptions['statistics'] {
@@ -208,12 +227,13 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
   refuseExistingOutput({ what: 'merge output', path: opts.out }, { kind: 'folder', overwrite: opts.overwrite === true, how: '--overwrite' });
   const rule = resolveRule(opts.method);
   const names = outputNames(opts.models);
-  if (opts.maskFishers && opts.maskFishers.length !== opts.models.length) {
-    throw new Error(`in-memory mask Fisher statistics need one per model: got ${opts.maskFishers.length} for ${opts.models.length} models`);
+  const inMemory: { [K in Statistic]?: readonly unknown[] } = { maskFisher: opts.maskFishers, gram: opts.grams };
+  for (const [kind, given] of Object.entries(inMemory)) {
+    if (given && given.length !== opts.models.length) throw new Error(`in-memory ${STATISTIC_NAMES[kind as Statistic]} statistics need one per model: got ${given.length} for ${opts.models.length} models`);
   }
   const files = statisticFiles(rule, opts)!;
   for (const kind of rule.needs.stats) {
-    const given = kind === 'maskFisher' && opts.maskFishers ? opts.maskFishers.length : (files[kind]?.length ?? 0);
+    const given = inMemory[kind]?.length ?? files[kind]?.length ?? 0;
     if (given !== opts.models.length) throw new UserError(`--method ${rule.name} needs one --fisher file per --model: got ${given} for ${opts.models.length} models (${STATISTIC_NAMES[kind]} statistics)`);
   }
   if (opts.lambdas && opts.lambdas.length !== opts.models.length) {
@@ -234,7 +254,11 @@ export async function mergeModels(opts: MergeJobOptions): Promise<MergeJobResult
       return fisher;
     });
   }
-  const fileData: { [K in Statistic]?: FisherData[] } = {};
+  const fileData: { [K in Statistic]?: readonly FisherData[] } = {};
+  if (opts.grams) {
+    stats.gram = opts.grams.map((g, j) => inMemoryGrams(g, members[j]!));
+    fileData.gram = opts.grams;
+  }
   for (const kind of rule.needs.stats) {
     if (stats[kind]) continue;
     const read = READ_STATISTIC[kind] as (file: string, m: MergeMember, reference: MergeMember) => Promise<{ statistic: never; data: FisherData }>;

@@ -1,9 +1,9 @@
 import path from 'node:path';
-import { loadConfig, parseConfig, STREAM_CONFIG } from '@fisher-merge/config';
+import { loadConfig, parseConfig, STREAM_CONFIG, streamedStatistic } from '@fisher-merge/config';
 import type { ReadyRule, TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
-import type { Params } from '@fisher-merge/merge';
+import { resolveRule, type Params } from '@fisher-merge/merge';
 import { withModelLabelCount } from '@fisher-merge/task-model';
 import { gateMetric, type GateBounds, type TaskValidation } from './gate.ts';
 
@@ -51,6 +51,8 @@ export interface StreamConfig {
   logIntervalS: number;
   /** The merge rule of every version, its effective parameters, and the base model it may need. */
   merge: { method: string; params: Params; base?: string };
+  /** What each task accumulates: the rule's statistic (Gram sums for regmean), mask Fisher otherwise. */
+  statistic: 'maskFisher' | 'gram';
   publish: PublishPolicy;
   /** With it, a candidate version becomes `latest` only if every task's figures pass (gate.ts). */
   gate?: GateBounds;
@@ -108,6 +110,8 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
     checkpointEvery: c.checkpoint_every,
     logIntervalS: c.log_interval_s,
     merge: { method: c.rule, params: c.params, ...(c.base_model !== undefined ? { base: resolve(c.base_model) } : {}) },
+    // The config's check refused a rule whose statistic a stream cannot accumulate.
+    statistic: streamedStatistic(resolveRule(c.rule).needs.stats)!,
     publish: {
       ...(publish.every_examples !== undefined ? { everyExamples: publish.every_examples } : {}),
       ...(publish.relative_change !== undefined ? { relativeChange: publish.relative_change } : {}),

@@ -3,13 +3,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
 import type { TaskSpec } from '@fisher-merge/data';
-import type { MaskFisher } from '@fisher-merge/fisher';
+import type { FisherMode, MaskFisher } from '@fisher-merge/fisher';
 import type { Params } from '@fisher-merge/merge';
 import { mergeModelsInThread, writeModelCards } from '@fisher-merge/merge-writer';
 import { renderReport } from '@fisher-merge/report';
 import type { StreamConfig } from './config.ts';
 import type { AcceptedVersion, GateFailure, TaskScore, TaskValidation, VersionEvaluation, VersionGate } from './gate.ts';
-import { outLayout, type SourceCursor } from './state.ts';
+import { isGramStats, outLayout, statisticName, type SourceCursor, type TaskStatistics } from './state.ts';
 
 export interface VersionManifest {
   version: number;
@@ -24,12 +24,15 @@ export interface VersionManifest {
     /** Output folder of this task's model inside the version directory. */
     folder: string;
     lambda: number;
-    mode: MaskFisher['mode'];
+    /** What the version was merged from: 'mask Fisher', or 'gram' (regmean's input Gram sums). */
+    statistic: 'mask Fisher' | 'gram';
+    /** Mask Fisher's mode; null for Gram sums (which have none). */
+    mode: FisherMode | null;
     examples: number;
     batches: number;
     model_fingerprint: string;
     data_fingerprint: string;
-    /** sha256 of the float64 head and neuron sums the version was merged from. */
+    /** sha256 of the float64 sums the version was merged from: head and neuron, or each input's Gram sum then its count. */
     fisher_fingerprint: string;
     source: { files_consumed: string[]; current: SourceCursor['current'] | null };
     /** Rows of batches a queue dead-lettered: passed by the cursor, not in the statistics. */
@@ -57,13 +60,22 @@ export type PublishOutcome = { accepted: true; manifest: VersionManifest } | { a
 export interface PublishInput {
   reason: string;
   merge: StreamConfig['merge'];
-  tasks: { name: string; spec: TaskSpec; model: string; lambda: number; stats: MaskFisher; cursor: SourceCursor; skippedRows: number; validation?: TaskValidation }[];
+  tasks: { name: string; spec: TaskSpec; model: string; lambda: number; stats: TaskStatistics; cursor: SourceCursor; skippedRows: number; validation?: TaskValidation }[];
 }
 
-export function fisherFingerprint(stats: MaskFisher): string {
+export function fisherFingerprint(stats: TaskStatistics): string {
   const hash = createHash('sha256');
-  hash.update(new Uint8Array(stats.head.buffer, stats.head.byteOffset, stats.head.byteLength));
-  hash.update(new Uint8Array(stats.neuron.buffer, stats.neuron.byteOffset, stats.neuron.byteLength));
+  const add = (a: Float64Array) => hash.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  if (!isGramStats(stats)) {
+    add(stats.head);
+    add(stats.neuron);
+    return hash.digest('hex');
+  }
+  for (const input of stats.inputs) {
+    const gram = stats.grams.get(input.name)!;
+    add(gram.sum);
+    add(Float64Array.of(gram.count));
+  }
   return hash.digest('hex');
 }
 
@@ -130,10 +142,13 @@ export class VersionPublisher {
     const layout = outLayout(this.out);
     const staging = path.join(layout.versions, `.staging-${version}`);
     const writer = `\`fisher-merge stream\` (version ${version})`;
+    // Now, before the first await: Gram sums change in place with the next fold (the thread gets a copy of them).
+    const fingerprints = input.tasks.map((t) => fisherFingerprint(t.stats));
+    const statistics = input.tasks.map((t) => t.stats);
     // In a thread: the job's loop keeps folding, checkpointing and writing status meanwhile.
     const result = await mergeModelsInThread({
       models: input.tasks.map((t) => t.model),
-      maskFishers: input.tasks.map((t) => t.stats),
+      ...(statistics.every(isGramStats) ? { grams: statistics } : { maskFishers: statistics.filter((s): s is MaskFisher => !isGramStats(s)) }),
       method: input.merge.method,
       params: input.merge.params,
       ...(input.merge.base ? { base: input.merge.base } : {}),
@@ -145,7 +160,7 @@ export class VersionPublisher {
       const folders = Object.keys(result.outputs.models);
       const judged = this.gate ? await this.judge(version, input, Object.values(result.outputs.models)) : undefined;
       if (judged) await writeModelCards(result, writer, Object.fromEntries(input.tasks.map((t, j) => [folders[j]!, [scoreCard(t.name, judged.evaluation)]])));
-      const manifest = versionManifest(version, input, folders, judged?.evaluation);
+      const manifest = versionManifest(version, input, folders, fingerprints, judged?.evaluation);
       await writeFileAtomic(path.join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
       await writeFileAtomic(path.join(staging, 'report.html'), versionReport(manifest, input));
       if (judged && judged.failures.length > 0) {
@@ -179,7 +194,7 @@ export class VersionPublisher {
   }
 }
 
-function versionManifest(version: number, input: PublishInput, folders: readonly string[], evaluation: VersionEvaluation | undefined): VersionManifest {
+function versionManifest(version: number, input: PublishInput, folders: readonly string[], fingerprints: readonly string[], evaluation: VersionEvaluation | undefined): VersionManifest {
   return {
     version,
     time: new Date().toISOString(),
@@ -191,12 +206,13 @@ function versionManifest(version: number, input: PublishInput, folders: readonly
       model: t.model,
       folder: folders[j]!,
       lambda: t.lambda,
-      mode: t.stats.mode,
+      statistic: statisticName(t.stats),
+      mode: isGramStats(t.stats) ? null : t.stats.mode,
       examples: t.stats.examples,
       batches: t.stats.batches,
       model_fingerprint: t.stats.modelFingerprint,
       data_fingerprint: t.stats.dataFingerprint,
-      fisher_fingerprint: fisherFingerprint(t.stats),
+      fisher_fingerprint: fingerprints[j]!,
       source: { files_consumed: [...t.cursor.consumed], current: t.cursor.current ?? null },
       skipped_rows: t.skippedRows,
     }])),
@@ -204,7 +220,7 @@ function versionManifest(version: number, input: PublishInput, folders: readonly
   };
 }
 
-/** A version's report.html: its facts (with the gate's figures) and the Fisher of every task. */
+/** A version's report.html: its facts (with the gate's figures) and the mask Fisher of every task that has one. */
 function versionReport(manifest: VersionManifest, input: PublishInput): string {
   const scores = manifest.evaluation?.tasks;
   return renderReport({
@@ -215,7 +231,7 @@ function versionReport(manifest: VersionManifest, input: PublishInput): string {
       method: input.merge.method,
       ...Object.fromEntries(input.tasks.map((t) => [t.name, `${t.stats.examples} examples, lambda ${t.lambda}${scores ? `; ${scoreLine(scores[t.name]!)}` : ''}`])),
     },
-    fishers: input.tasks.map((t) => ({ ...t.stats, task: t.name })),
+    fishers: input.tasks.flatMap((t) => (isGramStats(t.stats) ? [] : [{ ...t.stats, task: t.name }])),
   });
 }
 

@@ -33,12 +33,11 @@ import {
 } from 'rxjs';
 import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
 import { schedulerClock } from '@fisher-merge/data';
-import type { MaskFisher } from '@fisher-merge/fisher';
 import type { JobMetrics } from '@fisher-merge/metrics';
 import type { StreamConfig } from './config.ts';
 import { exhaustMapWithTrailing, exhaustScanWithTrailing, takeControlFile } from './operators.ts';
 import type { VersionManifest, VersionPublisher } from './publish.ts';
-import { outLayout, serializeState, type PublishedMark } from './state.ts';
+import { isGramStats, outLayout, publishedMark, statisticName, type CheckpointWriter, type PublishedMark, type TaskStatistics } from './state.ts';
 import { ratePerSecond, sampleRate, type JobStatus, type RateSample } from './status.ts';
 import { taskPipeline, type OpenedTask, type TaskPipeline } from './task-pipeline.ts';
 import type { TaskProgress } from './task-state.ts';
@@ -60,6 +59,8 @@ export interface RuntimeOptions {
   status?: Partial<JobStatus>;
   /** Figures for Prometheus: examples and batches folded, versions and publish seconds. */
   metrics?: JobMetrics;
+  /** Writes checkpoint.json and the Gram files beside it. */
+  checkpoints: CheckpointWriter;
 }
 
 /** Every task's latest fold state, by name. */
@@ -128,7 +129,7 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
   const initial: JobProgress = Object.fromEntries(opened.map((t) => [t.name, t.initial]));
   const publish = publishing(config, pipelines, publisher, options);
   const writeCheckpoint = (job: JobProgress, lastVersion: LastVersion) =>
-    writeFileAtomic(layout.checkpoint, serializeState({ tasks: Object.fromEntries(Object.entries(job).map(([name, p]) => [name, p.state])), ...(lastVersion.mark ? { published: lastVersion.mark } : {}) }));
+    options.checkpoints.write({ tasks: Object.fromEntries(Object.entries(job).map(([name, p]) => [name, p.state])), ...(lastVersion.mark ? { published: lastVersion.mark } : {}) });
   const startedAt = new Date(scheduler.now()).toISOString();
   const writeStatus = (status: JobStatus) => writeFileAtomic(layout.status, `${JSON.stringify(status, null, 2)}\n`).catch((e: unknown) => logEvent('stream.status_failed', { error: (e as Error).message }));
   const statusOf = (running: boolean, job: JobProgress, lastVersion: LastVersion, rates: Record<string, RateSample[]>) => jobStatus({ running, started: startedAt, now: scheduler.now(), job, last: lastVersion, rates, pipelines, extra: options.status });
@@ -250,7 +251,7 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
     options.metrics?.publishSeconds.observe(seconds);
     // A rejected candidate is an attempt all the same: the policies count from it, so the job does not merge again on every batch.
     const attempt = {
-      mark: { version: manifest.version, tasks: Object.fromEntries(tasks.map(({ opened, progress: { state } }) => [opened.name, { examples: state.stats.examples, head: state.stats.head, neuron: state.stats.neuron }])) },
+      mark: { version: manifest.version, tasks: Object.fromEntries(tasks.map(({ opened, progress: { state } }) => [opened.name, publishedMark(state.stats)])) },
       folded: Object.fromEntries(tasks.map(({ opened, progress }) => [opened.name, progress.folded])),
     };
     if (!outcome.accepted) {
@@ -322,6 +323,7 @@ function jobStatus(s: { running: boolean; started: string; now: number; job: Job
     tasks: Object.fromEntries(s.pipelines.map(({ opened, backlog }) => {
       const p = s.job[opened.name]!;
       return [opened.name, {
+        statistic: statisticName(p.state.stats),
         examples: p.state.stats.examples,
         batches: p.state.stats.batches,
         examples_per_s: Number(ratePerSecond(s.rates[opened.name] ?? []).toFixed(2)),
@@ -337,9 +339,12 @@ function jobStatus(s: { running: boolean; started: string; now: number; job: Job
   };
 }
 
-/** Relative L2 change of the mean Fisher (sums / examples) since `published`; Infinity before any version. */
-export function relativeChange(stats: MaskFisher, published: PublishedMark['tasks'][string] | undefined): number {
-  if (!published || published.examples === 0) return Infinity;
+/**
+ * Relative L2 change of the mean Fisher (sums / examples) since `published`; Infinity before any
+ * version, and for Gram statistics (the config refuses relative_change with them).
+ */
+export function relativeChange(stats: TaskStatistics, published: PublishedMark['tasks'][string] | undefined): number {
+  if (!published?.head || !published.neuron || published.examples === 0 || isGramStats(stats)) return Infinity;
   if (stats.examples === 0) return 0;
   let diff = 0;
   let base = 0;

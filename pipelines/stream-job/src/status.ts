@@ -3,7 +3,7 @@ import path from 'node:path';
 import { UserError } from '@fisher-merge/core';
 import { openRedis, queueStatus, type TaskQueueStatus } from '@fisher-merge/queue';
 import { readLatest, type VersionManifest } from './publish.ts';
-import { outLayout, readStreamState } from './state.ts';
+import { outLayout, readStreamState, statisticName } from './state.ts';
 
 /** What a running job writes to OUT/status.json (atomically, every status interval). */
 export interface JobStatus {
@@ -19,6 +19,8 @@ export interface JobStatus {
   /** Set when the job coordinates workers through Redis (queue: in the config). */
   queue?: { url: string; prefix: string };
   tasks: Record<string, {
+    /** What the task accumulates: 'mask Fisher', or 'gram' (regmean). */
+    statistic: 'mask Fisher' | 'gram';
     examples: number;
     batches: number;
     examples_per_s: number;
@@ -58,7 +60,7 @@ export interface StreamStatusReport {
   out: string;
   /** null when no job ever wrote a status file there. */
   job: (JobStatus & { alive: boolean }) | null;
-  checkpoint: Record<string, { examples: number; batches: number; files_consumed: number; current: { file: string; row: number } | null; quarantined: number; skipped_rows: number }> | null;
+  checkpoint: Record<string, { statistic: 'mask Fisher' | 'gram'; examples: number; batches: number; files_consumed: number; current: { file: string; row: number } | null; quarantined: number; skipped_rows: number }> | null;
   latest: VersionManifest | null;
   /** Per task, the coordinator's Redis queue; a line saying why not when Redis cannot be reached. */
   queue: Record<string, TaskQueueStatus> | string | null;
@@ -69,7 +71,8 @@ export async function readStreamStatus(out: string): Promise<StreamStatusReport>
   const layout = outLayout(out);
   if (!(await fs.stat(out).catch(() => undefined))?.isDirectory()) throw new UserError(`not a directory: ${out}`);
   const status = await readJson<JobStatus>(layout.status);
-  const state = await readStreamState(layout.checkpoint);
+  // The Gram files (a gigabyte a BERT-base task) are not read for a status: their counts are in checkpoint.json.
+  const state = await readStreamState(layout.checkpoint, { grams: false });
   if (!status && !state) throw new UserError(`${out}: no stream job output here (neither status.json nor state/checkpoint.json)`);
   const version = await readLatest(out);
   const latest = version === undefined ? null : await readJson<VersionManifest>(path.join(layout.versions, String(version), 'manifest.json'));
@@ -78,6 +81,7 @@ export async function readStreamStatus(out: string): Promise<StreamStatusReport>
     job: status ? { ...status, alive: status.running && isAlive(status.pid) } : null,
     checkpoint: state
       ? Object.fromEntries(Object.entries(state.tasks).map(([name, t]) => [name, {
+          statistic: statisticName(t.stats),
           examples: t.stats.examples,
           batches: t.stats.batches,
           files_consumed: t.cursor.consumed.size,

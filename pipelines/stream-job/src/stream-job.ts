@@ -1,13 +1,12 @@
 import { promises as fs } from 'node:fs';
 import { asyncScheduler, type SchedulerLike } from 'rxjs';
 import { acquireLock, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
-import type { MaskFisher } from '@fisher-merge/fisher';
 import type { JobMetrics } from '@fisher-merge/metrics';
 import type { StreamConfig } from './config.ts';
 import { openGate } from './gate.ts';
 import { VersionPublisher, type VersionManifest } from './publish.ts';
 import { runJob } from './runtime.ts';
-import { outLayout, readStreamState } from './state.ts';
+import { CheckpointWriter, outLayout, readStreamState, type TaskStatistics } from './state.ts';
 import type { JobStatus } from './status.ts';
 import { localCompute, openTask, type LoadedTask, type OpenedTask, type TaskCompute } from './task-pipeline.ts';
 
@@ -48,7 +47,7 @@ export interface StreamJobOptions {
 }
 
 export interface StreamJobResult {
-  stats: Record<string, MaskFisher>;
+  stats: Record<string, TaskStatistics>;
   lastVersion?: number;
   stoppedBy: 'drained' | 'stop';
 }
@@ -82,6 +81,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     const compute = options.compute ?? ((task: LoadedTask) => localCompute(task, options.threads));
     for (const task of config.tasks) opened.push(await openTask(task, config, saved, layout.checkpoint, compute));
     const publisher = await VersionPublisher.open(config.out, await openGate(config, options.threads));
+    const checkpoints = await CheckpointWriter.open(config.out, saved);
     // The accepted version is the one `latest` names: it may be ahead of the checkpoint (a crash between
     // publishing and checkpointing), and the checkpoint's mark may be a rejected candidate's.
     const last = { version: publisher.latest, ...(publisher.lastRejected !== undefined ? { rejected: publisher.lastRejected } : {}), mark: saved?.published, folded: {} };
@@ -97,6 +97,7 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
       ...(options.published ? { published: options.published } : {}),
       ...(options.status ? { status: options.status } : {}),
       ...(options.metrics ? { metrics: options.metrics } : {}),
+      checkpoints,
     });
     return {
       stats: Object.fromEntries(Object.values(end.job).map((p) => [p.task, p.state.stats])),

@@ -16,7 +16,7 @@ import {
   throwError,
   toArray,
 } from 'rxjs';
-import { logEvent, UserError, writeFileAtomic } from '@fisher-merge/core';
+import { clipped, logEvent, UserError, writeFileAtomic, type TokenBatch } from '@fisher-merge/core';
 import {
   arrowIpcSource,
   type Clock,
@@ -37,13 +37,13 @@ import {
   withCredits,
 } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
-import { emptyMaskFisher, maskFisherContributions, type ContributedBatch, type DeadBatch, type MaskFisher, type MaskFisherShape } from '@fisher-merge/fisher';
+import { computeGramContribution, emptyGramStats, emptyMaskFisher, gramInputs, maskFisherContributions, type ContributedBatch, type DeadBatch, type MaskFisher, type MaskFisherShape } from '@fisher-merge/fisher';
 import { type Engine, type LoadedModel, modelFingerprint } from '@fisher-merge/model';
 import { loadTaskModel } from '@fisher-merge/task-model';
 import type { StreamConfig, StreamTask } from './config.ts';
 import { letPass } from './operators.ts';
-import type { StreamState, TaskState } from './state.ts';
-import { foldTaskItem, isMarker, type SourceMarker, type TaskProgress } from './task-state.ts';
+import { isGramStats, statisticName, type StreamState, type TaskState, type TaskStatistics } from './state.ts';
+import { foldTaskItem, isMarker, type SourceMarker, type TaskContribution, type TaskProgress } from './task-state.ts';
 
 /** A task's model as the stream job loaded it, for the code that computes its contributions. */
 export interface LoadedTask {
@@ -58,7 +58,7 @@ export interface TaskCompute {
    * `stop$` fires when the job stops: no more batches come, and those still out may be dropped. A
    * batch for which no contribution will ever come (a queue dead-lettered it) is a DeadBatch.
    */
-  contributions: (stop$: Observable<unknown>) => OperatorFunction<ModelBatch, ContributedBatch<ModelBatch> | DeadBatch<ModelBatch>>;
+  contributions: (stop$: Observable<unknown>) => OperatorFunction<ModelBatch, ContributedBatch<ModelBatch, TaskContribution> | DeadBatch<ModelBatch>>;
   /** Batches the pipeline may hold between cutting and folding (the source's flow window is sized for them). */
   inFlightBatches?: number;
   /** Resolves once no computation runs; then `dispose` frees what `compute` opened. */
@@ -101,16 +101,12 @@ export async function openTask(task: StreamTask, config: StreamConfig, saved: St
   const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
   const previous = saved?.tasks[name];
   const fingerprint = await modelFingerprint(model);
-  if (previous) checkResumable(checkpointFile, name, previous.stats, config, fingerprint, model.config);
-  const state: TaskState = previous ?? {
-    stats: emptyMaskFisher(
-      { numLayers: model.config.numLayers, numHeads: model.config.numHeads, intermediateSize: model.config.intermediateSize },
-      { mode: config.mode, batchSize: config.batchSize, task: name, modelFingerprint: fingerprint },
-    ),
-    cursor: { consumed: new Set() },
-    quarantined: 0,
-    skippedRows: 0,
-  };
+  const fresh = emptyStatistics(model, config, name, fingerprint);
+  if (previous) checkResumable(checkpointFile, name, previous.stats, fresh);
+  const state: TaskState = previous
+    // A Gram task without examples has no file of sums: zeros of its model's inputs.
+    ? { ...previous, stats: isGramStats(previous.stats) && previous.stats.examples === 0 ? { ...fresh, batches: previous.stats.batches } : previous.stats }
+    : { stats: fresh, cursor: { consumed: new Set() }, quarantined: 0, skippedRows: 0 };
   return {
     task: { ...task, spec },
     name,
@@ -121,25 +117,36 @@ export async function openTask(task: StreamTask, config: StreamConfig, saved: St
   };
 }
 
+/** Statistics of no examples yet, of the kind the config's rule needs. */
+function emptyStatistics(model: LoadedModel, config: StreamConfig, task: string, modelFingerprint: string): TaskStatistics {
+  if (config.statistic === 'gram') return { ...emptyGramStats(gramInputs(model), { task, modelFingerprint }), batches: 0 };
+  const { numLayers, numHeads, intermediateSize } = model.config;
+  return emptyMaskFisher({ numLayers, numHeads, intermediateSize }, { mode: config.mode, batchSize: config.batchSize, task, modelFingerprint });
+}
+
 /** The task's own engine in this process; closing waits for a call a stop or an error left running. */
 export async function localCompute({ name, model, config }: LoadedTask, threads: number | undefined): Promise<TaskCompute> {
   const engine = await openEngine(config.engine, model.weights, { log: (line) => logEvent('stream.engine', { task: name, engine: line }), threads });
   const running = new Set<Promise<unknown>>();
+  const track = <R>(call: Promise<R>): Promise<R> => {
+    running.add(call);
+    void call.catch(() => undefined).finally(() => running.delete(call));
+    return call;
+  };
   const tracked: Engine = {
     name: engine.name,
     config: engine.config,
     forward: (b) => engine.forward(b),
     parameterFisher: (b, mode) => engine.parameterFisher(b, mode),
-    maskGradients: (b) => {
-      const call = engine.maskGradients(b);
-      running.add(call);
-      void call.catch(() => undefined).finally(() => running.delete(call));
-      return call;
-    },
+    maskGradients: (b) => track(engine.maskGradients(b)),
+    ...(engine.inputGrams ? { inputGrams: (b: TokenBatch) => track(engine.inputGrams!(b)) } : {}),
     dispose: () => engine.dispose(),
   };
+  const inputs = gramInputs(model);
   return {
-    contributions: () => maskFisherContributions(tracked, config.mode),
+    contributions: () => (config.statistic === 'gram'
+      ? concatMap(async (batch: ModelBatch) => ({ batch, contribution: await computeGramContribution(tracked, inputs, batch.tokens) }))
+      : maskFisherContributions(tracked, config.mode)),
     close: async () => {
       await Promise.allSettled([...running]);
       await engine.dispose();
@@ -252,15 +259,22 @@ async function quarantine(root: string, task: string, file: string, ready: Extra
   return marker;
 }
 
-function checkResumable(file: string, task: string, stats: MaskFisher, config: StreamConfig, modelFingerprint: string, shape: MaskFisherShape): void {
-  const differs = (what: string, was: unknown, now: unknown): never => {
-    throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(now)}; use a new 'out' directory`);
+function checkResumable(file: string, task: string, saved: TaskStatistics, now: TaskStatistics): void {
+  const differs = (what: string, was: unknown, then: unknown): never => {
+    throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(then)}; use a new 'out' directory`);
   };
-  if (stats.mode !== config.mode) differs('fisher.mode', stats.mode, config.mode);
-  if (stats.mode === 'batch' && stats.batchSize !== config.batchSize) differs('fisher.batch_size', stats.batchSize, config.batchSize);
-  if (stats.modelFingerprint !== modelFingerprint) differs('model fingerprint', stats.modelFingerprint.slice(0, 12), modelFingerprint.slice(0, 12));
-  const [was, now] = [stats, shape].map((s) => `L${s.numLayers} H${s.numHeads} I${s.intermediateSize}`);
-  if (was !== now) differs('the statistics shape', was, `the model's ${now}`);
+  if (isGramStats(saved) !== isGramStats(now)) differs('the statistic', statisticName(saved), `${statisticName(now)} (merge_method)`);
+  if (saved.modelFingerprint !== now.modelFingerprint) differs('model fingerprint', saved.modelFingerprint.slice(0, 12), now.modelFingerprint.slice(0, 12));
+  if (isGramStats(saved) && isGramStats(now)) {
+    const [was, is] = [saved, now].map((s) => s.inputs.map((i) => `${i.name}:${i.dim}`).join(','));
+    if (was !== is) differs('the Gram inputs', clipped(was!), `the model's ${clipped(is!)}`);
+    return;
+  }
+  const [f, c] = [saved, now] as MaskFisher[];
+  if (f!.mode !== c!.mode) differs('fisher.mode', f!.mode, c!.mode);
+  if (f!.mode === 'batch' && f!.batchSize !== c!.batchSize) differs('fisher.batch_size', f!.batchSize, c!.batchSize);
+  const [was, is] = [f!, c!].map((s: MaskFisherShape) => `L${s.numLayers} H${s.numHeads} I${s.intermediateSize}`);
+  if (was !== is) differs('the statistics shape', was, `the model's ${is}`);
 }
 
 /** Rename, or copy and delete when the quarantine is on another file system; false if `from` is gone. */

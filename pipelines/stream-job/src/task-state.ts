@@ -1,6 +1,6 @@
 import type { ModelBatch, RowSpan } from '@fisher-merge/data';
-import { addContribution, decayStats, type ContributedBatch, type DeadBatch } from '@fisher-merge/fisher';
-import type { SourceCursor, TaskState } from './state.ts';
+import { addContribution, addGramContribution, decayStats, firstNonfiniteOf, type ContributedBatch, type DeadBatch, type FisherContribution, type GramContribution } from '@fisher-merge/fisher';
+import { isGramStats, type SourceCursor, type TaskState, type TaskStatistics } from './state.ts';
 
 /** A file the source skipped whole: quarantined (moved away, never counted) or empty (nothing to count). */
 export interface SkippedFile {
@@ -15,8 +15,11 @@ export interface RowsRead {
 /** Items a task's source puts in its stream beside the rows; they pass the batcher and the computation untouched. */
 export type SourceMarker = SkippedFile | RowsRead;
 
+/** One batch's share of a task's statistic: mask Fisher, or Gram sums (regmean). */
+export type TaskContribution = FisherContribution | GramContribution;
+
 /** What reaches a task's fold, in order of arrival. */
-export type TaskItem = ContributedBatch<ModelBatch> | DeadBatch<ModelBatch> | SourceMarker;
+export type TaskItem = ContributedBatch<ModelBatch, TaskContribution> | DeadBatch<ModelBatch> | SourceMarker;
 
 /** What the last item did: for the logs, the checkpoint requests and the flow credits it gives back. */
 export type TaskEvent =
@@ -65,12 +68,31 @@ export function advanceCursor(cursor: SourceCursor, spans: readonly RowSpan[]): 
   return { cursor: { consumed: consumed ?? cursor.consumed, ...(current ? { current } : {}) }, filesDone };
 }
 
+/** Where a batch's rows come from, for a log line: `file[first..end)` per span. */
+export const describeRows = (spans: readonly RowSpan[]): string => spans.map((s) => `${s.file}[${s.row}..${s.row + s.rows})`).join(' + ');
+
+/** Why a contribution cannot be folded (a value that is not finite, which would poison every later version), or undefined. */
+function unfoldable(c: TaskContribution, batch: ModelBatch): string | undefined {
+  const bad = firstNonfiniteOf('grams' in c ? [...c.grams].map(([input, g]) => [input, g.sum] as const) : [['head', c.head], ['neuron', c.neuron]]);
+  return bad && `the engine's contribution holds ${bad.value} at ${bad.tensor} element ${bad.index}; rows ${describeRows(batch.spans)} are skipped, not folded`;
+}
+
+/** The statistics after a contribution: mask Fisher decays first (with `halfLife`); Gram sums are added in place (see addGramContribution). */
+function addTo(stats: TaskStatistics, c: TaskContribution, halfLife: number | undefined): TaskStatistics {
+  if (isGramStats(stats)) {
+    if (!('grams' in c)) throw new Error(`a mask Fisher contribution cannot go into task ${stats.task}'s Gram sums`);
+    return { ...addGramContribution(stats, c), batches: stats.batches + 1 };
+  }
+  if ('grams' in c) throw new Error(`a Gram contribution cannot go into task ${stats.task}'s mask Fisher`);
+  return addContribution(halfLife ? decayStats(stats, 0.5 ** (c.examples / halfLife)) : stats, c);
+}
+
 /**
  * The reducer of a task's `scan`. A contributed batch is folded into the statistics (after decay,
  * with `halfLife`) and the cursor moves over its rows in the same step, so every state is
- * consistent: the statistics hold exactly the rows before the cursor. A dead batch moves the cursor
- * and counts its rows as skipped; a skipped file changes the cursor only; rows read are counted as
- * buffered until a batch takes them.
+ * consistent: the statistics hold exactly the rows before the cursor. A dead batch, or one whose
+ * contribution is not finite, moves the cursor and counts its rows as skipped; a skipped file
+ * changes the cursor only; rows read are counted as buffered until a batch takes them.
  */
 export function foldTaskItem(halfLife: number | undefined): (progress: TaskProgress, item: TaskItem) => TaskProgress {
   return (progress, item) => {
@@ -87,18 +109,18 @@ export function foldTaskItem(halfLife: number | undefined): (progress: TaskProgr
     const rows = item.batch.tokens.batchSize;
     const { cursor, filesDone } = advanceCursor(state.cursor, item.batch.spans);
     const sourcesDone = item.batch.completedSources.length;
-    if ('dead' in item) {
-      return {
-        ...progress,
-        state: { ...state, cursor, skippedRows: state.skippedRows + rows },
-        buffered: progress.buffered - rows,
-        event: { kind: 'dead', rows, reason: item.dead.reason, filesDone, sourcesDone },
-      };
-    }
-    const decayed = halfLife ? decayStats(state.stats, 0.5 ** (item.contribution.examples / halfLife)) : state.stats;
+    const skip = (reason: string): TaskProgress => ({
+      ...progress,
+      state: { ...state, cursor, skippedRows: state.skippedRows + rows },
+      buffered: progress.buffered - rows,
+      event: { kind: 'dead', rows, reason, filesDone, sourcesDone },
+    });
+    if ('dead' in item) return skip(item.dead.reason);
+    const unfit = unfoldable(item.contribution, item.batch);
+    if (unfit !== undefined) return skip(unfit);
     return {
       ...progress,
-      state: { ...state, stats: addContribution(decayed, item.contribution), cursor },
+      state: { ...state, stats: addTo(state.stats, item.contribution, halfLife), cursor },
       folded: progress.folded + rows,
       buffered: progress.buffered - rows,
       event: { kind: 'folded', rows, filesDone, sourcesDone },
