@@ -58,9 +58,15 @@ describe('one config vocabulary', () => {
     const s = stream({ out: 'o', tasks: [streamTask], merge_method: 'mask-fisher-ties', base_model: 'b', parameters: { density: 0.5 } })();
     expect([s.rule, s.params]).toEqual(['mask-fisher-ties', { density: 0.5, scale: 1, universal: true, normalize: 'none' }]);
     expect(stream({ out: 'o', tasks: [streamTask] })().rule).toBe('mask-fisher');
-    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'full-fisher' })).toThrow('stream.yaml: merge_method: method full-fisher needs fullFisher statistics; a stream job accumulates mask Fisher only');
-    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean' })).toThrow('stream.yaml: merge_method: method regmean needs gram statistics; a stream job accumulates mask Fisher only');
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'full-fisher' })).toThrow('stream.yaml: merge_method: method full-fisher needs fullFisher statistics; a stream job accumulates one of mask Fisher or Gram (regmean)');
     expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'dare-ties' })).toThrow('stream.yaml: base_model: expected a base model folder (method dare-ties needs one), got nothing');
+  });
+
+  it('a stream job with regmean accumulates Gram sums; decay, relative_change and a queue are refused with it, one line each', () => {
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean', parameters: { alpha: 0.9 } })().params).toEqual({ alpha: 0.9, ridge: 0 });
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean', fisher: { decay_half_life: 100 } })).toThrow('stream.yaml: fisher.decay_half_life: not available with method regmean (Gram statistics): the Gram counts stay whole positions; use 0 (no decay)');
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean', publish: { relative_change: 0.1 } })).toThrow('stream.yaml: publish.relative_change: not available with method regmean (Gram statistics): it would keep a second copy of every Gram sum; use every_examples or interval_s');
+    expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean', queue: { url: 'redis://localhost:6379' } })).toThrow('stream.yaml: queue: not available with method regmean (Gram statistics): workers compute mask Fisher only; run regmean in one process (no queue)');
   });
 
   it('a mergekit-style merge config: merge_method, base_model, models with fisher or data and parameters, parameters, dtype, out', () => {

@@ -106,8 +106,8 @@ export function serializeState(state: StreamState, gramFiles: Readonly<Record<st
 
 function serializeGrams(stats: StreamGrams, file: GramFileRef | undefined) {
   if (stats.examples > 0 && !file) throw new Error(`Gram sums of task ${stats.task} have no file to go in`);
-  const { grams: _sums, ...counts } = stats;
-  return { kind: 'gram', ...counts, file: file ?? null };
+  const { grams: _sums, inputs, ...counts } = stats;
+  return { kind: 'gram', inputs: inputs.map(({ name, dim }) => ({ name, dim })), ...counts, file: file ?? null };
 }
 
 /** checkpoint.json is read whole: larger than this it is refused before it is read (Gram sums live in their own files). */
