@@ -1,9 +1,9 @@
 // A stream job never publishes a non-finite candidate and never resumes from a corrupt checkpoint.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { outLayout, readStreamState } from '@fisher-merge/stream-job';
+import { MAX_CHECKPOINT_BYTES, outLayout, readStreamState } from '@fisher-merge/stream-job';
 import { cli, expectRefused } from '../reliability/support.ts';
 import { logLines } from '../support.ts';
 import { publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
@@ -95,5 +95,15 @@ describe('stream job: a corrupt checkpoint is one line naming the file, never us
 
   it('a published mark for a task the checkpoint does not hold', async () => {
     await refusedRestart((c) => { c.published.tasks.cola = c.published.tasks.sst2; }, /checkpoint published\.tasks\.cola: expected no such key/);
+  });
+
+  it('a checkpoint.json larger than MAX_CHECKPOINT_BYTES is refused before it is read', async () => {
+    const job = await drainedJob();
+    expect(job.run().status).toBe(0);
+    // Sparse: the size is what is checked, not the bytes.
+    truncateSync(job.layout.checkpoint, MAX_CHECKPOINT_BYTES + 1);
+    const pattern = new RegExp(`^${job.layout.checkpoint.replaceAll('/', '\\/').replaceAll('.', '\\.')}: checkpoint is ${MAX_CHECKPOINT_BYTES + 1} bytes, more than the ${MAX_CHECKPOINT_BYTES} \\(256 MiB\\) a checkpoint may have; it is not used`);
+    await expect(readStreamState(job.layout.checkpoint)).rejects.toThrow(pattern);
+    expectRefused(job.run(), pattern);
   });
 });

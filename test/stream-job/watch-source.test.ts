@@ -3,8 +3,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { VirtualTimeScheduler } from 'rxjs';
 import { DirectoryWatcher, schedulerClock, tailFile, type ModelBatch } from '@fisher-merge/data';
-import { emptyMaskFisher, type FisherContribution } from '@fisher-merge/fisher';
-import { advanceCursor, foldTaskItem, type TaskProgress } from '@fisher-merge/stream-job';
+import { emptyGramStats, emptyMaskFisher, type FisherContribution, type GramContribution } from '@fisher-merge/fisher';
+import { advanceCursor, foldTaskItem, type StreamGrams, type TaskProgress, type TaskStatistics } from '@fisher-merge/stream-job';
 import { VirtualClock } from '../support.ts';
 import { maskFisherOf, tempDir } from './helpers.ts';
 
@@ -161,6 +161,34 @@ describe('a task\'s fold', () => {
     expect(quarantined.state.quarantined).toBe(1);
     const empty = fold(quarantined, { skipped: { file: 'e', why: 'empty' } });
     expect(empty.state.cursor).toEqual({ consumed: new Set(['e']) });
+  });
+
+  it('a contribution that is not finite is not folded: its rows are skipped like a dead batch, with the task\'s rows named in the reason', () => {
+    const fold = foldTaskItem(undefined);
+    const nan = { ...contribution(4), neuron: Float64Array.of(1, Number.NaN, 1) };
+    const refused = fold(fold(start, { read: 4 }), { batch: batch([{ file: 'a', row: 4, rows: 4, fileRows: 8 }]), contribution: nan });
+    expect(refused.state.stats).toBe(stats);
+    expect(refused.state.skippedRows).toBe(4);
+    expect(refused.state.cursor).toEqual({ consumed: new Set(['a']) });
+    expect(refused.event).toEqual({ kind: 'dead', rows: 4, reason: "the engine's contribution holds NaN at neuron element 1; rows a[4..8) are skipped, not folded", filesDone: ['a'], sourcesDone: 0 });
+  });
+
+  it('Gram sums (regmean) are added in place; each state keeps its own counts, and a non-finite Gram is not folded', () => {
+    const inputs = [{ name: 'x', dim: 2 }];
+    const grams: TaskStatistics = { ...emptyGramStats(inputs, { task: 't', modelFingerprint: 'm' }), batches: 0 };
+    const gramStart: TaskProgress = { ...start, state: { ...start.state, stats: grams } };
+    const gram = (values: number[]): GramContribution => ({ grams: new Map([['x', { sum: Float64Array.from(values), count: 3 }]]), examples: 2, dataFingerprint: '1'.repeat(64) });
+    const fold = foldTaskItem(undefined);
+    const one = fold(gramStart, { batch: batch([{ file: 'a', row: 0, rows: 2 }]), contribution: gram([1, 2, 2, 5]) });
+    const two = fold(one, { batch: batch([{ file: 'a', row: 2, rows: 2 }]), contribution: gram([1, 0, 0, 1]) });
+    const g = two.state.stats as StreamGrams;
+    expect([g.examples, g.batches, one.state.stats.examples, one.state.stats.batches]).toEqual([4, 2, 2, 1]);
+    expect(Array.from(g.grams.get('x')!.sum)).toEqual([2, 2, 2, 6]);
+    expect(g.grams.get('x')!.count).toBe(6);
+    const refused = fold(two, { batch: batch([{ file: 'a', row: 4, rows: 2 }]), contribution: gram([1, Infinity, 0, 1]) });
+    expect(refused.state.stats).toBe(g);
+    expect(Array.from(g.grams.get('x')!.sum)).toEqual([2, 2, 2, 6]);
+    expect(refused.event).toMatchObject({ kind: 'dead', reason: "the engine's contribution holds Infinity at x element 1; rows a[4..6) are skipped, not folded" });
   });
 
   it('decay scales the statistics before each batch is added', () => {
