@@ -54,7 +54,7 @@ describe('coefficient search', () => {
       labels: Float32Array.from(rows),
     });
     const batches = [batch([0, 1, 2, 3]), batch([4, 5, 6, 7]), batch([8, 9])];
-    const search = { holdout: 0.3, seed: 4, strategy: 'coordinate' as const, budget: 4, weights: values, scale: values, methods: [] };
+    const search = { holdout: 0.3, seed: 4, strategy: 'coordinate' as const, budget: 4, weights: values, scale: values, t: values, methods: [] };
     const split = holdOut(batches, search, 't');
     const labels = (bs: readonly TokenBatch[]) => bs.flatMap((b) => Array.from(b.labels!));
     expect(labels(split.search!)).toHaveLength(3);
@@ -104,5 +104,27 @@ describe('coefficient search', () => {
     const md = readFileSync(path.join(dir, 'out/results.md'), 'utf8');
     expect(md).toContain('| merge | task | metric | own model | task-arithmetic | task-arithmetic+search | faint | faint+search | best |');
     expect(md).toMatch(/\| sst2_rte \| faint \| scale=1, weight\.sst2=1, weight\.rte=1 \| -?[\d.]+ \| -?[\d.]+ \| [1-4] \|/);
+  }, 300_000);
+
+  it('run: slerp searches its interpolation position t, and not the per-model weights it does not use', async () => {
+    const root = path.resolve(import.meta.dirname, '../..');
+    const dir = tempDir('fisher-merge-search-');
+    const task = (t: string) => [`  - task: ${t}`, `    model: ${root}/data/models/${t}`, `    train: ${root}/data/glue/${t}/train-00000-of-00001.parquet`, `    validation: ${root}/data/glue/${t}/validation-00000-of-00001.parquet`];
+    writeFileSync(path.join(dir, 'search.yaml'), [
+      `out: ${dir}/out`,
+      'engine: onnx',
+      'tasks:', ...task('sst2'), ...task('rte'),
+      'methods: [slerp]',
+      'evaluation: { limit: 60 }',
+      'search: { holdout: 0.5, budget: 4, t: [0, 1], weights: [0.5, 2] }',
+    ].join('\n'));
+    const results = await runJob(await readRunConfig(path.join(dir, 'search.yaml')));
+    const found = results.search.sst2_rte!.slerp!;
+    expect(Object.keys(found.coefficients)).toEqual(['t']);
+    // The default t = 0.5, then t = 0 and t = 1: weights are never tried.
+    expect(found.evaluations).toBe(3);
+    expect(results.params.sst2_rte!['slerp+search']!.t).toBe(found.coefficients.t);
+    expect(results.lambdas.sst2_rte!['slerp+search']).toEqual([1, 1]);
+    expect(found.heldOut.chosen).toBeGreaterThanOrEqual(found.heldOut.defaults);
   }, 300_000);
 });

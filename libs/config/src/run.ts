@@ -31,7 +31,7 @@ export const RUN_KEYS = {
   base_model: text('a base model folder').optional(),
   merges: z.array(MERGE_GROUP, expected('a non-empty list of merges')).min(1, expected('a non-empty list of merges')).optional(),
   /**
-   * Coefficient search: per-model weights (and `scale` where the rule has one) chosen on a held-out
+   * Coefficient search: per-model weights where the rule uses them, and `scale` or `t` where it has one, chosen on a held-out
    * share of each validation split, whose rows are then left out of every reported score.
    */
   search: section({
@@ -41,6 +41,8 @@ export const RUN_KEYS = {
     budget: int(1).default(12),
     weights: z.array(number(0), expected('a list of numbers >= 0')).min(1, expected('a list of numbers >= 0')).default([0.5, 1, 1.5]),
     scale: z.array(number(0), expected('a list of numbers >= 0')).min(1, expected('a list of numbers >= 0')).default([0.5, 1, 1.5]),
+    /** slerp's interpolation position. */
+    t: z.array(number(0).max(1, expected('a number in [0, 1]')), expected('a list of numbers in [0, 1]')).min(1, expected('a list of numbers in [0, 1]')).default([0.25, 0.5, 0.75]),
     /** Method labels to search; default: every method. */
     methods: z.array(text('a method label')).optional(),
   }).optional(),

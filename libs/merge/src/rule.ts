@@ -73,6 +73,8 @@ export interface MergeRule {
    * exact number of models where the rule has one (slerp: 2).
    */
   needs: { stats: readonly Statistic[]; base: boolean; models?: number };
+  /** false: per-model weights (lambdas) do not enter the merge (slerp, magmax), so a coefficient search leaves them alone. */
+  weighted?: false;
   /** Runs once per merge (derived weights, norms over every tensor) and returns the per-slot merge. */
   prepare(context: MergeContext): (input: SlotInput) => Float32Array;
 }

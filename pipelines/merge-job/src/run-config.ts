@@ -48,6 +48,7 @@ export interface RunSearch {
   budget: number;
   weights: number[];
   scale: number[];
+  t: number[];
   /** Labels of the methods searched. */
   methods: string[];
 }

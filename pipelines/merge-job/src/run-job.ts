@@ -38,6 +38,9 @@ export interface EvalSplit {
   search?: TokenBatch[];
 }
 
+/** Rule parameters a search chooses where the rule has them, each from the `search` list of its name. */
+const SEARCHED_PARAMS = ['scale', 't'] as const;
+
 /** The label of a method's searched merge, beside the method's own. */
 export const searchedLabel = (label: string): string => `${label}+search`;
 
@@ -190,8 +193,8 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
         models: tasks.map((t) => t.model),
         statistics: Object.fromEntries(rule.needs.stats.map((kind) => [kind, tasks.map((t) => fisherFile(t.name, kind))])),
         method: method.rule,
-        params: { ...method.params, ...(coefficients.scale !== undefined ? { scale: coefficients.scale } : {}) },
-        ...(Object.keys(coefficients).length > 0 ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
+        params: { ...method.params, ...Object.fromEntries(SEARCHED_PARAMS.flatMap((p) => (coefficients[p] !== undefined ? [[p, coefficients[p]]] : []))) },
+        ...(Object.keys(coefficients).some((c) => c.startsWith('weight.')) ? { lambdas: tasks.map((t) => coefficients[`weight.${t.name}`] ?? 1) } : {}),
         ...(config.base ? { base: config.base } : {}),
         out: dir,
         // Scratch folders are this run's own (a search's trials reuse one).
@@ -207,10 +210,10 @@ export async function runJob(config: RunConfig): Promise<RunResults> {
 
       const search = config.search;
       if (!search?.methods.includes(method.label)) continue;
-      // The scale first: with a small budget it is the coefficient that moves a sum of task vectors most.
+      // The rule's own coefficient first (scale or t): with a small budget it is the one that moves the merge most.
       const coefficients: Coefficient[] = [
-        ...(rule.params.some((p) => p.name === 'scale') ? [{ name: 'scale', values: search.scale, start: Number(method.params.scale) }] : []),
-        ...tasks.map((t) => ({ name: `weight.${t.name}`, values: search.weights, start: 1 })),
+        ...SEARCHED_PARAMS.filter((name) => rule.params.some((p) => p.name === name)).map((name) => ({ name, values: search[name], start: Number(method.params[name]) })),
+        ...(rule.weighted === false ? [] : tasks.map((t) => ({ name: `weight.${t.name}`, values: search.weights, start: 1 }))),
       ];
       const trials = path.join(scratch, 'search');
       const found = await searchCoefficients(coefficients, search, async (point) => {

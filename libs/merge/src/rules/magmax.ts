@@ -6,5 +6,6 @@ export const magmax: MergeRule = {
   summary: "MagMax (Marczak et al.; FusionBench's magmax): per entry the task-vector value of largest magnitude (the later model on ties), scaled and added to the base; lambdas are not used.",
   params: [SCALE],
   needs: { stats: [], base: true },
+  weighted: false,
   prepare: ({ params }) => ({ tensors, base }) => addToBase(maxMagnitude(taskVectors(tensors, base)), base, Number(params.scale)),
 };

@@ -23,6 +23,7 @@ export const slerp: MergeRule = {
   summary: 'Spherical linear interpolation of exactly two models (of their task vectors with a base), per tensor; lambdas are not used.',
   params: [{ name: 't', type: 'number', default: 0.5, valid: { test: (v) => v >= 0 && v <= 1, expected: 'a number in [0, 1]' }, help: 'interpolation position: 0 is the first model, 1 the second' }],
   needs: { stats: [], base: false, models: 2 },
+  weighted: false,
   prepare({ params }) {
     const t = Number(params.t);
     return ({ tensors, base }) => {
