@@ -1,4 +1,5 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsync, fsyncSync, mkdirSync, openSync, promises as fs, renameSync, rmSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { UserError, numel, tempPath, writeError, writeFileAtomic, type DType, type Tensor } from '@fisher-merge/core';
 import { bufferSource, fileSource, type ByteSource } from './bytes.ts';
@@ -277,15 +278,38 @@ export class SafetensorsWriter {
 
   /** Flushes and renames the file into place; every declared tensor must have been written. */
   close(): void {
+    this.checkComplete();
+    fsyncSync(this.fd!);
+    closeSync(this.fd!);
+    this.fd = undefined;
+    renameSync(this.tmp, this.file);
+  }
+
+  /**
+   * `close` with the flush to disk (seconds for a gigabyte) awaited off the event loop: every byte is
+   * in the file already, so the tensors written may change meanwhile.
+   */
+  async closeAsync(): Promise<void> {
+    this.checkComplete();
+    const fd = this.fd!;
+    this.fd = undefined;
+    try {
+      await promisify(fsync)(fd);
+    } catch (e) {
+      closeSync(fd);
+      await fs.rm(this.tmp, { force: true });
+      throw writeError(this.file, e);
+    }
+    closeSync(fd);
+    await fs.rename(this.tmp, this.file);
+  }
+
+  private checkComplete(): void {
     if (this.next < this.order.length) {
       const missing = this.order[this.next]!;
       this.abort();
       throw new Error(`${path.basename(this.file)}: closed before tensor '${missing}' was written`);
     }
-    fsyncSync(this.fd!);
-    closeSync(this.fd!);
-    this.fd = undefined;
-    renameSync(this.tmp, this.file);
   }
 
   /** Removes the partial file. */

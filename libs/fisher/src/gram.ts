@@ -182,10 +182,11 @@ export async function writeGramStats(file: string, stats: GramStats): Promise<vo
 }
 
 /**
- * Writes the same file synchronously (written, fsynced, renamed into place before it returns): a job
- * whose sums change in place between its awaits writes them this way, without a gigabyte's copy.
+ * Writes the same file, every byte before it returns (the flush to disk and the rename are what the
+ * promise waits for): a job whose sums change in place between its awaits snapshots them this way,
+ * without a gigabyte's copy in memory.
  */
-export function writeGramStatsSync(file: string, stats: GramStats): void {
+export function writeGramStatsNow(file: string, stats: GramStats): Promise<void> {
   const { tensors, metadata } = gramFileContent(file, stats);
   const writer = SafetensorsWriter.create(file, tensors, metadata);
   try {
@@ -194,7 +195,7 @@ export function writeGramStatsSync(file: string, stats: GramStats): void {
     writer.abort();
     throw e;
   }
-  writer.close();
+  return writer.closeAsync();
 }
 
 /** A Gram file opened and checked against a model's inputs; each sum is read (and checked) on demand. */

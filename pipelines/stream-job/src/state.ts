@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { clipped, sha256Files, shown, UserError, writeFileAtomic } from '@fisher-merge/core';
-import { checkStatisticShape, checkStatisticValues, openGramFile, writeGramStatsSync, type GramInput, type GramStats, type MaskFisher } from '@fisher-merge/fisher';
+import { checkStatisticShape, checkStatisticValues, openGramFile, writeGramStatsNow, type GramInput, type GramStats, type MaskFisher } from '@fisher-merge/fisher';
 
 /** Files and folders of a stream job's output directory. */
 export function outLayout(out: string) {
@@ -189,8 +189,8 @@ export class CheckpointWriter {
       (isGramStats(stats) && stats.examples > 0 && this.written.get(task)?.fold !== foldOf(stats) ? [{ task, stats, name: `${encodeURIComponent(task)}-${stats.batches}-${stats.dataFingerprint.slice(0, 12)}.safetensors` }] : []));
     const files = changed.map(({ name }) => path.join(this.layout.grams, name));
     try {
-      // Synchronously, before the next fold adds to the sums in place.
-      changed.forEach(({ stats }, i) => writeGramStatsSync(files[i]!, stats));
+      // Every byte synchronously, before the next fold adds to the sums in place; the flush to disk is awaited.
+      await Promise.all(changed.map(({ stats }, i) => writeGramStatsNow(files[i]!, stats)));
       const refs = await Promise.all(files.map(async (file, i) => ({ name: changed[i]!.name, bytes: (await fs.stat(file)).size, sha256: await sha256Files([file]) })));
       const now = new Map(this.written);
       changed.forEach(({ task, stats }, i) => now.set(task, { ...refs[i]!, fold: foldOf(stats) }));
