@@ -151,6 +151,25 @@ describe('stream job with regmean', () => {
     expect(readdirSync(job.layout.versions).sort()).toEqual(versions);
   });
 
+  it('a Gram task in checkpoint.json is checked before its file is opened: a file for its examples, none without, a bare file name', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'checkpoint.json');
+    const write = (stats: Record<string, unknown>) => writeFileSync(file, JSON.stringify({
+      format: 'fisher-merge-stream-state/1',
+      tasks: { sst2: { stats: { kind: 'gram', inputs: [{ name: 'pooler.dense', dim: 2 }], examples: 4, batches: 1, task: 'sst2', modelFingerprint: 'm', dataFingerprint: '0'.repeat(64), file: null, ...stats }, cursor: { consumed: [] }, quarantined: 0 } },
+    }));
+    write({});
+    await expect(readStreamState(file)).rejects.toThrow(`${file}: checkpoint tasks.sst2.stats.file: expected a mapping, got null`);
+    write({ examples: 0, file: { name: 'x', bytes: 8, sha256: '0'.repeat(64) } });
+    await expect(readStreamState(file)).rejects.toThrow(`${file}: checkpoint tasks.sst2.stats.file: expected null (no examples yet)`);
+    write({ file: { name: '../x.safetensors', bytes: 8, sha256: '0'.repeat(64) } });
+    await expect(readStreamState(file)).rejects.toThrow(`${file}: checkpoint tasks.sst2.stats.file.name: expected a file name without a folder`);
+    write({ examples: 2.5, file: { name: 'x', bytes: 8, sha256: '0'.repeat(64) } });
+    await expect(readStreamState(file)).rejects.toThrow(`${file}: checkpoint tasks.sst2.stats.examples: expected a whole number >= 0, got 2.5`);
+    write({ file: { name: 'missing.safetensors', bytes: 8, sha256: '0'.repeat(64) } });
+    await expect(readStreamState(file)).rejects.toThrow(`${path.join(dir, 'grams', 'missing.safetensors')}: is missing, but ${file} names it for task 'sst2'`);
+  });
+
   it('with a queue, the coordinator refuses regmean with one line before anything starts', async () => {
     const dir = tempDir();
     const job = await regmeanJob(dir, { queue: { url: path.join(dir, 'no-redis.sock') } });
