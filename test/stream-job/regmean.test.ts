@@ -7,7 +7,7 @@ import { glueTask } from '@fisher-merge/data';
 import type { GramStats } from '@fisher-merge/fisher';
 import { computeGrams } from '@fisher-merge/merge-job';
 import { mergeModels } from '@fisher-merge/merge-writer';
-import { fisherFingerprint, isGramStats, loadStreamConfig, outLayout, readLatest, readStreamState, runStreamJob, type TaskStatistics } from '@fisher-merge/stream-job';
+import { fisherFingerprint, isGramStats, loadStreamConfig, outLayout, readLatest, readStreamState, readStreamStatus, runStreamJob, type TaskStatistics } from '@fisher-merge/stream-job';
 import { cli, expectRefused } from '../reliability/support.ts';
 import { largestRelative } from '../support.ts';
 import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
@@ -105,6 +105,8 @@ describe('stream job with regmean', () => {
       expect(ref.bytes).toBe(statSync(path.join(job.layout.grams, ref.name)).size);
     }
     const before = gramsOf((await readStreamState(job.layout.checkpoint))!.tasks.sst2!.stats);
+    // `status` reads checkpoint.json only (not a gigabyte of sums per BERT-base task) and names the statistic.
+    expect((await readStreamStatus(config.out)).checkpoint!.sst2).toMatchObject({ statistic: 'gram', examples: ROWS });
 
     // A restart with nothing new checkpoints again (a version, the stop) without writing the sums again.
     const mtimes = files.map((f) => statSync(path.join(job.layout.grams, f)).mtimeMs);
