@@ -33,6 +33,21 @@ describe('SafetensorsWriter', () => {
     expect(readdirSync(dir).sort()).toEqual(['layout.safetensors', 'reversed.safetensors']);
   });
 
+  it('closeAsync: the bytes are in the file when write returns, so a tensor changed after it (before the flush) does not change the file', async () => {
+    const tensors = fixtureTensors();
+    const expected = Buffer.concat(encodeSafetensors(tensors));
+    const dir = tempDir();
+    const file = path.join(dir, 'model.safetensors');
+    const writer = SafetensorsWriter.create(file, infos(tensors));
+    for (const name of writer.names) writer.write(name, tensors[name]!);
+    const closed = writer.closeAsync();
+    for (const { data } of Object.values(tensors)) new Uint8Array(data.buffer, data.byteOffset, data.byteLength).fill(0);
+    expect(readdirSync(dir).filter((f) => f === 'model.safetensors')).toEqual([]);
+    await closed;
+    expect(readFileSync(file).equals(expected)).toBe(true);
+    expect(readdirSync(dir)).toEqual(['model.safetensors']);
+  });
+
   it('leaves nothing behind when closed early or aborted, and refuses tensors it did not declare', () => {
     const tensors = fixtureTensors();
     const dir = tempDir();

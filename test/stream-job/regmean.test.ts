@@ -138,6 +138,11 @@ describe('stream job with regmean', () => {
     const good = readFileSync(gram);
     const versions = readdirSync(job.layout.versions).sort();
 
+    // The same out with another statistic is refused, whatever the rule.
+    const maskConfig = path.join(dir, 'mask.yaml');
+    writeFileSync(maskConfig, readFileSync(job.file, 'utf8').replace('merge_method: regmean', 'merge_method: mask-fisher').replace(/parameters:\n\s+alpha: 0\.9\n/, ''));
+    expectRefused(cli(['stream', maskConfig, '--exit-when-idle', '300']), /checkpoint\.json: task 'sst2' was accumulated with the statistic gram, the config now says mask Fisher \(merge_method mask-fisher\); use a new 'out' directory/);
+
     // An orphan (a run killed between writing a Gram file and checkpoint.json) is removed at start.
     writeFileSync(path.join(job.layout.grams, 'cola-999-000000000000.safetensors'), good);
     expect(cli(['stream', job.file, '--exit-when-idle', '300']).status).toBe(0);

@@ -120,13 +120,20 @@ export interface ReadStateOptions {
 
 /** The last checkpoint of `out`, or undefined when the job never checkpointed there; a corrupt one is one UserError naming the file, never used. */
 export async function readStreamState(file: string, options: ReadStateOptions = {}): Promise<StreamState | undefined> {
-  const size = await fs.stat(file).then((st) => st.size, (e: NodeJS.ErrnoException) => {
+  const handle = await fs.open(file, 'r').catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return undefined;
     throw e;
   });
-  if (size === undefined) return undefined;
-  if (size > MAX_CHECKPOINT_BYTES) throw new UserError(`${file}: checkpoint is ${size} bytes, more than the ${MAX_CHECKPOINT_BYTES} (256 MiB) a checkpoint may have; it is not used (move it away to start over)`);
-  const text = await fs.readFile(file, 'utf8');
+  if (handle === undefined) return undefined;
+  let text: string;
+  try {
+    // One open file: a job replacing checkpoint.json meanwhile (rename) does not change what is sized and read.
+    const { size } = await handle.stat();
+    if (size > MAX_CHECKPOINT_BYTES) throw new UserError(`${file}: checkpoint is ${size} bytes, more than the ${MAX_CHECKPOINT_BYTES} (256 MiB) a checkpoint may have; it is not used (move it away to start over)`);
+    text = await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
   let raw: unknown;
   try {
     raw = JSON.parse(text);

@@ -37,7 +37,7 @@ import {
   withCredits,
 } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
-import { computeGramContribution, emptyGramStats, emptyMaskFisher, gramInputs, maskFisherContributions, type ContributedBatch, type DeadBatch, type MaskFisher, type MaskFisherShape } from '@fisher-merge/fisher';
+import { computeGramContribution, emptyGramStats, emptyMaskFisher, gramInputs, maskFisherContributions, type ContributedBatch, type DeadBatch, type MaskFisherShape } from '@fisher-merge/fisher';
 import { type Engine, type LoadedModel, modelFingerprint } from '@fisher-merge/model';
 import { loadTaskModel } from '@fisher-merge/task-model';
 import type { StreamConfig, StreamTask } from './config.ts';
@@ -101,12 +101,12 @@ export async function openTask(task: StreamTask, config: StreamConfig, saved: St
   const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
   const previous = saved?.tasks[name];
   const fingerprint = await modelFingerprint(model);
-  const fresh = emptyStatistics(model, config, name, fingerprint);
-  if (previous) checkResumable(checkpointFile, name, previous.stats, fresh);
+  if (previous) checkResumable(checkpointFile, name, previous.stats, config, fingerprint, model);
+  const fresh = () => emptyStatistics(model, config, name, fingerprint);
   const state: TaskState = previous
     // A Gram task without examples has no file of sums: zeros of its model's inputs.
-    ? { ...previous, stats: isGramStats(previous.stats) && previous.stats.examples === 0 ? { ...fresh, batches: previous.stats.batches } : previous.stats }
-    : { stats: fresh, cursor: { consumed: new Set() }, quarantined: 0, skippedRows: 0 };
+    ? { ...previous, stats: isGramStats(previous.stats) && previous.stats.examples === 0 ? { ...fresh(), batches: previous.stats.batches } : previous.stats }
+    : { stats: fresh(), cursor: { consumed: new Set() }, quarantined: 0, skippedRows: 0 };
   return {
     task: { ...task, spec },
     name,
@@ -259,22 +259,21 @@ async function quarantine(root: string, task: string, file: string, ready: Extra
   return marker;
 }
 
-function checkResumable(file: string, task: string, saved: TaskStatistics, now: TaskStatistics): void {
-  const differs = (what: string, was: unknown, then: unknown): never => {
-    throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(then)}; use a new 'out' directory`);
+function checkResumable(file: string, task: string, saved: TaskStatistics, config: StreamConfig, modelFingerprint: string, model: LoadedModel): void {
+  const differs = (what: string, was: unknown, now: unknown): never => {
+    throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(now)}; use a new 'out' directory`);
   };
-  if (isGramStats(saved) !== isGramStats(now)) differs('the statistic', statisticName(saved), `${statisticName(now)} (merge_method)`);
-  if (saved.modelFingerprint !== now.modelFingerprint) differs('model fingerprint', saved.modelFingerprint.slice(0, 12), now.modelFingerprint.slice(0, 12));
-  if (isGramStats(saved) && isGramStats(now)) {
-    const [was, is] = [saved, now].map((s) => s.inputs.map((i) => `${i.name}:${i.dim}`).join(','));
-    if (was !== is) differs('the Gram inputs', clipped(was!), `the model's ${clipped(is!)}`);
+  if (isGramStats(saved) !== (config.statistic === 'gram')) differs('the statistic', statisticName(saved), `${config.statistic === 'gram' ? 'gram' : 'mask Fisher'} (merge_method ${config.merge.method})`);
+  if (saved.modelFingerprint !== modelFingerprint) differs('model fingerprint', saved.modelFingerprint.slice(0, 12), modelFingerprint.slice(0, 12));
+  if (isGramStats(saved)) {
+    const [was, now] = [saved.inputs, gramInputs(model)].map((inputs) => inputs.map((i) => `${i.name}:${i.dim}`).join(','));
+    if (was !== now) differs('the Gram inputs', clipped(was!), `the model's ${clipped(now!)}`);
     return;
   }
-  const [f, c] = [saved, now] as MaskFisher[];
-  if (f!.mode !== c!.mode) differs('fisher.mode', f!.mode, c!.mode);
-  if (f!.mode === 'batch' && f!.batchSize !== c!.batchSize) differs('fisher.batch_size', f!.batchSize, c!.batchSize);
-  const [was, is] = [f!, c!].map((s: MaskFisherShape) => `L${s.numLayers} H${s.numHeads} I${s.intermediateSize}`);
-  if (was !== is) differs('the statistics shape', was, `the model's ${is}`);
+  if (saved.mode !== config.mode) differs('fisher.mode', saved.mode, config.mode);
+  if (saved.mode === 'batch' && saved.batchSize !== config.batchSize) differs('fisher.batch_size', saved.batchSize, config.batchSize);
+  const [was, now] = [saved, model.config].map((s: MaskFisherShape) => `L${s.numLayers} H${s.numHeads} I${s.intermediateSize}`);
+  if (was !== now) differs('the statistics shape', was, `the model's ${now}`);
 }
 
 /** Rename, or copy and delete when the quarantine is on another file system; false if `from` is gone. */
