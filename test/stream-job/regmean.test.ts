@@ -7,7 +7,7 @@ import { glueTask } from '@fisher-merge/data';
 import type { GramStats } from '@fisher-merge/fisher';
 import { computeGrams } from '@fisher-merge/merge-job';
 import { mergeModels } from '@fisher-merge/merge-writer';
-import { fisherFingerprint, isGramStats, loadStreamConfig, outLayout, readLatest, readStreamState, readStreamStatus, runStreamJob, type TaskStatistics } from '@fisher-merge/stream-job';
+import { fisherFingerprint, formatStreamStatus, isGramStats, loadStreamConfig, outLayout, readLatest, readStreamState, readStreamStatus, runStreamJob, type TaskStatistics } from '@fisher-merge/stream-job';
 import { cli, expectRefused } from '../reliability/support.ts';
 import { largestRelative } from '../support.ts';
 import { modelDir, publishParquet, REPO, split, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
@@ -106,7 +106,9 @@ describe('stream job with regmean', () => {
     }
     const before = gramsOf((await readStreamState(job.layout.checkpoint))!.tasks.sst2!.stats);
     // `status` reads checkpoint.json only (not a gigabyte of sums per BERT-base task) and names the statistic.
-    expect((await readStreamStatus(config.out)).checkpoint!.sst2).toMatchObject({ statistic: 'gram', examples: ROWS });
+    const report = await readStreamStatus(config.out);
+    expect(report.checkpoint!.sst2).toMatchObject({ statistic: 'gram', examples: ROWS });
+    expect(formatStreamStatus(report)).toMatch(new RegExp(`\\bsst2 +gram +${ROWS} `));
 
     // A restart with nothing new checkpoints again (a version, the stop) without writing the sums again.
     const mtimes = files.map((f) => statSync(path.join(job.layout.grams, f)).mtimeMs);

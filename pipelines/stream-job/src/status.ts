@@ -103,12 +103,13 @@ export function formatStreamStatus(report: StreamStatusReport): string {
   lines.push(job ? `job: ${job.alive ? `running (pid ${job.pid})` : 'not running'}, status updated ${job.updated}` : 'job: no status file');
   lines.push(report.latest ? `latest version: ${report.latest.version} (${report.latest.time}, ${report.latest.reason})` : 'latest version: none');
   if (job?.last_rejected != null) lines.push(`last rejected candidate: ${job.last_rejected} (rejected/${job.last_rejected}/rejection.json says why)`);
-  const header = ['task', 'examples', 'ex/s', 'backlog', 'buffered', 'files', 'quarantined', 'in version', 'position'];
+  const header = ['task', 'statistic', 'examples', 'ex/s', 'backlog', 'buffered', 'files', 'quarantined', 'in version', 'position'];
   const rows = Object.entries(report.checkpoint ?? job?.tasks ?? {}).map(([name, t]) => {
     const live = job?.tasks[name];
     const position = t.current ? `${t.current.file}@${t.current.row}` : '-';
     return [
       name,
+      t.statistic,
       String(live?.examples ?? t.examples),
       live && job?.alive ? live.examples_per_s.toFixed(1) : '-',
       live?.backlog_files === null || live === undefined ? '-' : String(live.backlog_files),
