@@ -1,12 +1,17 @@
 // The stream job single-process against the coordinator with 1 and 2 workers through a real
 // redis-server, on the tiny fixture model and on BERT-base shape (random L12 H768, written by
 // random-checkpoint.ts), every engine at --threads 1: examples/s while the job drains a backlog of
-// sst2 rows, measured from the checkpoint (first folded batch to last), so process start-up and
-// model loading are left out for every variant alike; and the coordinator's CPU time (user + system,
-// from /proc) per batch over the same window: how many workers one coordinator can feed.
+// sst2 rows, from the first folded batch to the last, so process start-up and model loading are left
+// out for every variant alike; and the coordinator's CPU time (user + system, from /proc) per batch
+// over the same window: how many workers one coordinator can feed. The times are the ones the job
+// stamps on each checkpoint (its clock when it wrote that state down), not when this process sees
+// the file: a single-process job computes on its JavaScript thread (onnxruntime-node runs a session
+// synchronously there), so its checkpoint writes land batches late, and a reader's clock would start
+// the window late and overstate its rate (by 35% on BERT-base here). --repeat runs every variant again
+// (each run's rows are printed; compare ratios within a run on a shared machine).
 // Then Redis memory while the coordinator works through a backlog of 100k batches (batch size 1)
 // with queue.max_pending set: it stays at a few max_pending batches, whatever the backlog.
-//   npx tsx bench/queue.bench.ts [--tiny-rows 3072] [--base-rows 512] [--backlog 100000] [--max-pending 64]
+//   npx tsx bench/queue.bench.ts [--tiny-rows 8192] [--base-rows 512] [--repeat 1] [--backlog 100000] [--max-pending 64]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,8 +30,9 @@ import { writeRandomCheckpoint } from './random-checkpoint.ts';
 
 const { values: args } = parseArgs({
   options: {
-    'tiny-rows': { type: 'string', default: '3072' },
+    'tiny-rows': { type: 'string', default: '8192' },
     'base-rows': { type: 'string', default: '512' },
+    repeat: { type: 'string', default: '1' },
     backlog: { type: 'string', default: '100000' },
     'max-pending': { type: 'string', default: '64' },
     'memory-seconds': { type: 'string', default: '20' },
@@ -100,21 +106,33 @@ function cpuSeconds(pid: number): number | undefined {
   return fields && fields[0] !== 'Z' ? (Number(fields[11]) + Number(fields[12])) / 100 : undefined;
 }
 
-/** Examples/s from the first folded batch to the last, read from the checkpoint, and the job's CPU seconds over the same window. */
+/** The examples a checkpoint holds and the time the job stamped on it (when it wrote that state down, however late the file lands). */
+function checkpointed(file: string): { n: number; at: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // Written whole (temporary file, then rename); the raw JSON, as readStreamState keeps no time.
+  const state = JSON.parse(text) as { time: string; tasks: Record<string, { stats: { examples: number } }> };
+  return { n: state.tasks.sst2?.stats.examples ?? 0, at: Date.parse(state.time) };
+}
+
+/** Examples/s from the first folded batch seen to the last, by the checkpoints' own times, and the job's CPU seconds over that window. */
 async function drain(out: string, total: number, job: ChildProcess): Promise<{ rate: number; cpu: number; batches: number }> {
   const checkpoint = path.join(out, 'state', 'checkpoint.json');
-  let first: { t: number; n: number; cpu: number } | undefined;
+  let first: { n: number; at: number; cpu: number } | undefined;
   let cpu = 0;
   for (;;) {
     // CPU first: the job exits soon after its last fold (the last reading before that counts).
     cpu = cpuSeconds(job.pid!) ?? cpu;
-    const n = (await readStreamState(checkpoint).catch(() => undefined))?.tasks.sst2?.stats.examples ?? 0;
-    const t = performance.now();
-    if (n > 0 && !first) first = { t, n, cpu };
-    // NaN when the whole run fell between two looks at the checkpoint (give more rows).
-    if (n >= total) return { rate: first!.n < total ? (total - first!.n) / ((t - first!.t) / 1000) : NaN, cpu: cpu - first!.cpu, batches: Math.ceil((total - first!.n) / BATCH) };
-    if (job.exitCode !== null) throw new Error(`${out}: the job exited (${job.exitCode}) at ${n} of ${total} examples`);
-    await pause(20);
+    const seen = checkpointed(checkpoint);
+    if (seen && seen.n > 0 && !first) first = { ...seen, cpu };
+    // NaN when the first checkpoint seen already held every row (give more rows).
+    if (seen && seen.n >= total) return { rate: first!.n < total ? (total - first!.n) / ((seen.at - first!.at) / 1000) : NaN, cpu: cpu - first!.cpu, batches: Math.ceil((total - first!.n) / BATCH) };
+    if (job.exitCode !== null) throw new Error(`${out}: the job exited (${job.exitCode}) at ${seen?.n ?? 0} of ${total} examples`);
+    await pause(50);
   }
 }
 
@@ -125,31 +143,33 @@ const models = [
   { name: 'BERT-base (random L12 H768)', key: 'base', dir: path.join(work, 'base-model'), rows: Number(args['base-rows']) },
 ];
 await writeRandomCheckpoint(models[1]!.dir, { numLayers: 12, hiddenSize: 768, numHeads: 12, intermediateSize: 3072 });
-for (const model of models) {
-  const watch = backlog(`rows-${model.rows}`, model.rows);
-  const runs: { rate: number; cpu: number; batches: number }[] = [];
-  for (const workers of [0, 1, 2]) {
-    const name = `${model.key}-${workers}`;
-    const file = config(name, model.dir, watch, workers === 0 ? {} : { queue: { url: redis.socket, prefix: name, max_pending: 16 } });
-    const job = start(['stream', file, '--exit-when-idle', '300', ...(workers === 0 ? ['--threads', '1'] : [])]);
-    const pool: ChildProcess[] = [];
-    if (workers > 0) {
-      while ((await redis.client.hget(`${name}:job`, 'run')) === null) await pause(20);
-      for (let w = 0; w < workers; w++) pool.push(start(['worker', file, '--threads', '1']));
+const backlogs = models.map((model) => backlog(`rows-${model.rows}`, model.rows));
+for (let run = 1; run <= Number(args.repeat); run++) {
+  for (const [m, model] of models.entries()) {
+    const runs: { rate: number; cpu: number; batches: number }[] = [];
+    for (const workers of [0, 1, 2]) {
+      const name = `${model.key}-${workers}-${run}`;
+      const file = config(name, model.dir, backlogs[m]!, workers === 0 ? {} : { queue: { url: redis.socket, prefix: name, max_pending: 16 } });
+      const job = start(['stream', file, '--exit-when-idle', '300', ...(workers === 0 ? ['--threads', '1'] : [])]);
+      const pool: ChildProcess[] = [];
+      if (workers > 0) {
+        while ((await redis.client.hget(`${name}:job`, 'run')) === null) await pause(20);
+        for (let w = 0; w < workers; w++) pool.push(start(['worker', file, '--threads', '1']));
+      }
+      runs.push(await drain(path.join(work, name), model.rows, job));
+      await exited(job);
+      for (const w of pool) w.kill('SIGTERM');
+      await Promise.all(pool.map(exited));
     }
-    runs.push(await drain(path.join(work, name), model.rows, job));
-    await exited(job);
-    for (const w of pool) w.kill('SIGTERM');
-    await Promise.all(pool.map(exited));
+    const [single, one, two] = runs as [typeof runs[0], typeof runs[0], typeof runs[0]];
+    const cpuPerBatch = (r: typeof one) => ((r.cpu * 1000) / r.batches).toFixed(1);
+    rows.push([String(run), model.name, String(model.rows), single.rate.toFixed(1), one.rate.toFixed(1), two.rate.toFixed(1), (one.rate / single.rate).toFixed(2), (two.rate / one.rate).toFixed(2), cpuPerBatch(one), cpuPerBatch(two)]);
   }
-  const [single, one, two] = runs as [typeof runs[0], typeof runs[0], typeof runs[0]];
-  const cpuPerBatch = (r: typeof one) => ((r.cpu * 1000) / r.batches).toFixed(1);
-  rows.push([model.name, String(model.rows), single.rate.toFixed(1), one.rate.toFixed(1), two.rate.toFixed(1), (one.rate / single.rate).toFixed(2), (two.rate / one.rate).toFixed(2), cpuPerBatch(one), cpuPerBatch(two)]);
 }
 
-console.log(`CPU: ${cpus()[0]?.model} x ${cpus().length}; batch ${BATCH}, batch-mode mask Fisher, every engine --threads 1, examples/s from first to last folded batch`);
-console.log('| model | rows | single process | coordinator + 1 worker | coordinator + 2 workers | 1 worker / single | 2 workers / 1 worker | coordinator CPU ms/batch (1 worker) | (2 workers) |');
-console.log('|---|---|---|---|---|---|---|---|---|');
+console.log(`CPU: ${cpus()[0]?.model} x ${cpus().length}; batch ${BATCH}, batch-mode mask Fisher, every engine --threads 1, examples/s from first to last folded batch (the job's checkpoint times)`);
+console.log('| run | model | rows | single process | coordinator + 1 worker | coordinator + 2 workers | 1 worker / single | 2 workers / 1 worker | coordinator CPU ms/batch (1 worker) | (2 workers) |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);
 
 // Redis memory with a 100k-batch backlog: batch size 1, so every row is a batch.
