@@ -136,7 +136,7 @@ describe('a worker that reads ahead', () => {
       stopB.abort();
       expect((await b).served).toBe(2);
 
-      // Now a finishes its entry (b already did) and comes to the one it read ahead (b took it over).
+      // Now a finishes the entry in its engine (b already did) and comes to the one it read ahead (b took it over).
       slow.release();
       stopA.abort();
       expect((await a).served).toBe(0);
@@ -145,8 +145,12 @@ describe('a worker that reads ahead', () => {
       expect(await results(client)).toEqual(ids.map((entry) => ({ entry, worker: 'b' })));
       expect(await client.hgetall(keys.done)).toEqual({ b: '2' });
       expect(await client.xlen(keys.batches)).toBe(0);
-      expect(events(log(), 'worker.result_dropped')).toEqual([ids[0]]);
-      expect(events(log(), 'worker.taken_over')).toEqual([ids[1]]);
+      // Which of the two a read first is up to its reads (one may look for entries to take over first).
+      const dropped = events(log(), 'worker.result_dropped');
+      const skipped = events(log(), 'worker.taken_over');
+      expect(dropped).toHaveLength(1);
+      expect(skipped).toHaveLength(1);
+      expect([...dropped, ...skipped].sort()).toEqual(ids);
     });
   }, HANG_GUARD_MS);
 });

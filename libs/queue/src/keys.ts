@@ -1,6 +1,6 @@
 /**
  * Redis keys of one job. A task's keys share the hash tag `{task}`, so on a Redis Cluster each task
- * lives on one node and a worker's MULTI (result + acknowledgement) stays on one slot.
+ * lives on one node and a worker's script (acknowledgement + result) stays on one slot.
  */
 export function jobKeys(prefix: string) {
   return {

@@ -64,7 +64,7 @@ export function giveUpWhenLost(redis: Redis, url: string, role: string, timeoutS
     new UserError(`${role}: lost Redis at ${url} (queue.url) for ${timeoutS} s (queue.connect_timeout_s); the checkpoint holds everything folded, restart when Redis is back`), scheduler);
 }
 
-/** The entries of a one-stream XREAD/XREADGROUP/XAUTOCLAIM reply, whichever reply shape the protocol gives. */
+/** The entries of a one-stream XREAD/XREADGROUP reply, whichever reply shape the protocol gives. */
 export type StreamEntry = { id: string; fields: Map<string, Buffer> };
 
 export function entriesOf(reply: unknown): StreamEntry[] {
@@ -87,7 +87,7 @@ export function streamEntries(reply: unknown): Map<string, StreamEntry[]> {
 /** The entries of an XRANGE reply (and of the stream part of the replies above). */
 export function rangeEntries(reply: unknown): StreamEntry[] {
   return (reply as [Buffer, Buffer[] | null][]).flatMap(([id, flat]) => {
-    // XAUTOCLAIM lists entries deleted meanwhile with null fields.
+    // XCLAIM (before Redis 7) and XAUTOCLAIM list entries deleted meanwhile with null fields.
     if (!flat) return [];
     const fields = new Map<string, Buffer>();
     for (let i = 0; i + 1 < flat.length; i += 2) fields.set(flat[i]!.toString(), flat[i + 1]!);

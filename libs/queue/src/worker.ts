@@ -177,10 +177,19 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
   };
 
   // Reads run ahead on their own connection (a blocked XREADGROUP holds it); writes go on another.
-  const read = (): Promise<Taken | undefined> => nextEntry(reader, k.batches, opts, held).then((taken) => {
-    if (taken) held.add(taken.entry.id);
-    return taken;
-  });
+  // A read looks for entries to take over at least every tenth of claim_idle_ms, and after a read
+  // that found nothing; the others are one round trip (a read ahead is answered while the engine
+  // holds the thread, and only a round trip's reply can be taken in between two batches).
+  let claimsCheckedAt = -Infinity;
+  const read = (): Promise<Taken | undefined> => {
+    const claims = performance.now() - claimsCheckedAt >= opts.claimIdleMs / 10;
+    if (claims) claimsCheckedAt = performance.now();
+    return nextEntry(reader, k.batches, opts, claims ? held : undefined).then((taken) => {
+      if (taken) held.add(taken.entry.id);
+      else claimsCheckedAt = -Infinity;
+      return taken;
+    });
+  };
   const reads: Promise<Taken | undefined>[] = [];
   while (!opts.signal.aborted && !rejoin) {
     while (reads.length < 1 + opts.prefetch) reads.push(read());
@@ -222,16 +231,16 @@ async function ownedBy(redis: Redis, stream: string, entry: string, consumer: st
 const RESTARTED_STREAM = /NOGROUP|UNBLOCKED/;
 
 /**
- * The next entry for this consumer, or undefined after a read that found none (never rejects): first
- * an entry idle longer than claim_idle_ms (its worker died, or is slow) that this loop does not hold
- * (`held`: read ahead and waiting its turn), else a new one.
+ * The next entry for this consumer, or undefined after a read that found none (never rejects): with
+ * `held` (the entries this loop holds: read ahead and waiting their turn), first an entry idle longer
+ * than claim_idle_ms (its worker died, or is slow) that is not one of them; else a new one.
  */
-async function nextEntry(redis: Redis, stream: string, opts: ServeOptions, held: ReadonlySet<string>): Promise<Taken | undefined> {
+async function nextEntry(redis: Redis, stream: string, opts: ServeOptions, held: ReadonlySet<string> | undefined): Promise<Taken | undefined> {
   const since = performance.now();
   try {
     // [id, consumer, idle, deliveries] of entries idle that long; enough of them to get past those held here.
-    const idle = (await redis.call('XPENDING', stream, WORKERS, 'IDLE', String(opts.claimIdleMs), '-', '+', String(held.size + 1))) as [string, string, number, number][];
-    const orphan = idle.find(([id]) => !held.has(id));
+    const idle = held ? ((await redis.call('XPENDING', stream, WORKERS, 'IDLE', String(opts.claimIdleMs), '-', '+', String(held.size + 1))) as [string, string, number, number][]) : [];
+    const orphan = idle.find(([id]) => !held!.has(id));
     if (orphan) {
       // XCLAIM checks the idle time again: of the readers racing for the entry, one gets it (and gone when its worker finished it meanwhile).
       const taken = rangeEntries(await redis.callBuffer('XCLAIM', stream, WORKERS, opts.consumer, String(opts.claimIdleMs), orphan[0]))[0];
