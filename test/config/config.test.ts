@@ -69,6 +69,14 @@ describe('one config vocabulary', () => {
     expect(stream({ out: 'o', tasks: [streamTask], merge_method: 'regmean', queue: { url: 'redis://localhost:6379' } })).toThrow('stream.yaml: queue: not available with method regmean (Gram statistics): workers compute mask Fisher only; run regmean in one process (no queue)');
   });
 
+  it('a stream job takes its tasks from tasks:, tasks_dir, or both; a method of a fixed model count is refused with tasks_dir', () => {
+    const dirOnly = stream({ out: 'o', tasks_dir: 'tasks' })();
+    expect([dirOnly.tasks, dirOnly.tasks_dir, dirOnly.tasks_dir_poll_ms]).toEqual([[], 'tasks', 1000]);
+    expect(stream({ out: 'o', tasks: [streamTask], tasks_dir: 'tasks' })().tasks.map((t) => t.name)).toEqual(['sst2']);
+    expect(stream({ out: 'o' })).toThrow("stream.yaml: tasks: expected a non-empty list of task entries or 'tasks_dir' (a directory of task files), got nothing");
+    expect(stream({ out: 'o', tasks_dir: 'tasks', merge_method: 'slerp' })).toThrow('stream.yaml: tasks_dir: method slerp merges exactly 2 models; with tasks_dir the number of tasks changes while the job runs');
+  });
+
   it('a mergekit-style merge config: merge_method, base_model, models with fisher or data and parameters, parameters, dtype, out', () => {
     const c = merge({
       merge_method: 'mask-fisher-ties',

@@ -111,7 +111,7 @@ describe('stream job inputs', () => {
     expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm' }] })).toThrow("c.yaml: tasks[0]: needs exactly one source");
     expect(bad({ ...base, tasks: [{ task: 'nope', model: 'm', watch: 'w' }] })).toThrow('c.yaml: tasks[0].task: expected one of sst2, cola,');
     expect(bad({ ...base, tasks: [{ task: 'sst2', model: 'm', watch: 'w', ready: 'soon' }] })).toThrow('c.yaml: tasks[0].ready: expected one of stable, marker, got "soon"');
-    expect(bad({ out: 'o' })).toThrow('c.yaml: tasks: expected a non-empty list of task entries, got nothing');
+    expect(bad({ out: 'o' })).toThrow("c.yaml: tasks: expected a non-empty list of task entries or 'tasks_dir' (a directory of task files), got nothing");
     const ok = parseStreamConfig({ ...base, publish: { every_examples: 100 } }, '/x', 'c.yaml');
     expect(ok.out).toBe('/x/o');
     expect(ok.tasks[0]!.input).toMatchObject({ kind: 'watch', dir: '/x/w', ready: { kind: 'stable', ms: 2000 } });

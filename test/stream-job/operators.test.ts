@@ -1,6 +1,6 @@
 import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
-import { exhaustMapWithTrailing } from '@fisher-merge/stream-job';
+import { exhaustMapWithTrailing, taskChanges, type StreamTask, type TaskEntry, type TaskSet } from '@fisher-merge/stream-job';
 
 const scheduler = () => new TestScheduler((actual, expected) => expect(actual).toEqual(expected));
 
@@ -38,6 +38,24 @@ describe('exhaustMapWithTrailing (marbles)', () => {
       const failure = new Error('disk full');
       expectObservable(hot('a-#', undefined, failure).pipe(exhaustMapWithTrailing(() => cold('----x|')))).toBe('--#', undefined, failure);
       expectObservable(hot('a|').pipe(exhaustMapWithTrailing(() => cold('-#', undefined, failure)))).toBe('-#', undefined, failure);
+    });
+  });
+});
+
+describe('taskChanges (marbles)', () => {
+  it('per name, a new revision joins and a name gone leaves; an unchanged task is no change', () => {
+    const entry = (name: string, revision: string): TaskEntry => ({ task: { spec: { name } } as StreamTask, revision });
+    const set = (...entries: TaskEntry[]): TaskSet => new Map(entries.map((e) => [e.task.spec.name, e]));
+    const [sst2, cola, cola2] = [entry('sst2', '1'), entry('cola', '1'), entry('cola', '2')];
+    scheduler().run(({ hot, expectObservable }) => {
+      const sets = hot('a-b-c-d---e|', { a: set(sst2), b: set(sst2, cola), c: set(sst2, cola), d: set(cola2), e: set(sst2, cola2) });
+      expectObservable(taskChanges(sets)).toBe('a-b---(lc)s|', {
+        a: { name: 'sst2', entry: sst2 },
+        b: { name: 'cola', entry: cola },
+        l: { name: 'sst2', entry: undefined },
+        c: { name: 'cola', entry: cola2 },
+        s: { name: 'sst2', entry: sst2 },
+      });
     });
   });
 });

@@ -84,17 +84,22 @@ export const STREAM_KEYS = {
   tasks: taskList(STREAM_TASK).superRefine((tasks, ctx) => {
     const stdin = tasks.flatMap((t, i) => (t.ipc === '-' ? [i] : []));
     if (stdin.length > 1) ctx.addIssue({ code: 'custom', path: [stdin[1]!, 'ipc'], message: "only one task can read stdin ('ipc: -')" });
-  }),
+  }).optional(),
+  /** A directory of task files (`*.yaml`, each one `tasks:` entry): a file that appears joins the running job, one removed leaves. */
+  tasks_dir: text('a directory path').optional(),
+  /** How often tasks_dir is listed. */
+  tasks_dir_poll_ms: int(1).default(1000),
 };
 
-/** A gate needs every task's validation rows, and validation rows are read by a gate only. */
-function checkGate(c: { gate?: { metric?: string | Record<string, string> | undefined } | undefined; tasks: readonly { name: string; validation?: string | undefined }[] }, ctx: z.RefinementCtx): void {
+/** A gate needs every task's validation rows, and validation rows are read by a gate only (a task file's are checked when it is read). */
+function checkGate(c: { gate?: { metric?: string | Record<string, string> | undefined } | undefined; tasks: readonly { name: string; validation?: string | undefined }[]; tasks_dir?: string | undefined }, ctx: z.RefinementCtx): void {
   c.tasks.forEach((t, i) => {
     if (c.gate && t.validation === undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: 'expected a validation Parquet file (the gate scores every candidate version on it), got nothing' });
     if (!c.gate && t.validation !== undefined) ctx.addIssue({ code: 'custom', path: ['tasks', i, 'validation'], message: "is read by a 'gate' only: add a gate section or leave it out", input: t.validation });
   });
   const metric = c.gate?.metric;
-  if (typeof metric !== 'object') return;
+  // Task files name tasks the config cannot know.
+  if (typeof metric !== 'object' || c.tasks_dir !== undefined) return;
   const names = c.tasks.map((t) => t.name);
   for (const name of Object.keys(metric)) {
     if (!names.includes(name)) ctx.addIssue({ code: 'custom', path: ['gate', 'metric', name], message: `expected a task name (one of ${names.join(', ')}), got ${JSON.stringify(name)}`, input: name });
@@ -114,8 +119,11 @@ export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rul
       if (c.queue !== undefined) refuse(['queue'], 'workers compute mask Fisher only; run regmean in one process (no queue)', '(a queue section)');
     }
     if (rule.needs.base && c.base_model === undefined) ctx.addIssue({ code: 'custom', path: ['base_model'], message: `expected a base model folder (method ${rule.name} needs one), got nothing` });
-    if (rule.needs.models !== undefined && c.tasks.length !== rule.needs.models) ctx.addIssue({ code: 'custom', path: ['tasks'], message: `expected ${rule.needs.models} tasks (method ${rule.name} merges exactly ${rule.needs.models} models), got ${c.tasks.length}` });
-    checkGate(c, ctx);
+    if (c.tasks === undefined && c.tasks_dir === undefined) ctx.addIssue({ code: 'custom', path: ['tasks'], message: "expected a non-empty list of task entries or 'tasks_dir' (a directory of task files), got nothing" });
+    // Tasks that join and leave change the count a fixed-count method needs.
+    if (rule.needs.models !== undefined && c.tasks_dir !== undefined) ctx.addIssue({ code: 'custom', path: ['tasks_dir'], message: `method ${rule.name} merges exactly ${rule.needs.models} models; with tasks_dir the number of tasks changes while the job runs`, input: c.tasks_dir });
+    else if (rule.needs.models !== undefined && c.tasks !== undefined && c.tasks.length !== rule.needs.models) ctx.addIssue({ code: 'custom', path: ['tasks'], message: `expected ${rule.needs.models} tasks (method ${rule.name} merges exactly ${rule.needs.models} models), got ${c.tasks.length}` });
+    checkGate({ ...c, tasks: c.tasks ?? [] }, ctx);
     try {
       ruleParams(rule.name, c.parameters);
     } catch (e) {
@@ -123,7 +131,7 @@ export const STREAM_CONFIG = section(STREAM_KEYS, { merge: "moved: the merge rul
       ctx.addIssue({ code: 'custom', path: ['parameters'], message: e.message, input: c.parameters });
     }
   })
-  .transform((c) => ({ ...c, ...ruleParams(c.merge_method, c.parameters) }));
+  .transform((c) => ({ ...c, tasks: c.tasks ?? [], ...ruleParams(c.merge_method, c.parameters) }));
 
 /** The one statistic a stream job accumulates for a rule needing these: Gram sums for regmean, else mask Fisher; undefined when it cannot. */
 export function streamedStatistic(needs: readonly Statistic[]): 'maskFisher' | 'gram' | undefined {

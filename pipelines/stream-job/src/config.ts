@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { loadConfig, parseConfig, STREAM_CONFIG, streamedStatistic } from '@fisher-merge/config';
+import { loadConfig, parseConfig, readYaml, STREAM_CONFIG, STREAM_TASK, streamedStatistic } from '@fisher-merge/config';
+import { UserError } from '@fisher-merge/core';
 import type { ReadyRule, TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { FisherMode } from '@fisher-merge/fisher';
@@ -60,7 +61,20 @@ export interface StreamConfig {
   queue?: QueueConfig;
   /** Prometheus metrics and /healthz on this port. */
   metricsPort?: number;
+  /** The tasks of `tasks:` (present for the whole run). */
   tasks: StreamTask[];
+  /** Task files that join and leave while the job runs (`tasks_dir`), listed every `pollMs`. */
+  tasksDir?: TasksDir;
+}
+
+/** gate.metric: one metric name for every task, or one per task name. */
+type GateMetricChoice = string | Record<string, string> | undefined;
+
+export interface TasksDir {
+  dir: string;
+  pollMs: number;
+  /** With a gate: each task file needs validation rows, judged by this choice of metric. */
+  gate?: { metric: GateMetricChoice };
 }
 
 export interface QueueConfig {
@@ -83,6 +97,21 @@ export async function loadStreamConfig(file: string): Promise<StreamConfig> {
   return streamConfig({ ...c, tasks }, baseDir, file);
 }
 
+/**
+ * One task file of a tasks_dir: a `tasks:` entry, its paths relative to the file; with a gate
+ * (`gate`, the config's) it needs validation rows. A bad file is one UserError naming it and the key.
+ */
+export async function loadTaskFile(file: string, gate: TasksDir['gate']): Promise<StreamTask> {
+  const baseDir = path.dirname(path.resolve(file));
+  const parsed = parseConfig(STREAM_TASK, await readYaml(file), file);
+  const entry = await withModelLabelCount(parsed, path.resolve(baseDir, parsed.model));
+  if (entry.ipc === '-') throw new UserError(`${file}: ipc: a task file cannot read stdin ('-'); give a file path, or list the task under the config's 'tasks:'`);
+  if (gate && entry.validation === undefined) throw new UserError(`${file}: validation: expected a validation Parquet file (the config's gate scores every candidate version on it), got nothing`);
+  if (!gate && entry.validation !== undefined) throw new UserError(`${file}: validation: is read by a 'gate' only: add a gate section to the config or leave it out`);
+  // Which metric judges a task is known once its labels are (a custom task's from its model).
+  return streamTask(entry, baseDir, gate ? taskValidation(entry, gate.metric, baseDir, `${file} (judged by the config's gate)`) : undefined);
+}
+
 /** A stream config from a parsed document; custom tasks without `num_labels` keep the default of 2 (loadStreamConfig reads it from the model). */
 export function parseStreamConfig(raw: unknown, baseDir: string, name: string): StreamConfig {
   return streamConfig(parseConfig(STREAM_CONFIG, raw, name), baseDir, name);
@@ -92,12 +121,6 @@ export function parseStreamConfig(raw: unknown, baseDir: string, name: string): 
 function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string, file: string): StreamConfig {
   const resolve = (p: string): string => path.resolve(baseDir, p);
   const { publish, fisher, gate } = c;
-  // Which metric judges a task is known once its labels are (a custom task's from its model).
-  const validation = (t: (typeof c.tasks)[number], g: NonNullable<typeof gate>): TaskValidation => {
-    const chosen = typeof g.metric === 'string' ? g.metric : g.metric?.[t.name];
-    const where = `${file}: gate.metric${typeof g.metric === 'object' ? `.${t.name}` : ''}`;
-    return { file: resolve(t.validation!), metric: gateMetric(t.spec, chosen, where) };
-  };
   return {
     out: resolve(c.out),
     engine: c.engine,
@@ -141,19 +164,33 @@ function streamConfig(c: ReturnType<typeof STREAM_CONFIG.parse>, baseDir: string
       }
       : {}),
     ...(c.metrics_port !== undefined ? { metricsPort: c.metrics_port } : {}),
-    tasks: c.tasks.map((t): StreamTask => ({
-      spec: t.spec,
-      model: resolve(t.model),
-      lambda: t.lambda,
-      input: t.watch !== undefined
-        ? {
-          kind: 'watch',
-          dir: resolve(t.watch),
-          pollMs: t.poll_ms,
-          ready: t.ready === 'marker' ? { kind: 'marker', suffix: t.marker_suffix ?? '.done' } : { kind: 'stable', ms: t.stable_ms ?? 2000 },
-        }
-        : { kind: 'ipc', path: t.ipc === '-' ? '-' : resolve(t.ipc!), pollMs: t.poll_ms },
-      ...(gate ? { validation: validation(t, gate) } : {}),
-    })),
+    tasks: c.tasks.map((t) => streamTask(t, baseDir, gate ? taskValidation(t, gate.metric, baseDir, file) : undefined)),
+    ...(c.tasks_dir !== undefined ? { tasksDir: { dir: resolve(c.tasks_dir), pollMs: c.tasks_dir_poll_ms, ...(gate ? { gate: { metric: gate.metric } } : {}) } } : {}),
+  };
+}
+
+type ParsedTask = ReturnType<typeof STREAM_TASK.parse>;
+
+/** A gated task's validation rows, and the metric it is judged by (gate.metric: one name, or per task name); `where` names the file of gate.metric. */
+function taskValidation(t: ParsedTask, metric: GateMetricChoice, baseDir: string, where: string): TaskValidation {
+  const chosen = typeof metric === 'string' ? metric : metric?.[t.name];
+  return { file: path.resolve(baseDir, t.validation!), metric: gateMetric(t.spec, chosen, `${where}: gate.metric${typeof metric === 'object' ? `.${t.name}` : ''}`) };
+}
+
+function streamTask(t: ParsedTask, baseDir: string, validation: TaskValidation | undefined): StreamTask {
+  const resolve = (p: string): string => path.resolve(baseDir, p);
+  return {
+    spec: t.spec,
+    model: resolve(t.model),
+    lambda: t.lambda,
+    input: t.watch !== undefined
+      ? {
+        kind: 'watch',
+        dir: resolve(t.watch),
+        pollMs: t.poll_ms,
+        ready: t.ready === 'marker' ? { kind: 'marker', suffix: t.marker_suffix ?? '.done' } : { kind: 'stable', ms: t.stable_ms ?? 2000 },
+      }
+      : { kind: 'ipc', path: t.ipc === '-' ? '-' : resolve(t.ipc!), pollMs: t.poll_ms },
+    ...(validation ? { validation } : {}),
   };
 }

@@ -9,3 +9,4 @@ export * from './stream-job.ts';
 export * from './operators.ts';
 export * from './queue.ts';
 export * from './gate.ts';
+export * from './task-dir.ts';

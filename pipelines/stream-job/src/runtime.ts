@@ -3,14 +3,18 @@ import {
   bufferCount,
   catchError,
   combineLatest,
+  concat,
   concatMap,
   connect,
+  defer,
   distinctUntilChanged,
   EMPTY,
   endWith,
   exhaustMap,
   filter,
+  finalize,
   from,
+  groupBy,
   fromEvent,
   ignoreElements,
   interval,
@@ -18,6 +22,7 @@ import {
   lastValueFrom,
   map,
   merge,
+  mergeMap,
   type Observable,
   of,
   ReplaySubject,
@@ -26,6 +31,7 @@ import {
   share,
   shareReplay,
   startWith,
+  switchScan,
   take,
   takeUntil,
   tap,
@@ -39,6 +45,7 @@ import { exhaustMapWithTrailing, exhaustScanWithTrailing, takeControlFile } from
 import type { VersionManifest, VersionPublisher } from './publish.ts';
 import { isGramStats, outLayout, publishedMark, statisticName, type CheckpointWriter, type PublishedMark, type TaskStatistics } from './state.ts';
 import { ratePerSecond, sampleRate, type JobStatus, type RateSample } from './status.ts';
+import { taskChanges, type TaskEntry, type TaskSet } from './task-dir.ts';
 import { taskPipeline, type OpenedTask, type TaskPipeline } from './task-pipeline.ts';
 import type { TaskProgress } from './task-state.ts';
 
@@ -63,13 +70,35 @@ export interface RuntimeOptions {
   checkpoints: CheckpointWriter;
 }
 
-/** Every task's latest fold state, by name. */
+/** Every task's latest fold state, by name: those running, those that left and those the checkpoint holds that have not joined. */
 export type JobProgress = Record<string, TaskProgress>;
+
+/** The pipelines of the tasks running now, by name. */
+export type RunningTasks = Readonly<Record<string, TaskPipeline>>;
 
 /** The tasks' states after an update (none before the first). */
 interface JobUpdate {
   job: JobProgress;
+  running: RunningTasks;
   update?: TaskProgress;
+}
+
+/** What a task's run emits: its fold state, and its pipeline while it runs (none once it left). */
+interface TaskUpdate {
+  progress: TaskProgress;
+  pipeline?: TaskPipeline;
+}
+
+/** The job's tasks: which are present as time goes on, and how one is opened. */
+export interface JobTasks {
+  /** The tasks present, each time the set changes; completes once no task can join any more. */
+  present$: Observable<TaskSet>;
+  /** Tasks every one of which needs examples before the first version (the config's `tasks:`). */
+  required: readonly string[];
+  /** Each task's progress as the checkpoint left it, not running until it joins. */
+  saved: JobProgress;
+  /** Opens one run of a task from its last state; undefined when the task was refused (and said so). */
+  open: (entry: TaskEntry, from: TaskProgress | undefined) => Promise<OpenedTask | undefined>;
 }
 
 /**
@@ -99,14 +128,18 @@ const lastBuilt = (last: LastVersion): string => (last.rejected !== undefined &&
 export const examplesSince = (p: TaskProgress, last: LastVersion): number => p.folded - (last.folded[p.task] ?? 0);
 
 /**
- * The stream job's runtime: runs the task pipelines and subscribes checkpoints, status and
- * publishing to their update stream. Publishing runs one version at a time (requests meanwhile
- * collapse into one more, the broadest kept); checkpoints are written every `checkpoint_every`
- * batches, after a skipped file and after a version; status on every tick. A stop (signal, stop
- * file, abort) ends the batch streams, and everything here completes behind them; then the last
- * checkpoint, the version `on_stop` asks for, and a last status are written.
+ * The stream job's runtime: runs a pipeline per present task and subscribes checkpoints, status
+ * and publishing to their update stream. Each change of a task (a new revision of its file, or its
+ * file gone) ends its current run, and a new revision starts the next one from the state the last
+ * run left (`switchScan` per task name): a task that left keeps its statistics in the job's state
+ * and checkpoints, and resumes from them when it returns. Publishing runs one version at a time
+ * (requests meanwhile collapse into one more, the broadest kept) from the tasks running now;
+ * checkpoints are written every `checkpoint_every` batches, after a skipped file and after a
+ * version; status on every tick. A stop (signal, stop file, abort) ends the batch streams and the
+ * task set, and everything here completes behind them; then the last checkpoint, the version
+ * `on_stop` asks for, and a last status are written.
  */
-export async function runJob(config: StreamConfig, opened: readonly OpenedTask[], publisher: VersionPublisher, start: LastVersion, options: RuntimeOptions): Promise<JobEnd> {
+export async function runJob(config: StreamConfig, tasks: JobTasks, publisher: VersionPublisher, start: LastVersion, options: RuntimeOptions): Promise<JobEnd> {
   const layout = outLayout(config.out);
   const { scheduler } = options;
   const ticks$ = interval(options.statusIntervalMs, scheduler).pipe(share());
@@ -125,23 +158,57 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
     }),
     share({ connector: () => new ReplaySubject(1) }),
   );
-  const pipelines = opened.map((task) => taskPipeline(task, { config, stop$, clock: schedulerClock(scheduler), idle: options.idle, quarantineDir: layout.quarantine }));
-  const initial: JobProgress = Object.fromEntries(opened.map((t) => [t.name, t.initial]));
-  const publish = publishing(config, pipelines, publisher, options);
+  const context = { config, stop$, clock: schedulerClock(scheduler), idle: options.idle, quarantineDir: layout.quarantine };
+  /**
+   * One run of a task. While its model loads, its last state stands (`joining`: versions wait for
+   * it); a task refused, or whose file left, is marked as left, its state kept.
+   */
+  const run = (name: string, entry: TaskEntry | undefined, last: TaskProgress | undefined): Observable<TaskUpdate> => {
+    const mark = (kind: 'joining' | 'left'): Observable<TaskUpdate> => (last ? of({ progress: { ...last, buffered: 0, event: { kind } } }) : EMPTY);
+    if (!entry) {
+      return defer(() => {
+        logEvent('stream.task_left', { task: name, examples: last?.state.stats.examples ?? 0, kept: 'its statistics stay in the state and resume if it returns' });
+        return mark('left');
+      });
+    }
+    return concat(mark('joining'), defer(() => {
+      const opening = tasks.open(entry, last);
+      return from(opening).pipe(
+        mergeMap((opened) => {
+          if (!opened) return mark('left');
+          const pipeline = taskPipeline(opened, context);
+          return pipeline.progress$.pipe(startWith(opened.initial), map((progress): TaskUpdate => ({ progress, pipeline })));
+        }),
+        // However the run ends, even while the model still loads, the task is closed once opened.
+        // The job awaits the same close at its end (and sees its error there).
+        finalize(() => void opening.then((opened) => opened?.compute.close()).catch(() => undefined)),
+      );
+    }));
+  };
+  const updates$ = taskChanges(tasks.present$.pipe(takeUntil(stop$))).pipe(
+    groupBy((change) => change.name),
+    mergeMap((changes) => changes.pipe(switchScan((last: TaskUpdate | undefined, { entry }) => run(changes.key, entry, last?.progress ?? tasks.saved[changes.key]), undefined))),
+  );
+  const initial: JobUpdate = { job: tasks.saved, running: {} };
+  const publish = publishing(config, tasks.required, publisher, options);
   const writeCheckpoint = (job: JobProgress, lastVersion: LastVersion) =>
-    options.checkpoints.write({ tasks: Object.fromEntries(Object.entries(job).map(([name, p]) => [name, p.state])), ...(lastVersion.mark ? { published: lastVersion.mark } : {}) });
+    options.checkpoints.write({ tasks: Object.fromEntries(Object.entries(job).map(([name, p]) => [name, p.state])), ...(lastVersion.mark ? { published: markOf(lastVersion.mark, job) } : {}) });
   const startedAt = new Date(scheduler.now()).toISOString();
   const writeStatus = (status: JobStatus) => writeFileAtomic(layout.status, `${JSON.stringify(status, null, 2)}\n`).catch((e: unknown) => logEvent('stream.status_failed', { error: (e as Error).message }));
-  const statusOf = (running: boolean, job: JobProgress, lastVersion: LastVersion, rates: Record<string, RateSample[]>) => jobStatus({ running, started: startedAt, now: scheduler.now(), job, last: lastVersion, rates, pipelines, extra: options.status });
+  const statusOf = (running: boolean, job: JobUpdate, lastVersion: LastVersion, rates: Record<string, RateSample[]>) => jobStatus({ running, started: startedAt, now: scheduler.now(), job, last: lastVersion, rates, extra: options.status });
 
-  const running$ = merge(...pipelines.map((p) => p.progress$)).pipe(
+  const running$ = updates$.pipe(
     connect((updates) => {
       const end$ = updates.pipe(ignoreElements(), endWith(true));
       // Everything below reads the tasks' states from here: a subscriber of job$ that reads
       // latest$ sees the update it was called for (a replayed buffer is updated before it emits).
       const job$ = updates.pipe(
-        scan((s: JobUpdate, update) => ({ job: { ...s.job, [update.task]: update }, update }), { job: initial }),
-        startWith<JobUpdate>({ job: initial }),
+        scan((s: JobUpdate, { progress, pipeline }): JobUpdate => {
+          const { [progress.task]: was, ...others } = s.running;
+          const running = was === pipeline ? s.running : pipeline ? { ...others, [progress.task]: pipeline } : others;
+          return { job: { ...s.job, [progress.task]: progress }, running, update: progress };
+        }, initial),
+        startWith(initial),
         shareReplay(1),
       );
       const update$ = job$.pipe(map((s) => s.update), filter((u): u is TaskProgress => u !== undefined));
@@ -150,20 +217,20 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
         trigger$: merge(controlFile(layout.publishFile), signals('SIGHUP')),
         scheduler,
       }).pipe(
-        exhaustScanWithTrailing((state: Publishing, request: PublishRequest) => job$.pipe(take(1), concatMap(({ job }) => publish(state, request, job))), { last: start, deferredLogged: false }, strongerRequest),
+        exhaustScanWithTrailing((state: Publishing, request: PublishRequest) => job$.pipe(take(1), concatMap((job) => publish(state, request, job))), { last: start, deferredLogged: false }, strongerRequest),
         map((p) => p.last),
         // A deferral changes the publishing state, not the last version.
         distinctUntilChanged(),
         share(),
       );
       const lastVersion$ = versions$.pipe(startWith(start), shareReplay(1));
-      const state$ = combineLatest([job$.pipe(map((s) => s.job)), lastVersion$]);
+      const state$ = combineLatest([job$, lastVersion$]);
       const latest$ = state$.pipe(take(1));
       const checkpoints$ = merge(
         update$.pipe(filter((p) => p.event.kind === 'folded' || p.event.kind === 'dead'), bufferCount(config.checkpointEvery)),
         update$.pipe(filter((p) => p.event.kind === 'skipped')),
         versions$,
-      ).pipe(exhaustMapWithTrailing(() => latest$.pipe(concatMap(([job, lastVersion]) => writeCheckpoint(job, lastVersion)))));
+      ).pipe(exhaustMapWithTrailing(() => latest$.pipe(concatMap(([{ job }, lastVersion]) => writeCheckpoint(job, lastVersion)))));
       const metrics$ = update$.pipe(
         tap(({ task, state: { stats } }) => {
           options.metrics?.examples.set({ task }, stats.examples);
@@ -173,7 +240,7 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
       const status$ = ticks$.pipe(
         takeUntil(end$),
         concatMap(() => latest$),
-        scan((s, [job, lastVersion]) => statusTick(s, job, lastVersion, scheduler.now(), config.logIntervalS * 1000, pipelines), { rates: {}, loggedAt: scheduler.now() } as StatusTick),
+        scan((s, [job, lastVersion]) => statusTick(s, job, lastVersion, scheduler.now(), config.logIntervalS * 1000), { rates: {}, loggedAt: scheduler.now() } as StatusTick),
         exhaustMap((s) => writeStatus(statusOf(true, s.job!, s.last!, s.rates))),
       );
       return merge(
@@ -183,34 +250,55 @@ export async function runJob(config: StreamConfig, opened: readonly OpenedTask[]
     }),
   );
 
-  for (const t of opened) options.metrics?.examples.set({ task: t.name }, t.initial.state.stats.examples);
-  logEvent('stream.started', { out: config.out, tasks: opened.map((t) => ({ task: t.name, examples: t.initial.state.stats.examples, files_consumed: t.initial.state.cursor.consumed.size, resume: t.initial.state.cursor.current ?? null })), last_version: start.version ?? null });
+  for (const p of Object.values(tasks.saved)) options.metrics?.examples.set({ task: p.task }, p.state.stats.examples);
+  const names = [...new Set([...tasks.required, ...Object.keys(tasks.saved)])];
+  logEvent('stream.started', {
+    out: config.out,
+    tasks: names.map((task) => {
+      const state = tasks.saved[task]?.state;
+      return { task, examples: state?.stats.examples ?? 0, files_consumed: state?.cursor.consumed.size ?? 0, resume: state?.cursor.current ?? null };
+    }),
+    ...(config.tasksDir ? { tasks_dir: config.tasksDir.dir } : {}),
+    last_version: start.version ?? null,
+  });
   let job = initial;
   let lastVersion = start;
   try {
     [job, lastVersion] = await lastValueFrom(running$);
-    await writeCheckpoint(job, lastVersion);
+    await writeCheckpoint(job.job, lastVersion);
     if (config.publish.onStop) {
       const stopped = await lastValueFrom(publish({ last: lastVersion, deferredLogged: false }, { kind: 'stop' }, job), { defaultValue: undefined });
       if (stopped && stopped.last !== lastVersion) {
         lastVersion = stopped.last;
-        await writeCheckpoint(job, lastVersion);
+        await writeCheckpoint(job.job, lastVersion);
       }
     }
   } finally {
     await writeStatus(statusOf(false, job, lastVersion, {}));
   }
-  logEvent('stream.stopped', { by: stoppedBy, last_version: lastVersion.version ?? null, examples: Object.fromEntries(Object.values(job).map((p) => [p.task, p.state.stats.examples])) });
-  return { job, last: lastVersion, stoppedBy };
+  logEvent('stream.stopped', { by: stoppedBy, last_version: lastVersion.version ?? null, examples: Object.fromEntries(Object.values(job.job).map((p) => [p.task, p.state.stats.examples])) });
+  return { job: job.job, last: lastVersion, stoppedBy };
+}
+
+/** The last version's statistics of the tasks whose statistics still have their shape (a restarted task's new model may not). */
+function markOf(mark: PublishedMark, job: JobProgress): PublishedMark {
+  const sameShape = ([name, m]: [string, PublishedMark['tasks'][string]]): boolean => {
+    const stats = job[name]?.state.stats;
+    if (stats === undefined) return false;
+    // Gram marks hold a count only.
+    return isGramStats(stats) || (stats.head.length === m.head?.length && stats.neuron.length === m.neuron?.length);
+  };
+  return { version: mark.version, tasks: Object.fromEntries(Object.entries(mark.tasks).filter(sameShape)) };
 }
 
 /**
- * The publish requests of a job, until `end$`: one per task update (a policy may fire), one per
- * `intervalMs` on `scheduler`, one per operator trigger.
+ * The publish requests of a job, until `end$`: one per folded batch (a policy may fire) and per task
+ * that left (the next version is built without it), one per `intervalMs` on `scheduler`, one per
+ * operator trigger.
  */
 export function publishRequests(updates: Observable<TaskProgress>, end$: Observable<unknown>, options: { intervalMs: number | undefined; trigger$: Observable<unknown>; scheduler: SchedulerLike }): Observable<PublishRequest> {
   return merge(
-    updates.pipe(filter((p) => p.event.kind === 'folded'), map((p): PublishRequest => ({ kind: 'policy', task: p.task }))),
+    updates.pipe(filter((p) => p.event.kind === 'folded' || p.event.kind === 'left'), map((p): PublishRequest => ({ kind: 'policy', task: p.task }))),
     options.intervalMs === undefined ? EMPTY : interval(options.intervalMs, options.scheduler).pipe(map((): PublishRequest => ({ kind: 'interval' }))),
     options.trigger$.pipe(map((): PublishRequest => ({ kind: 'trigger' }))),
   ).pipe(takeUntil(end$));
@@ -229,18 +317,23 @@ interface Publishing {
   deferredLogged: boolean;
 }
 
-/** The publishing step: given the last version, a request and the tasks' states, builds a version if one is due. */
-function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], publisher: VersionPublisher, options: RuntimeOptions) {
+/**
+ * The publishing step: given the last version, a request and the tasks' states, builds a version
+ * if one is due, from the running tasks that have examples. Versions wait for a task whose model is
+ * loading; the first also until every running and every required task has examples; later, a task
+ * without any (just joined, or restarted) enters the first version after it has some. One is due when a task has new examples and a
+ * policy (or the request) says so, or when the tasks to merge are no longer the last version's.
+ */
+function publishing(config: StreamConfig, required: readonly string[], publisher: VersionPublisher, options: RuntimeOptions) {
   const policyReason = (p: TaskProgress, lastVersion: LastVersion): string | undefined => {
     const policy = config.publish;
     if (policy.everyExamples !== undefined && examplesSince(p, lastVersion) >= policy.everyExamples) return 'every_examples';
     if (policy.relativeChange !== undefined && relativeChange(p.state.stats, lastVersion.mark?.tasks[p.task]) > policy.relativeChange) return 'relative_change';
     return undefined;
   };
-  const build = async (reason: string, job: JobProgress, last: LastVersion): Promise<LastVersion> => {
+  const build = async (reason: string, tasks: { opened: OpenedTask; progress: TaskProgress }[], last: LastVersion): Promise<LastVersion> => {
     const started = options.scheduler.now();
-    logEvent('stream.publishing', { reason });
-    const tasks = pipelines.map(({ opened }) => ({ opened, progress: job[opened.name]! }));
+    logEvent('stream.publishing', { reason, tasks: tasks.map((t) => t.opened.name) });
     const outcome = await publisher.publish({
       reason,
       merge: config.merge,
@@ -263,21 +356,31 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
     logEvent('stream.published', { version: manifest.version, reason, seconds: Number(seconds.toFixed(3)), examples: Object.fromEntries(tasks.map((t) => [t.opened.name, t.progress.state.stats.examples])) });
     return { ...attempt, version: manifest.version, ...(last.rejected !== undefined ? { rejected: last.rejected } : {}) };
   };
-  return (state: Publishing, request: PublishRequest, job: JobProgress): Observable<Publishing> => {
-    const tasks = Object.values(job);
-    if (!tasks.some((p) => examplesSince(p, state.last) > 0)) {
+  return (state: Publishing, request: PublishRequest, { job, running }: JobUpdate): Observable<Publishing> => {
+    const present = Object.values(running).map(({ opened }) => ({ opened, progress: job[opened.name]! }));
+    const merged = present.filter(({ progress }) => progress.state.stats.examples > 0);
+    const before = state.last.mark && Object.keys(state.last.mark.tasks);
+    const tasksChanged = before !== undefined && (before.length !== merged.length || merged.some(({ opened }) => !before.includes(opened.name)));
+    if (!tasksChanged && !present.some(({ progress }) => examplesSince(progress, state.last) > 0)) {
       // An operator who asked for a version should hear why none came.
       if (request.kind === 'trigger') logEvent('stream.publish_skipped', { reason: 'trigger', why: `no new examples since ${lastBuilt(state.last)}` });
       return EMPTY;
     }
-    const reason = request.kind === 'policy' ? tasks.filter((p) => request.task === undefined || p.task === request.task).map((p) => policyReason(p, state.last)).find((r) => r !== undefined) : request.kind;
+    const policy = request.kind === 'policy' ? present.filter(({ progress }) => request.task === undefined || progress.task === request.task).map(({ progress }) => policyReason(progress, state.last)).find((r) => r !== undefined) : request.kind;
+    const reason = policy ?? (tasksChanged ? 'tasks_changed' : undefined);
     if (reason === undefined) return EMPTY;
-    const empty = tasks.filter((p) => p.state.stats.examples === 0).map((p) => p.task);
-    if (empty.length > 0) {
-      if (!state.deferredLogged) logEvent('stream.publish_deferred', { reason, waiting_for: empty });
+    const waiting = [
+      ...required.filter((name) => !running[name] && job[name]?.event.kind !== 'joining'),
+      ...Object.values(job).filter((p) => p.event.kind === 'joining').map((p) => p.task),
+      // The first version merges every task.
+      ...(state.last.version === undefined ? present.filter(({ progress }) => progress.state.stats.examples === 0).map(({ opened }) => opened.name) : []),
+    ];
+    if (waiting.length > 0) {
+      if (!state.deferredLogged) logEvent('stream.publish_deferred', { reason, waiting_for: waiting });
       return of({ ...state, deferredLogged: true });
     }
-    return from(build(reason, job, state.last)).pipe(
+    if (merged.length === 0) return EMPTY;
+    return from(build(reason, merged, state.last)).pipe(
       map((lastVersion) => ({ ...state, last: lastVersion })),
       // A candidate the merge refuses (a non-finite tensor, say) is never published: nothing lands in
       // versions/, latest stays, and the job goes on folding; the next request tries again.
@@ -293,24 +396,24 @@ function publishing(config: StreamConfig, pipelines: readonly TaskPipeline[], pu
 interface StatusTick {
   rates: Record<string, RateSample[]>;
   loggedAt: number;
-  job?: JobProgress;
+  job?: JobUpdate;
   last?: LastVersion;
 }
 
-/** One status tick: samples every task's rate, and logs progress once every `logEveryMs`. */
-function statusTick(s: StatusTick, job: JobProgress, lastVersion: LastVersion, now: number, logEveryMs: number, pipelines: readonly TaskPipeline[]): StatusTick {
-  const rates = Object.fromEntries(Object.values(job).map((p) => [p.task, sampleRate(s.rates[p.task] ?? [], now, p.folded)]));
+/** One status tick: samples every task's rate, and logs the running tasks' progress once every `logEveryMs`. */
+function statusTick(s: StatusTick, job: JobUpdate, lastVersion: LastVersion, now: number, logEveryMs: number): StatusTick {
+  const rates = Object.fromEntries(Object.values(job.job).map((p) => [p.task, sampleRate(s.rates[p.task] ?? [], now, p.folded)]));
   const log = now - s.loggedAt >= logEveryMs;
   if (log) {
-    for (const { opened, backlog } of pipelines) {
-      const p = job[opened.name]!;
+    for (const { opened, backlog } of Object.values(job.running)) {
+      const p = job.job[opened.name]!;
       logEvent('stream.progress', { task: p.task, examples: p.state.stats.examples, examples_per_s: Number(ratePerSecond(rates[p.task]!).toFixed(2)), backlog_files: backlog(), last_version: lastVersion.version ?? null });
     }
   }
   return { rates, loggedAt: log ? now : s.loggedAt, job, last: lastVersion };
 }
 
-function jobStatus(s: { running: boolean; started: string; now: number; job: JobProgress; last: LastVersion; rates: Record<string, RateSample[]>; pipelines: readonly TaskPipeline[]; extra: Partial<JobStatus> | undefined }): JobStatus {
+function jobStatus(s: { running: boolean; started: string; now: number; job: JobUpdate; last: LastVersion; rates: Record<string, RateSample[]>; extra: Partial<JobStatus> | undefined }): JobStatus {
   return {
     pid: process.pid,
     running: s.running,
@@ -320,14 +423,15 @@ function jobStatus(s: { running: boolean; started: string; now: number; job: Job
     last_rejected: s.last.rejected ?? null,
     memory: memoryMB(),
     ...s.extra,
-    tasks: Object.fromEntries(s.pipelines.map(({ opened, backlog }) => {
-      const p = s.job[opened.name]!;
-      return [opened.name, {
+    tasks: Object.fromEntries(Object.values(s.job.job).map((p) => {
+      const pipeline = s.job.running[p.task];
+      return [p.task, {
+        present: pipeline !== undefined,
         statistic: statisticName(p.state.stats),
         examples: p.state.stats.examples,
         batches: p.state.stats.batches,
-        examples_per_s: Number(ratePerSecond(s.rates[opened.name] ?? []).toFixed(2)),
-        backlog_files: backlog(),
+        examples_per_s: Number(ratePerSecond(s.rates[p.task] ?? []).toFixed(2)),
+        backlog_files: pipeline ? pipeline.backlog() : null,
         buffered_rows: p.buffered,
         files_consumed: p.state.cursor.consumed.size,
         quarantined: p.state.quarantined,

@@ -21,6 +21,8 @@ export interface JobStatus {
   tasks: Record<string, {
     /** What the task accumulates: 'mask Fisher', or 'gram' (regmean). */
     statistic: 'mask Fisher' | 'gram';
+    /** Running now (false: its task file left, or the checkpoint holds it and it has not joined). */
+    present: boolean;
     examples: number;
     batches: number;
     examples_per_s: number;

@@ -1,14 +1,15 @@
 import { promises as fs } from 'node:fs';
-import { asyncScheduler, type SchedulerLike } from 'rxjs';
-import { acquireLock, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
+import { asyncScheduler, map, of, type SchedulerLike } from 'rxjs';
+import { acquireLock, isUserError, logEvent, type NamedPath, refuseOutputOnInputs, UserError } from '@fisher-merge/core';
 import type { JobMetrics } from '@fisher-merge/metrics';
-import type { StreamConfig } from './config.ts';
+import type { StreamConfig, StreamTask } from './config.ts';
 import { openGate } from './gate.ts';
 import { VersionPublisher, type VersionManifest } from './publish.ts';
-import { runJob } from './runtime.ts';
+import { runJob, type JobTasks } from './runtime.ts';
 import { CheckpointWriter, outLayout, readStreamState, type TaskStatistics } from './state.ts';
+import { configTasks, taskDirectory } from './task-dir.ts';
 import type { JobStatus } from './status.ts';
-import { localCompute, openTask, type LoadedTask, type OpenedTask, type TaskCompute } from './task-pipeline.ts';
+import { localCompute, openTask, savedProgress, type LoadedTask, type OpenedTask, type TaskCompute } from './task-pipeline.ts';
 
 export interface StreamJobOptions {
   /**
@@ -63,36 +64,64 @@ export interface StreamJobResult {
  */
 export async function runStreamJob(config: StreamConfig, options: StreamJobOptions = {}): Promise<StreamJobResult> {
   const layout = outLayout(config.out);
-  refuseOutputOnInputs({ what: 'out', path: config.out }, config.tasks.flatMap((t, i) => [
-    { what: `tasks[${i}].model`, path: t.model },
-    ...(t.input.kind === 'watch' ? [{ what: `tasks[${i}].watch`, path: t.input.dir }] : t.input.path === '-' ? [] : [{ what: `tasks[${i}].ipc`, path: t.input.path }]),
-  ]));
+  refuseOutputOnInputs({ what: 'out', path: config.out }, [
+    ...config.tasks.flatMap((t, i) => taskInputs(t, `tasks[${i}].`)),
+    ...(config.tasksDir ? [{ what: 'tasks_dir', path: config.tasksDir.dir }] : []),
+  ]);
   await fs.mkdir(config.out, { recursive: true });
   // One job per output: a second would count the same files. A dead holder's lock is stale, never a block.
   const lock = await acquireLock(layout.lock, `stream output ${config.out}`);
+  // Every task opened in this run (a task that joins twice, twice): each is closed once it ends, and all by the end.
   const opened: OpenedTask[] = [];
   try {
     // A stop file left by a run that died before acting on it must not stop this one at once.
     await fs.rm(layout.stopFile, { force: true });
     const saved = await readStreamState(layout.checkpoint);
-    for (const name of Object.keys(saved?.tasks ?? {})) {
-      if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
+    // With a tasks_dir, a task the checkpoint holds may have left (its file gone) and may return.
+    if (!config.tasksDir) {
+      for (const name of Object.keys(saved?.tasks ?? {})) {
+        if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
+      }
     }
     const compute = options.compute ?? ((task: LoadedTask) => localCompute(task, options.threads));
-    for (const task of config.tasks) opened.push(await openTask(task, config, saved, layout.checkpoint, compute));
+    const scheduler = options.scheduler ?? asyncScheduler;
+    const idle = {
+      ...(options.exitWhenIdleMs !== undefined ? { idleMs: options.exitWhenIdleMs } : {}),
+      ...(options.drain ? { drain: options.drain } : {}),
+    };
+    const fixed = configTasks(config.tasks);
+    const tasks: JobTasks = {
+      present$: config.tasksDir
+        ? taskDirectory(config.tasksDir, { scheduler, reserved: new Set(fixed.keys()), idle }).pipe(map((files) => new Map([...fixed, ...files])))
+        : of(fixed),
+      required: [...fixed.keys()],
+      saved: Object.fromEntries(Object.keys(saved?.tasks ?? {}).map((name) => [name, savedProgress(name, saved!)])),
+      open: async ({ task, file }, from) => {
+        try {
+          // A task file is checked when it joins; the config's tasks were checked above.
+          if (file !== undefined) refuseOutputOnInputs({ what: 'out', path: config.out }, taskInputs(task, `${file}: `));
+          const t = await openTask(task, config, from, { checkpointFile: layout.checkpoint, modelChange: file === undefined ? 'refuse' : 'restart' }, compute);
+          opened.push(t);
+          logEvent('stream.task_joined', { task: t.name, ...(file !== undefined ? { file } : {}), examples: t.initial.state.stats.examples, files_consumed: t.initial.state.cursor.consumed.size, resume: t.initial.state.cursor.current ?? null });
+          return t;
+        } catch (e) {
+          // A task file that cannot run is said once; the job goes on without it until the file changes.
+          if (file === undefined || !isUserError(e)) throw e;
+          logEvent('stream.task_file_refused', { file, error: e.message, until: 'the file changes' });
+          return undefined;
+        }
+      },
+    };
     const publisher = await VersionPublisher.open(config.out, await openGate(config, options.threads));
     const checkpoints = await CheckpointWriter.open(config.out, saved);
     // The accepted version is the one `latest` names: it may be ahead of the checkpoint (a crash between
     // publishing and checkpointing), and the checkpoint's mark may be a rejected candidate's.
     const last = { version: publisher.latest, ...(publisher.lastRejected !== undefined ? { rejected: publisher.lastRejected } : {}), mark: saved?.published, folded: {} };
-    const end = await runJob(config, opened, publisher, last, {
-      scheduler: options.scheduler ?? asyncScheduler,
+    const end = await runJob(config, tasks, publisher, last, {
+      scheduler,
       statusIntervalMs: options.statusIntervalMs ?? 500,
       handleSignals: options.handleSignals ?? false,
-      idle: {
-        ...(options.exitWhenIdleMs !== undefined ? { idleMs: options.exitWhenIdleMs } : {}),
-        ...(options.drain ? { drain: options.drain } : {}),
-      },
+      idle,
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.published ? { published: options.published } : {}),
       ...(options.status ? { status: options.status } : {}),
@@ -108,4 +137,12 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
     await Promise.all(opened.map((t) => t.compute.close()));
     await lock.release();
   }
+}
+
+/** A task's model and source, named (after `where`) for the message that refuses an output on them. */
+function taskInputs(t: StreamTask, where: string): NamedPath[] {
+  return [
+    { what: `${where}model`, path: t.model },
+    ...(t.input.kind === 'watch' ? [{ what: `${where}watch`, path: t.input.dir }] : t.input.path === '-' ? [] : [{ what: `${where}ipc`, path: t.input.path }]),
+  ];
 }

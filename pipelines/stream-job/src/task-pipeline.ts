@@ -96,24 +96,38 @@ export interface TaskPipeline {
 /** Name under which an Arrow IPC stream's cursor is kept (one stream per task). */
 export const STREAM_CURSOR = '<stream>';
 
-export async function openTask(task: StreamTask, config: StreamConfig, saved: StreamState | undefined, checkpointFile: string, compute: (task: LoadedTask) => Promise<TaskCompute>): Promise<OpenedTask> {
+/** How a task whose model is not the one its statistics were accumulated with is opened: refused (a task of `tasks:`), or restarted from nothing (a task file). */
+export type ModelChange = 'refuse' | 'restart';
+
+/**
+ * Loads a task's model and opens its computation, from `from` (its last state: the checkpoint's, or
+ * the one it left with) or from nothing. Statistics of another model are refused, or (`restart`)
+ * dropped with the cursor, so the task reads its source again from the start with the new model.
+ */
+export async function openTask(task: StreamTask, config: StreamConfig, from: TaskProgress | undefined, how: { checkpointFile: string; modelChange: ModelChange }, compute: (task: LoadedTask) => Promise<TaskCompute>): Promise<OpenedTask> {
   const name = task.spec.name;
   const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
-  const previous = saved?.tasks[name];
   const fingerprint = await modelFingerprint(model);
-  if (previous) checkResumable(checkpointFile, name, previous.stats, config, fingerprint, model);
+  const previous = from?.state.stats;
+  if (previous) checkSettings(how.checkpointFile, name, previous, config);
+  const changed = previous && modelChange(previous, fingerprint, model);
+  if (changed && how.modelChange === 'refuse') throw new UserError(`${how.checkpointFile}: task '${name}' was accumulated with ${changed.what} ${changed.was}, the config now says ${changed.now}; use a new 'out' directory`);
+  if (changed) logEvent('stream.task_restarted', { task: name, why: `the model changed (${changed.what} ${changed.was} -> ${changed.now}): its statistics start again from nothing and its source is read again from the start`, examples_dropped: previous.examples });
   const fresh = () => emptyStatistics(model, config, name, fingerprint);
-  const state: TaskState = previous
+  const state: TaskState = from && previous && !changed
     // A Gram task without examples has no file of sums: zeros of its model's inputs.
-    ? { ...previous, stats: isGramStats(previous.stats) && previous.stats.examples === 0 ? { ...fresh(), batches: previous.stats.batches } : previous.stats }
+    ? { ...from.state, stats: isGramStats(previous) && previous.examples === 0 ? { ...fresh(), batches: previous.batches } : previous }
     : { stats: fresh(), cursor: { consumed: new Set() }, quarantined: 0, skippedRows: 0 };
+  const opened = await compute({ name, model, config });
+  // Closed by the run that opened it when it ends, and by the job at its end: once.
+  let closing: Promise<void> | undefined;
   return {
     task: { ...task, spec },
     name,
     tokenizer,
     padTokenId: model.config.padTokenId,
-    compute: await compute({ name, model, config }),
-    initial: { task: name, state, folded: state.stats.examples - (saved?.published?.tasks[name]?.examples ?? 0), buffered: 0, event: { kind: 'start' } },
+    compute: { ...opened, close: () => (closing ??= opened.close()) },
+    initial: { task: name, state, folded: from?.folded ?? 0, buffered: 0, event: { kind: 'start' } },
   };
 }
 
@@ -122,6 +136,12 @@ function emptyStatistics(model: LoadedModel, config: StreamConfig, task: string,
   if (config.statistic === 'gram') return { ...emptyGramStats(gramInputs(model), { task, modelFingerprint }), batches: 0 };
   const { numLayers, numHeads, intermediateSize } = model.config;
   return emptyMaskFisher({ numLayers, numHeads, intermediateSize }, { mode: config.mode, batchSize: config.batchSize, task, modelFingerprint });
+}
+
+/** A task's progress as a checkpoint left it: not running until it joins. */
+export function savedProgress(name: string, saved: StreamState): TaskProgress {
+  const state = saved.tasks[name]!;
+  return { task: name, state, folded: state.stats.examples - (saved.published?.tasks[name]?.examples ?? 0), buffered: 0, event: { kind: 'left' } };
 }
 
 /** The task's own engine in this process; closing waits for a call a stop or an error left running. */
@@ -259,21 +279,26 @@ async function quarantine(root: string, task: string, file: string, ready: Extra
   return marker;
 }
 
-function checkResumable(file: string, task: string, saved: TaskStatistics, config: StreamConfig, modelFingerprint: string, model: LoadedModel): void {
+/** The job-wide settings a task's statistics were accumulated with: another is a new job. */
+function checkSettings(file: string, task: string, saved: TaskStatistics, config: StreamConfig): void {
   const differs = (what: string, was: unknown, now: unknown): never => {
     throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(now)}; use a new 'out' directory`);
   };
   if (isGramStats(saved) !== (config.statistic === 'gram')) differs('the statistic', statisticName(saved), `${config.statistic === 'gram' ? 'gram' : 'mask Fisher'} (merge_method ${config.merge.method})`);
-  if (saved.modelFingerprint !== modelFingerprint) differs('model fingerprint', saved.modelFingerprint.slice(0, 12), modelFingerprint.slice(0, 12));
-  if (isGramStats(saved)) {
-    const [was, now] = [saved.inputs, gramInputs(model)].map((inputs) => inputs.map((i) => `${i.name}:${i.dim}`).join(','));
-    if (was !== now) differs('the Gram inputs', clipped(was!), `the model's ${clipped(now!)}`);
-    return;
-  }
+  if (isGramStats(saved)) return;
   if (saved.mode !== config.mode) differs('fisher.mode', saved.mode, config.mode);
   if (saved.mode === 'batch' && saved.batchSize !== config.batchSize) differs('fisher.batch_size', saved.batchSize, config.batchSize);
+}
+
+/** How the model differs from the one the statistics were accumulated with, if it does. */
+function modelChange(saved: TaskStatistics, modelFingerprint: string, model: LoadedModel): { what: string; was: string; now: string } | undefined {
+  if (saved.modelFingerprint !== modelFingerprint) return { what: 'model fingerprint', was: saved.modelFingerprint.slice(0, 12), now: modelFingerprint.slice(0, 12) };
+  if (isGramStats(saved)) {
+    const [was, now] = [saved.inputs, gramInputs(model)].map((inputs) => inputs.map((i) => `${i.name}:${i.dim}`).join(','));
+    return was === now ? undefined : { what: 'the Gram inputs', was: clipped(was!), now: `the model's ${clipped(now!)}` };
+  }
   const [was, now] = [saved, model.config].map((s: MaskFisherShape) => `L${s.numLayers} H${s.numHeads} I${s.intermediateSize}`);
-  if (was !== now) differs('the statistics shape', was, `the model's ${now}`);
+  return was === now ? undefined : { what: 'the statistics shape', was: was!, now: `the model's ${now!}` };
 }
 
 /** Rename, or copy and delete when the quarantine is on another file system; false if `from` is gone. */

@@ -24,6 +24,10 @@ export type TaskItem = ContributedBatch<ModelBatch, TaskContribution> | DeadBatc
 /** What the last item did: for the logs, the checkpoint requests and the flow credits it gives back. */
 export type TaskEvent =
   | { kind: 'start' }
+  /** Not running: its file left the tasks_dir, or the checkpoint holds it and it has not joined (yet). */
+  | { kind: 'left' }
+  /** Its model is loading: a new run starts from this state. */
+  | { kind: 'joining' }
   | { kind: 'read'; rows: number }
   | { kind: 'folded'; rows: number; filesDone: string[]; sourcesDone: number }
   | { kind: 'dead'; rows: number; reason: string; filesDone: string[]; sourcesDone: number }
