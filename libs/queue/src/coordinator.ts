@@ -33,11 +33,14 @@ import { jobKeys, WORKERS } from './keys.ts';
 import { whileQuiet } from './timing.ts';
 import { EntryError, giveUpWhenLost, rangeEntries, streamEntries, type StreamEntry } from './redis.ts';
 
-/** What workers check before serving a job: the coordinator's run and, per task, what it accumulates. */
+/**
+ * What workers check before serving a job: the coordinator's run and, per task running now, what it
+ * accumulates and the run its batch entries carry (each time a task joins, a run of its own).
+ */
 export interface JobAnnouncement {
   run: string;
   mode: 'batch' | 'example';
-  tasks: Record<string, { modelFingerprint: string }>;
+  tasks: Record<string, { modelFingerprint: string; run: string }>;
 }
 
 /** What the coordinator emits per batch, in sequence order: its contribution, or why it has none. */
@@ -92,28 +95,43 @@ interface Reorder {
 }
 
 /**
- * The coordinator's side of a job. Each start is a new run (a random id): the streams of an earlier
- * run are dropped, and the batches not folded into its checkpoint are re-read from the sources and
- * appended again under the new run, so results of the old run, still arriving from workers, are
- * recognised by their run id and ignored.
+ * The coordinator's side of a job. Each start is a new run (a random id), and so is each time a task
+ * joins it: the task's streams of an earlier run are dropped, and the batches not folded into its
+ * checkpoint are re-read from the sources and appended again under the new run, so results of the
+ * old run, still arriving from workers, are recognised by their run id and ignored. The job is
+ * announced again whenever a task joins or leaves, and workers follow it.
  */
 export class QueueCoordinator {
   readonly run = randomUUID();
   private readonly keys: ReturnType<typeof jobKeys>;
-  private job: Omit<JobAnnouncement, 'run'> | undefined;
+  private tasks: JobAnnouncement['tasks'] = {};
 
-  constructor(private readonly redis: Redis, prefix: string, private readonly url: string) {
+  constructor(private readonly redis: Redis, prefix: string, private readonly url: string, private readonly mode: JobAnnouncement['mode']) {
     this.keys = jobKeys(prefix);
   }
 
-  async announce(job: Omit<JobAnnouncement, 'run'>): Promise<void> {
-    this.job = job;
-    for (const task of Object.keys(job.tasks)) {
-      const k = this.keys.task(task);
-      await this.redis.del(k.batches, k.results);
-      await this.redis.call('XGROUP', 'CREATE', k.batches, WORKERS, '0', 'MKSTREAM');
-    }
-    await this.redis.hset(this.keys.job, { run: this.run, mode: job.mode, tasks: JSON.stringify(job.tasks) });
+  /** A task joins the job: its streams start afresh under a run of its own, which is returned once announced. */
+  async join(task: string, modelFingerprint: string): Promise<string> {
+    const run = randomUUID();
+    const k = this.keys.task(task);
+    await this.redis.del(k.batches, k.results);
+    await this.redis.call('XGROUP', 'CREATE', k.batches, WORKERS, '0', 'MKSTREAM');
+    this.tasks = { ...this.tasks, [task]: { modelFingerprint, run } };
+    await this.announce();
+    return run;
+  }
+
+  /** The task's run `run` ends: the job is announced without it, unless it joined again meanwhile. */
+  async leave(task: string, run: string): Promise<void> {
+    if (this.tasks[task]?.run !== run) return;
+    this.tasks = Object.fromEntries(Object.entries(this.tasks).filter(([name]) => name !== task));
+    // Best effort: a Redis away now gets the job again at the next join or reconnection, and a
+    // worker still serving the task meanwhile only computes what nobody folds.
+    if (this.redis.status === 'ready') await this.announce().catch(() => undefined);
+  }
+
+  private async announce(): Promise<void> {
+    await this.redis.hset(this.keys.job, { run: this.run, mode: this.mode, tasks: JSON.stringify(this.tasks) });
   }
 
   /** After a reconnection: a Redis that restarted without its data lost the group and the job; both come back, nothing is dropped. */
@@ -121,7 +139,7 @@ export class QueueCoordinator {
     await this.redis.call('XGROUP', 'CREATE', this.keys.task(task).batches, WORKERS, '0', 'MKSTREAM').catch((e: Error) => {
       if (!/BUSYGROUP/.test(e.message)) throw e;
     });
-    if (this.job) await this.redis.hset(this.keys.job, { run: this.run, mode: this.job.mode, tasks: JSON.stringify(this.job.tasks) });
+    await this.announce();
   }
 
   /** Announces a published version on `<prefix>:versions` for whoever consumes versions. */
@@ -130,7 +148,7 @@ export class QueueCoordinator {
   }
 
   /**
-   * Appends each batch (with its sequence number) to the task's stream instead of computing it, and
+   * Appends each batch (with its sequence number and the task's `run`, from `join`) to the task's stream instead of computing it, and
    * emits, in sequence order and each once however often it arrives, the workers' contribution or,
    * for a batch a worker dead-lettered, a DeadBatch. At most `maxPending` batches are out.
    *
@@ -142,7 +160,7 @@ export class QueueCoordinator {
    * twice, and its second result is ignored like any repeat. Unsubscribing is the cancellation:
    * it stops the appends and the reads and closes the read connection.
    */
-  contributions(task: string, options: ContributionOptions): OperatorFunction<ModelBatch, QueuedContribution> {
+  contributions(task: string, run: string, options: ContributionOptions): OperatorFunction<ModelBatch, QueuedContribution> {
     const k = this.keys.task(task);
     const scheduler = options.scheduler ?? asyncScheduler;
     return (source) =>
@@ -159,7 +177,7 @@ export class QueueCoordinator {
         const appends$ = source.pipe(
           concatMap((batch, seq) => concat(
             defer(() => credits.acquire(closed.signal)).pipe(map((): QueueEvent => ({ kind: 'out', seq, batch }))),
-            defer(() => this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, batch.tokens))).pipe(map((id): QueueEvent => ({ kind: 'added', seq, id: id! }))),
+            defer(() => this.redis.xadd(k.batches, '*', ...batchFields(run, seq, batch.tokens))).pipe(map((id): QueueEvent => ({ kind: 'added', seq, id: id! }))),
           )),
           endWith<QueueEvent>({ kind: 'end' }),
         );
@@ -174,7 +192,7 @@ export class QueueCoordinator {
             // Folds go on meanwhile: a seq may have been folded since the loop began.
             if (seq < state.next || state.arrived.has(seq) || (state.ids.get(seq) ?? []).some((id) => present.has(id))) continue;
             logEvent('queue.batch_reappended', { task, seq });
-            const id = (await this.redis.xadd(k.batches, '*', ...batchFields(this.run, seq, state.out.get(seq)!.tokens)))!;
+            const id = (await this.redis.xadd(k.batches, '*', ...batchFields(run, seq, state.out.get(seq)!.tokens)))!;
             again.push({ kind: 'added', seq, id });
           }
           return again;
@@ -205,7 +223,7 @@ export class QueueCoordinator {
         const reconnected$ = fromEvent(this.redis, 'ready').pipe(exhaustMap(() => repairing(() => this.reannounce(task).then(repair))));
 
         return merge(appends$, replies$, repairs$, reconnected$, giveUpWhenLost(this.redis, this.url, 'stream coordinator', options.connectTimeoutS, scheduler)).pipe(
-          scan((s, event) => step(s, event, this.run, task, options.shape, scheduler), state),
+          scan((s, event) => step(s, event, run, task, options.shape, scheduler), state),
           takeWhile((s) => !(s.ended && s.next === s.appended), true),
           concatMap((s) => s.ready.splice(0)),
           tap((item) => {

@@ -5,3 +5,4 @@ export * from './coordinator.ts';
 export * from './worker.ts';
 export * from './status.ts';
 export * from './timing.ts';
+export * from './announcements.ts';

@@ -47,9 +47,9 @@ export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promi
 export interface ServeOptions {
   /** This worker's consumer name in the group (host:pid). */
   consumer: string;
-  /** The run this worker joined. */
+  /** The task's run this worker joined (its batch entries carry it). */
   run: string;
-  /** The task's model fingerprint: a new run with the same one is followed in place. */
+  /** The task's model fingerprint: a new run of the task with the same one is followed in place. */
   modelFingerprint: string;
   /** Entries another consumer left unacknowledged this long are taken over. */
   claimIdleMs: number;
@@ -71,7 +71,7 @@ export interface ServeOptions {
 
 export interface Served {
   served: number;
-  /** The job changed this task's model (or dropped the task): the worker must join the job again. */
+  /** The job changed this task's model: the worker must open it again. */
   rejoin: boolean;
 }
 
@@ -123,12 +123,12 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
       if (acked === 1) logEvent('worker.dead_letter', { task, entry: entry.id, reason, dead_letters: k.dead });
     });
   };
-  /** Whose entry this is: ours, an earlier run's, or a new run's (followed when its model is ours). */
+  /** Whose entry this is: ours, an earlier run's of the task, or a new run's (followed when its model is ours). */
   const runOf = async (seen: string): Promise<'ours' | 'stale' | 'rejoin'> => {
     if (seen === run) return 'ours';
-    const job = await readJob(writer, prefix);
-    if (job?.run !== seen) return 'stale';
-    if (job.tasks[task]?.modelFingerprint !== opts.modelFingerprint) return 'rejoin';
+    const announced = (await readJob(writer, prefix))?.tasks[task];
+    if (announced?.run !== seen) return 'stale';
+    if (announced.modelFingerprint !== opts.modelFingerprint) return 'rejoin';
     run = seen;
     logEvent('worker.joined', { task, run, followed: 'a new coordinator run' });
     return 'ours';
