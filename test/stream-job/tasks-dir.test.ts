@@ -8,7 +8,7 @@ import { glueTask } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { mergeModels } from '@fisher-merge/merge-writer';
-import { loadStreamConfig, outLayout, readLatest, readStreamState, runStreamJob, type JobStatus, type TaskStatistics, type VersionManifest } from '@fisher-merge/stream-job';
+import { loadStreamConfig, loadTaskFile, outLayout, readLatest, readStreamState, runStreamJob, type JobStatus, type TaskStatistics, type VersionManifest } from '@fisher-merge/stream-job';
 import { eventually, type LogLine } from '../support.ts';
 import { maskFisherOf, modelDir, publishParquet, REPO, split, taskRows, tempDir } from './helpers.ts';
 
@@ -200,6 +200,18 @@ describe('stream job: tasks that join and leave (tasks_dir)', () => {
     expectSameStats(result.stats.cola!, await oneShot(dir, 'cola', data.cola!.rows, modelDir('rte')));
     expectSameStats(result.stats.sst2!, await oneShot(dir, 'sst2', data.sst2!.rows));
   }, HANG_GUARD_MS);
+
+  it('under a gate a task file needs validation rows, judged by the gate\'s metric; without a gate it may not name any', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'sst2.yaml');
+    writeTaskFile(file, taskEntry('sst2', 'incoming'));
+    await expect(loadTaskFile(file, { metric: undefined })).rejects.toThrow(`${file}: validation: expected a validation Parquet file (the config's gate scores every candidate version on it), got nothing`);
+    writeTaskFile(file, { ...taskEntry('sst2', 'incoming'), validation: 'rows.parquet' });
+    await expect(loadTaskFile(file, undefined)).rejects.toThrow(`${file}: validation: is read by a 'gate' only`);
+    await expect(loadTaskFile(file, { metric: { sst2: 'spearmanr' } })).rejects.toThrow('expected one of accuracy');
+    const task = await loadTaskFile(file, { metric: undefined });
+    expect([task.validation, task.input]).toEqual([{ file: path.join(dir, 'rows.parquet'), metric: 'accuracy' }, expect.objectContaining({ dir: path.join(dir, 'incoming') })]);
+  });
 
   it('kill -9 while a task that joined is mid-file, then restarted: each task holds exactly its rows, once', async () => {
     const dir = tempDir();
