@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { distinctUntilChanged, from, map, mergeMap, type Observable, pairwise, type SchedulerLike, startWith, takeWhile, timer } from 'rxjs';
-import { isUserError, logEvent, UserError } from '@fisher-merge/core';
+import { fileSystemReason, isUserError, logEvent, UserError } from '@fisher-merge/core';
 import { loadTaskFile, type StreamTask, type TasksDir } from './config.ts';
 import { exhaustScanWithTrailing } from './operators.ts';
 
@@ -88,9 +88,10 @@ const sameListing = (a: Listing, b: Listing): boolean => a.size === b.size && [.
 
 /** The directory's task files now: unchanged ones as they were, changed and new ones read (in name order, after the unchanged ones claimed their names). */
 async function relist({ dir, gate }: TasksDir, known: Listing, reserved: ReadonlySet<string>): Promise<Listing> {
+  // A tasks_dir not there yet holds no task; one that cannot be listed stops the job with one line.
   const names = await fs.readdir(dir).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return [];
-    throw e;
+    throw new UserError(`tasks_dir ${dir}: cannot list it: ${fileSystemReason(e)}`);
   });
   const signatures = new Map<string, string>();
   for (const name of names.filter((n) => !n.startsWith('.') && n.endsWith('.yaml')).sort()) {
