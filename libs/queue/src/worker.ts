@@ -71,8 +71,6 @@ export interface ServeOptions {
 
 export interface Served {
   served: number;
-  /** The job changed this task's model: the worker must open it again. */
-  rejoin: boolean;
 }
 
 /** A read entry and, for one taken over from another consumer, how often it has been delivered. */
@@ -204,7 +202,7 @@ export async function serveTask(reader: Redis, writer: Redis, prefix: string, ta
     if (taken && !opts.abandon.aborted) await untilAborted(handle(taken), opts.abandon);
   }
   await untilAborted(Promise.all(writes), opts.abandon);
-  return { served, rejoin };
+  return { served };
 }
 
 /** KEYS[1]: batches; ARGV: group, entry id. Acknowledges and deletes the entry; ends the script with 0 unless it was still pending (another worker may have finished it). */
