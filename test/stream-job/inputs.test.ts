@@ -102,6 +102,27 @@ describe('stream job inputs', () => {
     expect(state.cursor.current).toEqual({ file: '<stream>', row: 40 });
   });
 
+  it('refuses a restart with other job-wide settings, naming the setting and the first task of the config, before any model loads', async () => {
+    const dir = tempDir();
+    const out = path.join(dir, 'out');
+    const watches = ['sst2', 'cola'].map((task) => {
+      const watch = path.join(dir, task);
+      mkdirSync(watch);
+      return { task, watch };
+    });
+    publishParquet(path.join(watches[0]!.watch, 'part-0.parquet'), await taskRows('sst2', 8));
+    publishParquet(path.join(watches[1]!.watch, 'part-0.parquet'), await taskRows('cola', 8));
+    const first = await loadStreamConfig(writeStreamConfig(path.join(dir, 'a.yaml'), out, watches));
+    await runStreamJob(first, { exitWhenIdleMs: 200 });
+    const checkpoint = outLayout(out).checkpoint;
+    const before = readFileSync(checkpoint, 'utf8');
+    const restart = async (fisher: Record<string, unknown>) => runStreamJob(await loadStreamConfig(writeStreamConfig(path.join(dir, 'b.yaml'), out, watches, { fisher })), { exitWhenIdleMs: 200 });
+    await expect(restart({ mode: 'example' })).rejects.toThrow(`${checkpoint}: task 'sst2' was accumulated with fisher.mode batch, the config now says example; use a new 'out' directory`);
+    await expect(restart({ mode: 'batch', batch_size: 4 })).rejects.toThrow(`${checkpoint}: task 'sst2' was accumulated with fisher.batch_size 8, the config now says 4; use a new 'out' directory`);
+    // Nothing was folded or written by the refused runs.
+    expect(readFileSync(checkpoint, 'utf8')).toBe(before);
+  });
+
   it('rejects bad configs with one line naming the key', () => {
     const base = { out: 'o', tasks: [{ task: 'sst2', model: 'm', watch: 'w' }] };
     const bad = (raw: unknown) => () => parseStreamConfig(raw, '/x', 'c.yaml');

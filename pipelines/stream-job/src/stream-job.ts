@@ -9,7 +9,7 @@ import { runJob, type JobTasks } from './runtime.ts';
 import { CheckpointWriter, outLayout, readStreamState, type TaskStatistics } from './state.ts';
 import { configTasks, taskDirectory } from './task-dir.ts';
 import type { JobStatus } from './status.ts';
-import { localCompute, openTask, savedProgress, type LoadedTask, type OpenedTask, type TaskCompute } from './task-pipeline.ts';
+import { checkSettings, localCompute, openTask, savedProgress, type LoadedTask, type OpenedTask, type TaskCompute } from './task-pipeline.ts';
 
 export interface StreamJobOptions {
   /**
@@ -83,6 +83,9 @@ export async function runStreamJob(config: StreamConfig, options: StreamJobOptio
         if (!config.tasks.some((t) => t.spec.name === name)) throw new UserError(`${layout.checkpoint}: the checkpoint holds task '${name}', which the config no longer lists; use a new 'out' directory`);
       }
     }
+    // Settings are job-wide: checked for every saved task before any model loads, the config's tasks first.
+    const savedNames = Object.keys(saved?.tasks ?? {});
+    for (const name of new Set([...config.tasks.map((t) => t.spec.name).filter((n) => savedNames.includes(n)), ...savedNames])) checkSettings(layout.checkpoint, name, saved!.tasks[name]!.stats, config);
     const compute = options.compute ?? ((task: LoadedTask) => localCompute(task, options.threads));
     const scheduler = options.scheduler ?? asyncScheduler;
     const idle = {

@@ -109,7 +109,6 @@ export async function openTask(task: StreamTask, config: StreamConfig, from: Tas
   const { model, tokenizer, task: spec } = await loadTaskModel(task.model, task.spec, { prefetchFingerprint: true });
   const fingerprint = await modelFingerprint(model);
   const previous = from?.state.stats;
-  if (previous) checkSettings(how.checkpointFile, name, previous, config);
   const changed = previous && modelChange(previous, fingerprint, model);
   if (changed && how.modelChange === 'refuse') throw new UserError(`${how.checkpointFile}: task '${name}' was accumulated with ${changed.what} ${changed.was}, the config now says ${changed.now}; use a new 'out' directory`);
   if (changed) logEvent('stream.task_restarted', { task: name, why: `the model changed (${changed.what} ${changed.was} -> ${changed.now}): its statistics start again from nothing and its source is read again from the start`, examples_dropped: previous.examples });
@@ -280,7 +279,7 @@ async function quarantine(root: string, task: string, file: string, ready: Extra
 }
 
 /** The job-wide settings a task's statistics were accumulated with: another is a new job. */
-function checkSettings(file: string, task: string, saved: TaskStatistics, config: StreamConfig): void {
+export function checkSettings(file: string, task: string, saved: TaskStatistics, config: StreamConfig): void {
   const differs = (what: string, was: unknown, now: unknown): never => {
     throw new UserError(`${file}: task '${task}' was accumulated with ${what} ${String(was)}, the config now says ${String(now)}; use a new 'out' directory`);
   };
