@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { accuracy, computeMetrics, f1, matthews, pearson, spearman } from '@fisher-merge/eval';
+import { glueTask } from '@fisher-merge/data';
+import { accuracy, computeMetrics, f1, GLUE_METRICS, matthews, pearson, spearman } from '@fisher-merge/eval';
+import { primaryMetric } from '@fisher-merge/eval/evaluate';
 
 describe('GLUE metrics', () => {
   it('accuracy counts exact matches', () => {
@@ -45,5 +47,13 @@ describe('GLUE metrics', () => {
     const reg = computeMetrics(['pearson', 'spearmanr'], new Float32Array([1, 2, 3]), 1, [2, 4, 6.5]);
     expect(reg.spearmanr).toBeCloseTo(1, 12);
     expect(reg.pearson).toBeGreaterThan(0.99);
+  });
+
+  it("judges a task by GLUE's first metric, accuracy, except cola by Matthews and stsb by Spearman", () => {
+    for (const [task, metrics] of Object.entries(GLUE_METRICS)) {
+      const expected = task === 'cola' ? 'matthews_correlation' : task === 'stsb' ? 'spearmanr' : metrics[0];
+      expect(primaryMetric(glueTask(task)), task).toBe(expected);
+    }
+    expect(primaryMetric(glueTask('mrpc'))).toBe('accuracy');
   });
 });
