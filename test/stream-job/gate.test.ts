@@ -1,13 +1,15 @@
 // Versions gated on evaluation: a candidate becomes `latest` only if every task's validation figure passes.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setImmediate as turn } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
-import { loadStreamConfig, outLayout, runStreamJob, type JobStatus, type Rejection, type VersionManifest } from '@fisher-merge/stream-job';
+import { glueTask } from '@fisher-merge/data';
+import { evaluateModel } from '@fisher-merge/eval/evaluate';
+import { loadStreamConfig, outLayout, runStreamJob, VersionGate, type JobStatus, type Rejection, type VersionManifest } from '@fisher-merge/stream-job';
 import { cli, expectRefused, glueFile } from '../reliability/support.ts';
 import { logLines, type LogLine } from '../support.ts';
-import { publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
+import { modelDir, publishParquet, REPO, taskRows, tempDir, writeStreamConfig } from './helpers.ts';
 
 const TASKS = ['sst2', 'stsb'] as const;
 type Task = (typeof TASKS)[number];
@@ -233,5 +235,20 @@ describe('stream job: a gate with bad input is one line naming the key or file, 
   it('a validation file that does not exist, or lacks the task\'s columns', async () => {
     await refused({ gate: { min_relative_to_own: 0.9 }, validation: { stsb: path.join(REPO, 'data/glue/stsb/nope.parquet') } }, /file not found: .*data\/glue\/stsb\/nope\.parquet/);
     await refused({ gate: { min_relative_to_own: 0.9 }, validation: { sst2: glueFile('stsb') } }, /stsb\/validation-00000-of-00001\.parquet: column 'sentence' not found/);
+  });
+
+  it("scores a task's own model again when other weights replace it at the same path, and keeps the score while they do not", async () => {
+    const model = path.join(tempDir(), 'sst2');
+    cpSync(modelDir('sst2'), model, { recursive: true });
+    const gate = new VersionGate({ minRelativeToOwn: 0.5 }, 'onnx', 128, 1);
+    const task = { name: 'sst2', spec: glueTask('sst2'), model, validation: { file: glueFile('sst2'), metric: 'accuracy' as const } };
+    const [first] = await gate.scoreOwnModels([task]);
+    expect((await gate.scoreOwnModels([task]))[0]).toBe(first);
+    // cola's weights (the same shapes) in sst2's folder: another model at the same path.
+    copyFileSync(path.join(modelDir('cola'), 'model.safetensors'), path.join(model, 'model.safetensors'));
+    const [second] = await gate.scoreOwnModels([task]);
+    const replaced = await evaluateModel({ modelDir: model, data: glueFile('sst2'), task: glueTask('sst2'), engine: 'onnx', maxLength: 128, threads: 1 });
+    expect(second!.metrics).toEqual(replaced.metrics);
+    expect(second!.metrics.accuracy).not.toBe(first!.metrics.accuracy);
   });
 });

@@ -2,6 +2,7 @@ import { sha256Files, UserError } from '@fisher-merge/core';
 import type { TaskSpec } from '@fisher-merge/data';
 import type { EngineKind } from '@fisher-merge/engines';
 import type { MetricName } from '@fisher-merge/eval';
+import { describeModel, modelFingerprint } from '@fisher-merge/model';
 import { evaluateModelsInThread, metricsFor, primaryMetric, type EvalResult } from '@fisher-merge/eval/evaluate';
 import type { StreamConfig } from './config.ts';
 
@@ -85,7 +86,7 @@ const finite = (v: number | undefined): number | null => (v !== undefined && Num
 /**
  * Scores candidate versions on each task's validation rows with that task's own head and judges
  * them against the bounds. Every evaluation runs in a worker thread, so the job folds meanwhile.
- * Each task's own model is scored once per validation file content (sha256), and kept.
+ * Each task's own model is scored once per content of its weights and of its validation file (sha256), and kept.
  */
 export class VersionGate {
   private readonly own = new Map<string, EvalResult>();
@@ -148,7 +149,10 @@ export class VersionGate {
   }
 
   private async ownKey(task: OwnTask): Promise<string> {
-    return JSON.stringify([task.name, task.model, task.validation.file, await sha256Files([task.validation.file]).catch(() => 'unreadable')]);
+    // The model by its weights' content (hashed once per file version; the job's own load shares the
+    // hash): a model replaced at the same path is scored again.
+    const weights = await modelFingerprint(await describeModel(task.model));
+    return JSON.stringify([task.name, weights, task.validation.file, await sha256Files([task.validation.file]).catch(() => 'unreadable')]);
   }
 
   private job(task: OwnTask, modelDir: string) {
