@@ -6,8 +6,8 @@ import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { mergeModels } from '@fisher-merge/merge-writer';
 import { formatStreamStatus, loadStreamConfig, readLatest, readStreamStatus, runCoordinator, runStreamJob, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
-import { maskFisherOf, modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
-import { eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
+import { expectSameStats, maskFisherOf, modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { eventually, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
 const HANG_GUARD_MS = 900_000;

@@ -9,8 +9,8 @@ import type { TaskStatistics } from '@fisher-merge/stream-job';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { queueStatus } from '@fisher-merge/queue';
 import { loadStreamConfig, outLayout, readStreamState, runCoordinator, type QueueConfig, type StreamConfig } from '@fisher-merge/stream-job';
-import { modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
-import { CLI, eventually, expectSameStats, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
+import { expectSameStats, modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { CLI, eventually, incoming, RedisServer, startWorker, stopWorker } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
 const HANG_GUARD_MS = 900_000;

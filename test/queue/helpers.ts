@@ -3,15 +3,13 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { mkdirSync } from 'node:fs';
-import { expect } from 'vitest';
 import { filter, lastValueFrom } from 'rxjs';
 import { FlowControl, glueTask, releaseCredits, taskBatches } from '@fisher-merge/data';
 import { openEngine } from '@fisher-merge/engines';
 import { emptyMaskFisher, foldFisher, maskFisherContributions, type MaskFisher } from '@fisher-merge/fisher';
 import { loadTaskModel } from '@fisher-merge/task-model';
 import { eventually, type LogLine } from '../support.ts';
-import type { TaskStatistics } from '@fisher-merge/stream-job';
-import { maskFisherOf, modelDir, publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
+import { modelDir, publishParquet, REPO, split, taskRows, tempDir } from '../stream-job/helpers.ts';
 
 export { eventually };
 
@@ -155,15 +153,6 @@ export async function incoming(dir: string, tasks: readonly string[], parts: rea
     dirs[task] = watch;
   }
   return dirs;
-}
-
-export function expectSameStats(stats: TaskStatistics, want: MaskFisher): void {
-  const got = maskFisherOf(stats);
-  expect(got.examples).toBe(want.examples);
-  expect(got.batches).toBe(want.batches);
-  expect(got.dataFingerprint).toBe(want.dataFingerprint);
-  expect(Array.from(got.head)).toEqual(Array.from(want.head));
-  expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
 }
 
 /**

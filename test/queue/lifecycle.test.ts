@@ -7,8 +7,8 @@ import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { outLayout, readStreamState } from '@fisher-merge/stream-job';
 import { errorLine, logLines } from '../support.ts';
-import { modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
-import { eventually, expectSameStats, RedisServer, startCli, startWorker, stopWorker, withRedis } from './helpers.ts';
+import { expectSameStats, modelDir, publishParquet, split, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { eventually, RedisServer, startCli, startWorker, stopWorker, withRedis } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
 const HANG_GUARD_MS = 900_000;

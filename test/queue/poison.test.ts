@@ -10,8 +10,8 @@ import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { queueStatus } from '@fisher-merge/queue';
 import { formatStreamStatus, outLayout, readStreamState, readStreamStatus } from '@fisher-merge/stream-job';
 import { logLines, type LogLine } from '../support.ts';
-import { maskFisherOf, modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
-import { eventually, expectSameStats, incoming, RedisServer, startCli, startWorker, statsWithout, stopWorker } from './helpers.ts';
+import { expectSameStats, maskFisherOf, modelDir, publishParquet, taskRows, tempDir, writeStreamConfig } from '../stream-job/helpers.ts';
+import { eventually, incoming, RedisServer, startCli, startWorker, statsWithout, stopWorker } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start many processes on a loaded machine.
 const HANG_GUARD_MS = 900_000;

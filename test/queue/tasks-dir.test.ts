@@ -7,8 +7,8 @@ import { glueTask } from '@fisher-merge/data';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { outLayout, readStreamState } from '@fisher-merge/stream-job';
 import { logLines } from '../support.ts';
-import { modelDir, publishParquet, taskRows, tempDir } from '../stream-job/helpers.ts';
-import { eventually, expectSameStats, incoming, startCli, startWorker, stopWorker, withRedis } from './helpers.ts';
+import { expectSameStats, modelDir, publishParquet, taskRows, tempDir } from '../stream-job/helpers.ts';
+import { eventually, incoming, startCli, startWorker, stopWorker, withRedis } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs start several processes on a loaded machine.
 const HANG_GUARD_MS = 900_000;

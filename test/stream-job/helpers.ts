@@ -2,6 +2,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Table } from 'apache-arrow';
 import { lastValueFrom, toArray } from 'rxjs';
+import { expect } from 'vitest';
 import { stringify } from 'yaml';
 import { glueTask, parquetSource, taskColumns } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
@@ -50,6 +51,16 @@ export interface TestTask {
 export function maskFisherOf(stats: TaskStatistics): MaskFisher {
   if (isGramStats(stats)) throw new Error(`task ${stats.task} accumulated Gram sums, not mask Fisher`);
   return stats;
+}
+
+/** Mask Fisher statistics equal, bit for bit, to `want` (counts, data fingerprint, every sum). */
+export function expectSameStats(stats: TaskStatistics, want: MaskFisher): void {
+  const got = maskFisherOf(stats);
+  expect(got.examples).toBe(want.examples);
+  expect(got.batches).toBe(want.batches);
+  expect(got.dataFingerprint).toBe(want.dataFingerprint);
+  expect(Array.from(got.head)).toEqual(Array.from(want.head));
+  expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
 }
 
 /** A stream config file for the fixture models; returns its path. */

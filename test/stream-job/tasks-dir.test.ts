@@ -8,9 +8,9 @@ import { glueTask } from '@fisher-merge/data';
 import type { MaskFisher } from '@fisher-merge/fisher';
 import { computeMaskFisher } from '@fisher-merge/merge-job';
 import { mergeModels } from '@fisher-merge/merge-writer';
-import { loadStreamConfig, loadTaskFile, outLayout, readLatest, readStreamState, runStreamJob, type JobStatus, type TaskStatistics, type VersionManifest } from '@fisher-merge/stream-job';
+import { loadStreamConfig, loadTaskFile, outLayout, readLatest, readStreamState, runStreamJob, type JobStatus, type VersionManifest } from '@fisher-merge/stream-job';
 import { eventually, type LogLine } from '../support.ts';
-import { maskFisherOf, modelDir, publishParquet, REPO, split, taskRows, tempDir } from './helpers.ts';
+import { expectSameStats, modelDir, publishParquet, REPO, split, taskRows, tempDir } from './helpers.ts';
 
 // A guard against a hang, not a speed requirement: these runs load models and merge versions on a loaded machine.
 const HANG_GUARD_MS = 900_000;
@@ -29,9 +29,10 @@ function captureLog() {
     new Promise((resolve) => {
       const check = (): void => {
         const found = lines.slice(from).find((l) => l.event === event && match(l));
-        if (!found) return;
-        waiters.delete(check);
-        resolve(found);
+        if (found) {
+          waiters.delete(check);
+          resolve(found);
+        }
       };
       waiters.add(check);
       check();
@@ -73,15 +74,6 @@ async function oneShot(dir: string, task: string, rows: Awaited<ReturnType<typeo
   const file = path.join(dir, `one-shot-${task}-${path.basename(model)}.parquet`);
   publishParquet(file, rows);
   return (await computeMaskFisher({ modelDir: model, data: file, task: glueTask(task), batchSize: 8, mode: 'batch', engine: 'onnx' })).stats;
-}
-
-function expectSameStats(stats: TaskStatistics, want: MaskFisher): void {
-  const got = maskFisherOf(stats);
-  expect(got.examples).toBe(want.examples);
-  expect(got.batches).toBe(want.batches);
-  expect(got.dataFingerprint).toBe(want.dataFingerprint);
-  expect(Array.from(got.head)).toEqual(Array.from(want.head));
-  expect(Array.from(got.neuron)).toEqual(Array.from(want.neuron));
 }
 
 const manifestOf = (out: string, version: number): VersionManifest => JSON.parse(readFileSync(path.join(out, 'versions', String(version), 'manifest.json'), 'utf8')) as VersionManifest;
